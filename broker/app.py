@@ -1,0 +1,163 @@
+"""Build the aiohttp application: clients in cleanup contexts, routes, middlewares.
+
+Start-up order (reversed on shutdown): Redis (embedded when no URL), the fleet
+(store, backend, controller, event listener, activity flusher), then the
+authenticator. Constructors only store; the contexts do the I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from fleet import REDIS_DOWN, Controller, EmbeddedRedis, Fleet, FleetSpec, FleetStore, Tasks, listen, make_backend
+
+from . import pages
+from .activity import ActivityRecorder
+from .appkeys import ACTIVITY, AUTH, CONTROLLER, FLEET, HTTP, REDIS, ROUTER, SETTINGS, SIGNER, STORE, TASKS
+from .auth import make_authenticator
+from .gateway import gateway
+from .middleware import broker_page_headers, drop_identity_headers
+from .routing import Router
+from .settings import Settings
+from .signing import Signer
+
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).parent / "templates"
+CLIENT_MAX_SIZE = 64 * 1024 * 1024  # forms and JSON the broker itself reads; proxied bodies stream
+
+
+def connect_redis(url: str) -> Redis:
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=15,
+        socket_connect_timeout=3,
+        socket_timeout=10,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    embedded = None
+    url = settings.redis_url
+    if not url:
+        embedded = EmbeddedRedis(settings.data_dir)
+        await embedded.start()
+        url = embedded.url
+    app[REDIS] = redis = connect_redis(url)
+    try:
+        yield
+    finally:
+        await redis.aclose()
+        if embedded is not None:
+            await embedded.stop()
+
+
+def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+        app[HTTP] = http
+        store = FleetStore(app[REDIS])
+        backend = make_backend(spec, settings.data_dir)
+        await backend.start()
+        fleet = Fleet(store, backend, spec, http, queue_grace=settings.queue_grace)
+        controller = Controller(store, backend, lambda: fleet.spec, http, interval=settings.controller_interval)
+        router = Router(fleet, ttl=settings.route_cache_ttl)
+        activity = ActivityRecorder(store)
+        app[STORE], app[FLEET], app[CONTROLLER], app[ROUTER], app[ACTIVITY] = store, fleet, controller, router, activity
+
+        def wake_controller(kind: str, args: list[str]) -> None:
+            if kind in ("claim", "release", "queue"):
+                controller.wake()
+
+        tasks = app[TASKS] = Tasks()
+        tasks.start("controller", controller.run)
+        tasks.start("events", lambda: listen(app[REDIS], [router.on_event, wake_controller]))
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(activity.flush, "interval", seconds=settings.activity_flush, id="activity-flush")
+        scheduler.start()
+        try:
+            yield
+        finally:
+            scheduler.shutdown(wait=False)
+            await activity.flush()
+            await tasks.stop()
+            if stop_pods_on_exit(settings):
+                await stop_fleet(store, backend, fleet)
+            await backend.close()
+            await http.close()
+
+    return ctx
+
+
+def stop_pods_on_exit(settings: Settings) -> bool:
+    if settings.stop_pods_on_exit is not None:
+        return settings.stop_pods_on_exit
+    return settings.redis_url is None  # embedded Redis: this broker owns the whole fleet
+
+
+async def stop_fleet(store: FleetStore, backend, fleet: Fleet) -> None:  # noqa: ANN001
+    """End every claim and stop every pod (the demo's Ctrl-C)."""
+    try:
+        for pod in await store.pods(p.name for p in fleet.spec.profiles):
+            await store.end_pod(pod.id, "shutdown")
+            await backend.delete(pod.id)
+            await store.forget_pod(pod.id)
+    except REDIS_DOWN as exc:
+        log.warning("could not end claims on shutdown: %s", exc)
+    stop_all = getattr(backend, "stop_all", None)
+    if stop_all is not None:
+        await stop_all()
+
+
+async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[AUTH].startup(app)
+    yield
+
+
+def build_app(settings: Settings, spec: FleetSpec) -> web.Application:
+    app = web.Application(
+        middlewares=[drop_identity_headers, broker_page_headers],
+        client_max_size=CLIENT_MAX_SIZE,
+        handler_args={"max_field_size": 16 * 1024, "max_line_size": 16 * 1024},
+    )
+    app[SETTINGS] = settings
+    signer = app[SIGNER] = Signer(settings.secret())
+    app[AUTH] = make_authenticator(settings, signer)
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+    )
+    app.cleanup_ctx.extend([redis_ctx, fleet_ctx(spec), auth_ctx])
+    app.router.add_get("/_broker/healthz", pages.healthz)
+    app.router.add_get("/_broker/readyz", pages.readyz)
+    app[AUTH].add_routes(app)
+    app.router.add_route("*", "/_broker/{tail:.*}", not_found)
+    app.router.add_route("*", "/{tail:.*}", gateway)
+    return app
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return pages.problem(request, 404, "Not found", "There is no broker page at this address.")

@@ -1,0 +1,27 @@
+"""Typed application keys: every shared object the handlers reach through the app."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from fleet import Controller, Fleet, FleetStore, Tasks
+
+from .activity import ActivityRecorder
+from .auth import Authenticator
+from .routing import Router
+from .settings import Settings
+from .signing import Signer
+
+SETTINGS = web.AppKey("settings", Settings)
+SIGNER = web.AppKey("signer", Signer)
+AUTH = web.AppKey("auth", Authenticator)
+REDIS = web.AppKey("redis", Redis)
+STORE = web.AppKey("store", FleetStore)
+FLEET = web.AppKey("fleet", Fleet)
+CONTROLLER = web.AppKey("controller", Controller)
+ROUTER = web.AppKey("router", Router)
+ACTIVITY = web.AppKey("activity", ActivityRecorder)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+TASKS = web.AppKey("tasks", Tasks)

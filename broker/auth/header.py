@@ -1,0 +1,34 @@
+"""`header` login: an authenticating proxy in front (oauth2-proxy, nginx) names the user.
+
+The header is believed only when the TCP peer is inside SDB_TRUSTED_PROXIES;
+from anywhere else the request is 401, and the header was already dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from ..identity import Identity
+from .base import Authenticator
+
+
+class HeaderAuthenticator(Authenticator):
+    interactive = False
+
+    def kept_headers(self, request: web.Request) -> Iterable[str]:
+        if self.settings.is_trusted_proxy(request.remote):
+            return (self.settings.auth_header, self.settings.auth_email_header)
+        return ()
+
+    async def identify(self, request: web.Request) -> Identity | None:
+        if not self.settings.is_trusted_proxy(request.remote):
+            return None
+        user = request.headers.get(self.settings.auth_header, "").strip()
+        if not user or len(user) > 256 or any(ord(c) < 0x20 for c in user):
+            return None
+        email = request.headers.get(self.settings.auth_email_header, "").strip()
+        if not email and "@" in user:
+            email = user
+        return Identity(user=user, email=email[:256])

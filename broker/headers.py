@@ -1,0 +1,85 @@
+"""Which headers cross the proxy, in each direction."""
+
+from __future__ import annotations
+
+from http.cookies import CookieError, SimpleCookie
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from .cookies import COOKIE_PREFIX
+from .identity import Identity
+
+#: RFC 9110 7.6.1 hop-by-hop headers, never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+WEBSOCKET_HANDSHAKE = frozenset(
+    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-accept"}
+)
+
+
+def _hop_by_hop(headers: CIMultiDict[str] | web.Request) -> set[str]:
+    """The fixed set plus every header the Connection header names."""
+    named = {
+        token.strip().lower()
+        for value in headers.getall("Connection", [])  # type: ignore[union-attr]
+        for token in value.split(",")
+    }
+    return HOP_BY_HOP | named
+
+
+def strip_broker_cookies(cookie_header: str) -> str:
+    """The Cookie header without any of our cookies (the pod never sees a session)."""
+    parts = [p.strip() for p in cookie_header.split(";")]
+    kept = [p for p in parts if p and not p.split("=", 1)[0].strip().startswith(COOKIE_PREFIX)]
+    return "; ".join(kept)
+
+
+def upstream_headers(
+    request: web.Request, identity: Identity, *, trusted_peer: bool, websocket: bool = False
+) -> CIMultiDict[str]:
+    drop = _hop_by_hop(request.headers)  # type: ignore[arg-type]
+    if websocket:
+        drop |= WEBSOCKET_HANDSHAKE | {"sec-websocket-protocol"}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        lname = name.lower()
+        if lname in drop or lname.startswith("x-forwarded-") or lname == "forwarded":
+            continue
+        if lname == "cookie":
+            value = strip_broker_cookies(value)
+            if not value:
+                continue
+        out.add(name, value)
+    peer = request.remote or ""
+    prior = request.headers.get("X-Forwarded-For", "") if trusted_peer else ""
+    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    out["X-Forwarded-Proto"] = "https" if request.get("sdb.https", request.secure) else "http"
+    out["X-Forwarded-Host"] = request.host
+    out["X-Forwarded-User"] = identity.user
+    if identity.email:
+        out["X-Forwarded-Email"] = identity.email
+    return out
+
+
+def downstream_headers(headers: CIMultiDict[str] | object) -> CIMultiDict[str]:
+    drop = _hop_by_hop(headers)  # type: ignore[arg-type]
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)  # type: ignore[attr-defined]
+
+
+def cookie_names(cookie_header: str) -> list[str]:
+    try:
+        return list(SimpleCookie(cookie_header).keys())
+    except CookieError:
+        return []

@@ -1,0 +1,64 @@
+"""Who a request is from, and the client-sent headers that could lie about it.
+
+Before anything reads a request, every identity header a client sent is
+dropped, whatever its case and whether it is spelt with `-` or `_`: a WebUI or
+a browser must never be able to claim to be someone else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+#: Exact names (normalised: lower case, `_` read as `-`).
+IDENTITY_HEADERS = frozenset(
+    {
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-preferred-username",
+        "x-forwarded-groups",
+        "x-forwarded-access-token",
+        "x-remote-user",
+        "x-remote-email",
+        "x-remote-group",
+        "remote-user",
+        "x-user",
+        "x-email",
+        "x-webauth-user",
+        "x-sdbroker-user",
+    }
+)
+#: Any header starting with one of these.
+IDENTITY_PREFIXES = ("x-auth-request-", "x-goog-authenticated-", "x-goog-iap-", "x-sdbroker-")
+
+
+def normalise(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def is_identity_header(name: str, extra: frozenset[str] = frozenset()) -> bool:
+    n = normalise(name)
+    return n in IDENTITY_HEADERS or n in extra or n.startswith(IDENTITY_PREFIXES)
+
+
+def without_identity_headers(
+    headers: CIMultiDictProxy[str], *, extra: Iterable[str] = (), keep: Iterable[str] = ()
+) -> CIMultiDict[str] | None:
+    """A copy without identity headers, or None when there were none (the common case)."""
+    extra_n = frozenset(normalise(e) for e in extra)
+    keep_n = frozenset(normalise(k) for k in keep)
+    if not any(is_identity_header(k, extra_n) and normalise(k) not in keep_n for k in headers):
+        return None
+    return CIMultiDict(
+        (k, v) for k, v in headers.items() if not is_identity_header(k, extra_n) or normalise(k) in keep_n
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str
+    email: str = ""
+    groups: tuple[str, ...] = field(default_factory=tuple)
+    is_admin: bool = False

@@ -1,0 +1,85 @@
+"""Pages the broker serves itself: health, readiness, waiting, and what went wrong.
+
+A person always sees a page that says what happened; a script gets JSON with
+the same words and a status code to act on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from fleet import REDIS_DOWN, Waiting
+
+from .appkeys import AUTH, FLEET, STORE
+from .redirects import safe_next
+
+RETRY_AFTER = 5
+
+
+def wants_html(request: web.Request) -> bool:
+    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
+
+
+def problem(request: web.Request, status: int, title: str, detail: str, **extra: Any) -> web.Response:
+    """An error as a page for people, as JSON for everything else."""
+    headers = {"Retry-After": str(extra.pop("retry_after"))} if "retry_after" in extra else {}
+    if wants_html(request):
+        response = aiohttp_jinja2.render_template(
+            "problem.html", request, {"title": title, "detail": detail, **extra}, status=status
+        )
+        response.headers.update(headers)
+        return response
+    body = {"error": title, "detail": detail, **{k: v for k, v in extra.items() if k != "identity"}}
+    return web.json_response(body, status=status, headers=headers, dumps=lambda o: json.dumps(o, default=str))
+
+
+def unauthenticated(request: web.Request) -> web.StreamResponse:
+    if request.app[AUTH].interactive and wants_html(request):
+        target = safe_next(request.path_qs)
+        raise web.HTTPFound("/_broker/login?" + urlencode({"next": target}))
+    return problem(request, 401, "Not logged in", "Log in to reach your WebUI.")
+
+
+def waiting(request: web.Request, result: Waiting) -> web.Response:
+    if result.rebuilding:
+        detail = "The broker is recovering its records; your WebUI will be back in a moment."
+    elif result.position:
+        detail = f"All WebUIs are in use. You are number {result.position} in line; a WebUI is starting for you."
+    else:
+        detail = "A WebUI is starting for you."
+    if not wants_html(request):
+        return web.json_response(
+            {"error": "No WebUI ready yet", "detail": detail, "position": result.position, "queue": result.queue_length},
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER)},
+        )
+    response = aiohttp_jinja2.render_template(
+        "wait.html",
+        request,
+        {"detail": detail, "position": result.position, "refresh": 3, "next": safe_next(request.path_qs)},
+        status=503,
+    )
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when Redis answers and the fleet spec is loaded."""
+    try:
+        await request.app[STORE].ping()
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
+        return web.Response(status=503, text=f"not ready: {exc}\n")
+    fleet = request.app[FLEET]
+    return web.Response(text=f"ready ({len(fleet.spec.profiles)} profiles)\n")
+
+
+__all__ = ["REDIS_DOWN", "healthz", "problem", "readyz", "unauthenticated", "waiting", "wants_html"]

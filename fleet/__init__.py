@@ -1,0 +1,49 @@
+"""The fleet: YAML spec, Redis state and Lua, backends, controller, WebUI probes.
+
+Knows nothing of HTTP pages or of who is logged in: callers hand it user ids.
+"""
+
+from .aiotasks import Tasks
+from .backends import Backend, make_backend
+from .controller import Controller
+from .embedded_redis import EmbeddedRedis
+from .errors import BackendError, Conflict, FleetError, PodGone, StoreUnavailable
+from .events import listen
+from .model import Claim, Ended, Phase, PodInfo, PodRecord, PodState, Waiting
+from .probes import Probe, make_probe
+from .service import Fleet
+from .slug import slugify
+from .spec import FleetSpec, Profile, SpecError, load_spec, parse_spec
+from .store import REDIS_DOWN, FleetStore
+
+__all__ = [
+    "REDIS_DOWN",
+    "Backend",
+    "BackendError",
+    "Claim",
+    "Conflict",
+    "Controller",
+    "EmbeddedRedis",
+    "Ended",
+    "Fleet",
+    "FleetError",
+    "FleetSpec",
+    "FleetStore",
+    "Phase",
+    "PodGone",
+    "PodInfo",
+    "PodRecord",
+    "PodState",
+    "Probe",
+    "Profile",
+    "SpecError",
+    "StoreUnavailable",
+    "Tasks",
+    "Waiting",
+    "listen",
+    "load_spec",
+    "make_backend",
+    "make_probe",
+    "parse_spec",
+    "slugify",
+]

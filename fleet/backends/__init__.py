@@ -1,0 +1,19 @@
+"""Fleet backends: where pods run. `make_backend` picks one by `backend:` in fleet.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..spec import FleetSpec
+from .base import Backend
+
+
+def make_backend(spec: FleetSpec, data_dir: Path) -> Backend:
+    if spec.backend == "local":
+        from .local import LocalBackend
+
+        return LocalBackend(spec, data_dir)
+    raise NotImplementedError(f"backend {spec.backend!r} is not available yet")
+
+
+__all__ = ["Backend", "make_backend"]

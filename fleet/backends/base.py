@@ -1,0 +1,71 @@
+"""The one interface every fleet backend implements (local, kubernetes, agones).
+
+The backend owns the pods and their durable record (a file, a label); Redis
+only indexes them. Nothing here knows about users' HTTP traffic.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from ..model import PodRecord
+from ..spec import FleetSpec, Profile
+
+
+class Backend(ABC):
+    name: str = "base"
+    #: True when the controller must probe a starting pod over HTTP to know it
+    #: is ready (local processes); False when the platform reports readiness
+    #: itself (Kubernetes readiness probes, Agones Ready state).
+    probes_readiness: bool = True
+    #: True when pods are created in sets by the platform (Agones Fleets), so
+    #: the controller must not create or delete pods one by one.
+    manages_replicas: bool = False
+
+    def __init__(self, spec: FleetSpec) -> None:
+        self.spec = spec
+
+    def update_spec(self, spec: FleetSpec) -> None:
+        self.spec = spec
+
+    async def start(self) -> None:
+        """Connect, start watches. Called once before anything else."""
+
+    async def close(self) -> None:
+        """Stop watches and release clients (never deletes pods)."""
+
+    @abstractmethod
+    async def create(self, profile: Profile, pod_id: str) -> PodRecord:
+        """Start a pod; returns at once with phase STARTING."""
+
+    @abstractmethod
+    async def delete(self, pod_id: str) -> None:
+        """Delete the pod and its record; no error if it is already gone."""
+
+    @abstractmethod
+    async def observe(self) -> list[PodRecord]:
+        """Every pod this backend manages, as its own records say (cheap: no probing)."""
+
+    @abstractmethod
+    async def phase_of(self, pod_id: str) -> PodRecord | None:
+        """One pod's current record, asked of the platform now (after a proxy error)."""
+
+    @abstractmethod
+    async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
+        """Write the claim on the pod's own record (raises Conflict/PodGone)."""
+
+    async def set_replicas(self, profile: Profile, replicas: int) -> None:
+        """For backends that manage replicas themselves (Agones)."""
+
+    async def allocate(self, profile: Profile, user: str, slug: str) -> PodRecord | None:
+        """For backends that allocate themselves (Agones); None = nothing Ready."""
+        return None
+
+    def outputs_path(self, slug: str) -> str:
+        """The user's outputs folder as the WebUI sees it."""
+        return f"{self.spec.outputs.rstrip('/')}/{slug}"
+
+    def prepare_outputs(self, slug: str) -> None:
+        """Create the user's folder where the broker can (shared storage on one machine)."""
+        Path(self.outputs_path(slug)).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,245 @@
+"""The `local` backend: one WebUI process per pod on this machine.
+
+Each pod is a process group of its own (it outlives a broker restart and is
+adopted again), listening on a free loopback port, logging to a file per pod.
+Its record is a JSON file under the data dir: that, not Redis, is the truth
+the index is rebuilt from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ..errors import BackendError, PodGone
+from ..model import Phase, PodRecord
+from ..spec import FleetSpec, Profile
+from .base import Backend
+
+log = logging.getLogger(__name__)
+_RECENT_PORTS = 512  # never hand a just-freed port to a new pod: a stale route must not reach it
+
+
+class LocalBackend(Backend):
+    name = "local"
+    probes_readiness = True
+
+    def __init__(self, spec: FleetSpec, data_dir: Path) -> None:
+        super().__init__(spec)
+        self.records_dir = Path(data_dir).resolve() / "pods"
+        self.logs_dir = Path(data_dir).resolve() / "logs"
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._recent_ports: deque[int] = deque(maxlen=_RECENT_PORTS)
+
+    async def start(self) -> None:
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- records ------------------------------------------------------------
+
+    def _path(self, pod_id: str) -> Path:
+        return self.records_dir / f"{pod_id}.json"
+
+    def _read(self, pod_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._path(pod_id).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def _write(self, data: dict[str, Any]) -> None:
+        path = self._path(data["id"])
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+
+    def _all(self) -> list[dict[str, Any]]:
+        found = []
+        for path in sorted(self.records_dir.glob("*.json")):
+            data = self._read(path.stem)
+            if data:
+                found.append(data)
+        return found
+
+    # --- processes ------------------------------------------------------------
+
+    def _alive(self, data: dict[str, Any]) -> bool:
+        child = self._children.get(data["id"])
+        if child is not None and child.poll() is not None:
+            return False
+        try:
+            proc = psutil.Process(int(data["pid"]))
+            return (
+                abs(proc.create_time() - float(data["pid_created"])) < 1.0
+                and proc.status() != psutil.STATUS_ZOMBIE
+            )
+        except (psutil.Error, KeyError, ValueError):
+            return False
+
+    def _record(self, data: dict[str, Any]) -> PodRecord:
+        alive = self._alive(data)
+        child = self._children.get(data["id"])
+        reason = ""
+        if not alive:
+            code = child.poll() if child is not None else None
+            reason = f"process exited (code {code}); log: {data.get('log', '')}"
+        return PodRecord(
+            id=data["id"],
+            profile=data["profile"],
+            phase=Phase.STARTING if alive else Phase.GONE,
+            addr=data["addr"],
+            user=data.get("user", ""),
+            created=float(data.get("created", 0)),
+            claimed_at=float(data.get("claimed_at", 0)),
+            reason=reason,
+            extra={
+                "pid": str(data["pid"]),
+                "port": str(data["port"]),
+                "slot": str(data.get("slot", "")),
+            },
+        )
+
+    def _free_port(self) -> int:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in self._recent_ports:
+                self._recent_ports.append(port)
+                return port
+        raise BackendError("no free loopback port")
+
+    def _free_slot(self, profile: Profile) -> int | None:
+        assert profile.local is not None
+        if not profile.local.gpus:
+            return None
+        used = {
+            d.get("slot") for d in self._all() if d["profile"] == profile.name and self._alive(d)
+        }
+        for gpu in profile.local.gpus:
+            if gpu not in used:
+                return gpu
+        raise BackendError(f"profile {profile.name}: every GPU slot is in use")
+
+    async def create(self, profile: Profile, pod_id: str) -> PodRecord:
+        if profile.local is None:
+            raise BackendError(f"profile {profile.name} has no local: block")
+        port = self._free_port()
+        slot = self._free_slot(profile)
+        fields = {
+            "port": str(port),
+            "pod": pod_id,
+            "host": "127.0.0.1",
+            "gpu": "" if slot is None else str(slot),
+        }
+        try:
+            command = [part.format(**fields) for part in profile.local.command]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise BackendError(
+                f"profile {profile.name}: bad placeholder in command: {exc}"
+            ) from exc
+        if command[0] in ("python", "python3"):
+            command[0] = sys.executable  # the broker's interpreter: `python` may not be on PATH
+        env = {**os.environ, **profile.local.env, "SDB_POD_ID": pod_id}
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot)
+        log_path = self.logs_dir / f"{pod_id}.log"
+        try:
+            with open(log_path, "ab") as log_file:
+                child = subprocess.Popen(
+                    command,
+                    cwd=profile.local.cwd or None,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own process group: survives us, killed as a group
+                )
+        except OSError as exc:
+            raise BackendError(f"profile {profile.name}: cannot start {command[0]}: {exc}") from exc
+        self._children[pod_id] = child
+        data = {
+            "id": pod_id,
+            "profile": profile.name,
+            "port": port,
+            "addr": f"http://127.0.0.1:{port}",
+            "pid": child.pid,
+            "pid_created": psutil.Process(child.pid).create_time(),
+            "slot": slot,
+            "created": time.time(),
+            "log": str(log_path),
+            "command": command,
+        }
+        self._write(data)
+        log.info("started pod %s (pid %s) on port %s", pod_id, child.pid, port)
+        return self._record(data)
+
+    async def delete(self, pod_id: str) -> None:
+        data = self._read(pod_id)
+        if data is None:
+            return
+        grace = 10.0
+        with contextlib.suppress(KeyError):
+            profile = self.spec.profile(data["profile"])
+            if profile.local is not None:
+                grace = profile.local.stop_grace
+        if self._alive(data):
+            await self._stop_group(int(data["pid"]), grace)
+        child = self._children.pop(pod_id, None)
+        if child is not None:
+            child.poll()
+        self._path(pod_id).unlink(missing_ok=True)
+        log.info("deleted pod %s", pod_id)
+
+    async def _stop_group(self, pid: int, grace: float) -> None:
+        try:
+            pgid = os.getpgid(pid)
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+            child = next((c for c in self._children.values() if c.pid == pid), None)
+            if child is not None and child.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+    async def observe(self) -> list[PodRecord]:
+        return [self._record(d) for d in self._all()]
+
+    async def phase_of(self, pod_id: str) -> PodRecord | None:
+        data = self._read(pod_id)
+        return self._record(data) if data else None
+
+    async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
+        data = self._read(pod_id)
+        if data is None or not self._alive(data):
+            raise PodGone(f"pod {pod_id} is gone")
+        data |= {"user": user, "slug": slug, "claimed_at": time.time()}
+        self._write(data)
+
+    def outputs_path(self, slug: str) -> str:
+        return str((Path(self.spec.outputs) / slug).resolve())
+
+    async def stop_all(self) -> None:
+        """Stop every pod (demo exit): the caller ends their claims first."""
+        await asyncio.gather(*(self.delete(d["id"]) for d in self._all()))
+
+    def update_spec(self, spec: FleetSpec) -> None:
+        self.spec = spec

@@ -1,0 +1,255 @@
+"""Keeps every profile at min/buffer/max and the Redis index true to the backend.
+
+One controller leads at a time (a Redis leader lock), so N broker replicas
+never start the same pod twice. It wakes on events (a claim, a release, a
+queue join) and on a periodic tick, and each pass is one `reconcile`:
+
+1. adopt pods the index lacks (broker restart, or Redis lost its data);
+2. end pods that died or failed, and claims whose pod is gone;
+3. probe starting pods and offer the ready ones;
+4. delete what is marked for deletion;
+5. create or retire pods toward the target of each profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from . import keys
+from .backends.base import Backend
+from .errors import FleetError
+from .leader import LeaderLock
+from .model import Phase, PodInfo, PodRecord, PodState
+from .probes import Probe, make_probe
+from .spec import FleetSpec, Profile
+from .store import REDIS_DOWN, FleetStore
+
+log = logging.getLogger(__name__)
+
+WARMING_TICK = 0.25  # probe starting pods this often: a Ready pod is offered within it
+ORPHAN_GRACE = 30.0  # an indexed pod without a record may be one being created right now
+MAX_BACKOFF = 60.0
+
+
+@dataclass(slots=True)
+class ProfileHealth:
+    """What the admin and metrics see of a profile beyond counts."""
+
+    failures_in_row: int = 0
+    next_create_at: float = 0.0
+    last_error: str = ""
+    problems: dict[str, str] = field(default_factory=dict)  # pod id -> reason it is not ready
+    start_seconds: list[float] = field(default_factory=list)  # recent pod start times
+
+
+class Controller:
+    def __init__(
+        self,
+        store: FleetStore,
+        backend: Backend,
+        spec: Callable[[], FleetSpec],
+        http: aiohttp.ClientSession,
+        *,
+        interval: float = 2.0,
+        leader_ttl: float = 6.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.spec = spec
+        self.http = http
+        self.interval = interval
+        self.clock = clock
+        self.lock = LeaderLock(store.redis, store.scripts, keys.CONTROLLER_LEADER, ttl=leader_ttl)
+        self.health: dict[str, ProfileHealth] = {}
+        self.on_reclaim: Callable[[str, str, str, float], None] | None = None
+        self._wake = asyncio.Event()
+        self._probes: dict[str, Probe] = {}
+        self._warming = False
+        self.leading = False
+
+    def wake(self) -> None:
+        """Reconcile now (a claim, release or queue join happened)."""
+        self._wake.set()
+
+    def probe(self, profile: Profile) -> Probe:
+        if profile.probe not in self._probes:
+            self._probes[profile.probe] = make_probe(profile.probe)
+        return self._probes[profile.probe]
+
+    async def run(self) -> None:
+        """Lead when we can and reconcile until cancelled; Redis outages are waited out."""
+        backoff = 0.5
+        try:
+            while True:
+                try:
+                    self.leading = await self.lock.acquire()
+                    if self.leading:
+                        await self.reconcile()
+                    backoff = 0.5
+                except REDIS_DOWN as exc:
+                    self.leading = False
+                    log.warning(
+                        "controller: Redis unreachable (%s); retrying in %.1fs", exc, backoff
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                if not self.leading:
+                    with_timeout = self.lock.ttl / 3
+                else:
+                    with_timeout = min(self.interval, WARMING_TICK) if self._warming else self.interval
+                try:
+                    await asyncio.wait_for(self._wake.wait(), with_timeout)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+        finally:
+            if self.leading:
+                try:
+                    await self.lock.release()
+                except REDIS_DOWN:
+                    pass
+
+    async def reconcile(self) -> None:
+        spec = self.spec()
+        records = {r.id: r for r in await self.backend.observe()}
+        built = await self.store.is_built()
+        profiles = {p.name for p in spec.profiles} | {r.profile for r in records.values()}
+        index = {p.id: p for p in await self.store.pods(profiles)}
+
+        missing = [
+            r for r in records.values() if r.id not in index and r.phase not in (Phase.GONE,)
+        ]
+        if missing or not built:
+            restored = await self.store.restore(missing, mark_built=not built)
+            if restored or not built:
+                log.warning("index rebuilt from the backend: %d pods adopted", restored)
+                await self.store.publish("rebuild")
+            index = {p.id: p for p in await self.store.pods(profiles)}
+
+        now = self.clock()
+        await asyncio.gather(
+            *(self._check(pod, records.get(pod.id), spec, now) for pod in index.values())
+        )
+        for rec in records.values():
+            if rec.id not in index and rec.phase is Phase.GONE:
+                await self.backend.delete(rec.id)
+        await self._delete_marked()
+        for profile in spec.profiles:
+            await self._scale(profile)
+
+    async def _check(
+        self, pod: PodInfo, rec: PodRecord | None, spec: FleetSpec, now: float
+    ) -> None:
+        if pod.state is PodState.DELETING:
+            return
+        health = self.health.setdefault(pod.profile, ProfileHealth())
+        if rec is None:
+            if now - pod.created > ORPHAN_GRACE:
+                await self._end(pod.id, "dead", "pod no longer exists")
+            return
+        if rec.phase in (Phase.GONE, Phase.FAILED):
+            health.failures_in_row += pod.state is PodState.WARMING
+            health.last_error = rec.reason
+            await self._end(pod.id, "dead", rec.reason)
+            return
+        if pod.state is not PodState.WARMING:
+            health.problems.pop(pod.id, None)
+            return
+        try:
+            profile = spec.profile(pod.profile)
+        except KeyError:
+            await self._end(pod.id, "retired", "profile removed")
+            return
+        if rec.reason:
+            health.problems[pod.id] = rec.reason
+        addr = rec.addr or pod.addr
+        ready = rec.phase is Phase.READY
+        if not ready and self.backend.probes_readiness and addr:
+            ready = await self.probe(profile).ready(self.http, addr)
+        if ready:
+            if await self.store.mark_ready(pod.id, pod.profile, addr):
+                health.problems.pop(pod.id, None)
+                health.failures_in_row = 0
+                health.start_seconds = [*health.start_seconds[-19:], now - pod.created]
+                log.info("pod %s ready after %.1fs", pod.id, now - pod.created)
+        elif now - pod.created > profile.start_timeout:
+            health.failures_in_row += 1
+            health.last_error = (
+                f"not ready after {profile.start_timeout:.0f}s: {rec.reason or 'no answer'}"
+            )
+            await self._end(pod.id, "start_timeout", health.last_error)
+
+    async def _end(self, pod_id: str, reason: str, detail: str) -> None:
+        ended = await self.store.end_pod(pod_id, reason)
+        if ended is None:
+            return
+        log.warning("pod %s ended (%s): %s", pod_id, reason, detail)
+        if ended.user:
+            await self.store.audit(
+                user=ended.user,
+                pod=pod_id,
+                profile=ended.profile,
+                reason=reason,
+                detail=detail[:200],
+            )
+            if self.on_reclaim:
+                self.on_reclaim(ended.user, pod_id, reason, 0.0)
+
+    async def _delete_marked(self) -> None:
+        async def delete(pod_id: str) -> None:
+            try:
+                await self.backend.delete(pod_id)
+            except FleetError as exc:
+                log.warning("could not delete pod %s: %s", pod_id, exc)
+                return
+            await self.store.forget_pod(pod_id)
+
+        await asyncio.gather(*(delete(pod_id) for pod_id in await self.store.deleting()))
+
+    async def _scale(self, profile: Profile) -> None:
+        counts = await self.store.counts(profile.name)
+        # Waiting users need pods as much as claimed ones do.
+        target = profile.target(counts["claimed"] + counts["queue"])
+        total = counts["warming"] + counts["ready"] + counts["claimed"]
+        if self.backend.manages_replicas:
+            await self.backend.set_replicas(profile, target)
+            return
+        if total < target:
+            health = self.health.setdefault(profile.name, ProfileHealth())
+            if self.clock() < health.next_create_at:
+                return
+            if health.failures_in_row:
+                delay = min(MAX_BACKOFF, 2.0 ** min(health.failures_in_row, 6))
+                health.next_create_at = self.clock() + delay
+            await asyncio.gather(*(self._create(profile) for _ in range(target - total)))
+            self._warming = True
+        elif total > target and counts["ready"]:
+            for pod_id in await self.store.oldest_ready(
+                profile.name, min(total - target, counts["ready"])
+            ):
+                await self.store.end_pod(pod_id, "scale_down", only_state=str(PodState.READY))
+
+    async def _create(self, profile: Profile) -> None:
+        pod_id = f"{profile.name}-{secrets.token_hex(4)}"
+        if not await self.store.add_pod(pod_id, profile.name, profile.max):
+            return
+        try:
+            rec = await self.backend.create(profile, pod_id)
+        except FleetError as exc:
+            health = self.health.setdefault(profile.name, ProfileHealth())
+            health.failures_in_row += 1
+            health.last_error = str(exc)
+            log.error("cannot create pod for profile %s: %s", profile.name, exc)
+            await self.store.end_pod(pod_id, "create_failed")
+            await self.store.forget_pod(pod_id)
+            return
+        await self.store.set_pod_fields(pod_id, addr=rec.addr, **rec.extra)

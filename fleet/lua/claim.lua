@@ -1,0 +1,84 @@
+-- claim.lua: give a user their pod in ONE atomic step.
+--
+-- Returns the user's existing claim, or takes the oldest Ready pod of the
+-- profile (first come, first served: a waiting queue is honoured) and records
+-- the claim on the pod and the user, or reports that the user must wait.
+-- Pods are single-use: a pod that ever had a user is never handed out again.
+--
+-- KEYS[1] state marker       (missing = index being rebuilt: claim nothing)
+-- KEYS[2] claim:{user}
+-- KEYS[3] ready:{profile}
+-- KEYS[4] claimed:{profile}
+-- KEYS[5] activity
+-- KEYS[6] queue:{profile}
+-- KEYS[7] queue-seen:{profile}
+-- ARGV[1] user
+-- ARGV[2] profile
+-- ARGV[3] now (unix seconds, float)
+-- ARGV[4] pod key prefix
+-- ARGV[5] queue grace (seconds): waiting users not seen for longer lose their place
+-- ARGV[6] events channel
+-- ARGV[7] "1" to join the queue when no pod is free, "0" to only look
+--
+-- Returns one of
+--   {"rebuilding"}
+--   {"existing", field, value, ...}      the claim hash
+--   {"new", field, value, ...}           the claim hash just written
+--   {"wait", position, queue_length}     1-based position in the queue
+local user, profile, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local pod_prefix, grace = ARGV[4], tonumber(ARGV[5])
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'rebuilding'}
+end
+
+local current = redis.call('HGETALL', KEYS[2])
+if #current > 0 then
+  table.insert(current, 1, 'existing')
+  return current
+end
+
+-- Forget waiting users who left (no sign of life within the grace period).
+local gone = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. (now - grace))
+for _, who in ipairs(gone) do
+  if who ~= user then
+    redis.call('ZREM', KEYS[6], who)
+    redis.call('ZREM', KEYS[7], who)
+  end
+end
+
+-- The n-th person in the queue may take a pod only while fewer than n people
+-- ahead of them could; a newcomer queues behind everyone already waiting.
+local rank = redis.call('ZRANK', KEYS[6], user)
+local ahead = rank
+if not ahead then
+  ahead = redis.call('ZCARD', KEYS[6])
+end
+
+while ahead < redis.call('ZCARD', KEYS[3]) do
+  local popped = redis.call('ZPOPMIN', KEYS[3])
+  local pod = popped[1]
+  local pod_key = pod_prefix .. pod
+  if redis.call('HGET', pod_key, 'state') == 'ready' and redis.call('HEXISTS', pod_key, 'user') == 0 then
+    local addr = redis.call('HGET', pod_key, 'addr') or ''
+    redis.call('HSET', pod_key, 'state', 'claimed', 'user', user, 'claimed_at', ARGV[3])
+    redis.call('HSET', KEYS[2], 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[3])
+    redis.call('ZADD', KEYS[4], now, pod)
+    redis.call('ZADD', KEYS[5], now, user)
+    redis.call('ZREM', KEYS[6], user)
+    redis.call('ZREM', KEYS[7], user)
+    redis.call('PUBLISH', ARGV[6], 'claim ' .. profile .. ' ' .. user)
+    return {'new', 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[3]}
+  end
+end
+
+if ARGV[7] ~= '1' then
+  return {'wait', 0, redis.call('ZCARD', KEYS[6])}
+end
+if not rank then
+  redis.call('ZADD', KEYS[6], now, user)
+  rank = redis.call('ZRANK', KEYS[6], user)
+  redis.call('PUBLISH', ARGV[6], 'queue ' .. profile .. ' ' .. user)
+end
+redis.call('ZADD', KEYS[7], now, user)
+return {'wait', rank + 1, redis.call('ZCARD', KEYS[6])}

@@ -1,0 +1,108 @@
+"""Plain records passed between the store, the backends and the broker."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class PodState(enum.StrEnum):
+    WARMING = "warming"
+    READY = "ready"
+    CLAIMED = "claimed"
+    DELETING = "deleting"
+
+
+class Phase(enum.StrEnum):
+    """What the backend observes of a pod, independent of claims."""
+
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"  # will never become ready (crash, image pull error, OOM...)
+    GONE = "gone"  # the process or pod no longer exists
+
+
+@dataclass(slots=True)
+class Claim:
+    user: str
+    pod: str
+    profile: str
+    addr: str
+    since: float
+    new: bool = False  # taken by this very call, not found existing
+
+    @classmethod
+    def from_hash(cls, user: str, data: dict[str, str], *, new: bool = False) -> Claim:
+        return cls(
+            user=user,
+            pod=data["pod"],
+            profile=data["profile"],
+            addr=data.get("addr", ""),
+            since=float(data.get("since", 0)),
+            new=new,
+        )
+
+
+@dataclass(slots=True)
+class Waiting:
+    """No pod for the user yet: their place in the queue (0 = not queued)."""
+
+    profile: str
+    position: int
+    queue_length: int
+    rebuilding: bool = False
+
+
+@dataclass(slots=True)
+class PodRecord:
+    """A pod as its backend records it: the source of truth Redis is rebuilt from."""
+
+    id: str
+    profile: str
+    phase: Phase
+    addr: str = ""
+    user: str = ""
+    created: float = 0.0
+    claimed_at: float = 0.0
+    reason: str = ""  # why it is failed or still starting (ImagePullBackOff, Unschedulable...)
+    extra: dict[str, str] = field(default_factory=dict)  # backend details kept in Redis
+
+
+@dataclass(slots=True)
+class PodInfo:
+    """A pod as the Redis index knows it."""
+
+    id: str
+    profile: str
+    state: PodState
+    addr: str = ""
+    user: str = ""
+    created: float = 0.0
+    ready_at: float = 0.0
+    claimed_at: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> PodInfo:
+        known = {"id", "profile", "state", "addr", "user", "created", "ready_at", "claimed_at"}
+        return cls(
+            id=data["id"],
+            profile=data.get("profile", ""),
+            state=PodState(data.get("state", "warming")),
+            addr=data.get("addr", ""),
+            user=data.get("user", ""),
+            created=float(data.get("created") or 0),
+            ready_at=float(data.get("ready_at") or 0),
+            claimed_at=float(data.get("claimed_at") or 0),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+
+@dataclass(slots=True)
+class Ended:
+    """A pod taken out of service by end_pod."""
+
+    pod: str
+    user: str
+    profile: str
+    claimed_at: float

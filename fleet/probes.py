@@ -1,0 +1,92 @@
+"""How we ask a WebUI whether it is up, busy, and where it should write.
+
+One small class per WebUI kind (`probe:` in fleet.yaml): a1111 (also Forge),
+comfyui, or http:<path> for anything else that only has a health URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
+
+
+class Probe:
+    """Readiness by an HTTP GET answering 2xx; no busy signal, no outputs API."""
+
+    def __init__(self, ready_path: str) -> None:
+        self.ready_path = ready_path
+
+    async def ready(self, http: aiohttp.ClientSession, addr: str) -> bool:
+        try:
+            async with http.get(addr + self.ready_path, timeout=PROBE_TIMEOUT) as resp:
+                return resp.status < 300
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+
+    async def busy(self, http: aiohttp.ClientSession, addr: str) -> bool:
+        """True while the WebUI works on something. Raises on timeout or connection error."""
+        return False
+
+    async def set_outputs(self, http: aiohttp.ClientSession, addr: str, path: str) -> None:
+        """Point the WebUI's outputs at the user's folder, where the WebUI has an API for it."""
+
+    async def _json(self, http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> Any:
+        async with http.request(method, url, timeout=PROBE_TIMEOUT, **kw) as resp:
+            resp.raise_for_status()
+            return await resp.json(content_type=None)
+
+
+class A1111Probe(Probe):
+    def __init__(self) -> None:
+        super().__init__("/internal/ping")
+
+    async def busy(self, http: aiohttp.ClientSession, addr: str) -> bool:
+        progress = await self._json(
+            http, "GET", addr + "/sdapi/v1/progress?skip_current_image=true"
+        )
+        if (progress.get("state") or {}).get("job_count", 0) != 0:
+            return True
+        try:
+            pending = await self._json(http, "GET", addr + "/internal/pending-tasks")
+        except aiohttp.ClientResponseError as exc:
+            if exc.status == 404:  # older WebUIs have no pending-tasks endpoint
+                return False
+            raise
+        return int(pending.get("size", 0)) > 0
+
+    async def set_outputs(self, http: aiohttp.ClientSession, addr: str, path: str) -> None:
+        await self._json(
+            http,
+            "POST",
+            addr + "/sdapi/v1/options",
+            json={
+                "outdir_txt2img_samples": f"{path}/txt2img-images",
+                "outdir_img2img_samples": f"{path}/img2img-images",
+                "outdir_extras_samples": f"{path}/extras-images",
+                "outdir_txt2img_grids": f"{path}/txt2img-grids",
+                "outdir_img2img_grids": f"{path}/img2img-grids",
+            },
+        )
+
+
+class ComfyUIProbe(Probe):
+    def __init__(self) -> None:
+        super().__init__("/system_stats")
+
+    async def busy(self, http: aiohttp.ClientSession, addr: str) -> bool:
+        data = await self._json(http, "GET", addr + "/prompt")
+        return int((data.get("exec_info") or {}).get("queue_remaining", 0)) > 0
+
+
+def make_probe(kind: str) -> Probe:
+    if kind == "a1111":
+        return A1111Probe()
+    if kind == "comfyui":
+        return ComfyUIProbe()
+    if kind.startswith("http:"):
+        return Probe(kind.removeprefix("http:"))
+    raise ValueError(f"unknown probe kind {kind!r}")

@@ -1,0 +1,116 @@
+"""The fleet's front door for the broker and the reaper: claim, release, pod trouble.
+
+A claim is the Lua call in the store, then the claim is written on the pod's
+own record (file or label) and the WebUI is pointed at the user's outputs.
+If that second step fails the pod is ended (single-use) and another taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from .backends.base import Backend
+from .errors import FleetError
+from .model import Claim, Ended, Phase, Waiting
+from .probes import make_probe
+from .slug import slugify
+from .spec import FleetSpec, Profile
+from .store import FleetStore
+
+log = logging.getLogger(__name__)
+BIND_ATTEMPTS = 3
+
+
+class Fleet:
+    def __init__(
+        self,
+        store: FleetStore,
+        backend: Backend,
+        spec: FleetSpec,
+        http: aiohttp.ClientSession,
+        *,
+        queue_grace: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.spec = spec
+        self.http = http
+        self.queue_grace = queue_grace
+        self.clock = clock
+
+    def use_spec(self, spec: FleetSpec) -> None:
+        self.spec = spec
+        self.backend.update_spec(spec)
+
+    def default_profile(self) -> Profile:
+        return self.spec.profiles[0]
+
+    async def claim(
+        self, user: str, profile: str | None = None, *, join_queue: bool = True
+    ) -> Claim | Waiting:
+        """The user's pod, taking a warm one if they have none; else their place in line."""
+        name = profile or self.default_profile().name
+        for _ in range(BIND_ATTEMPTS):
+            result = await self.store.claim(
+                user, name, queue_grace=self.queue_grace, join_queue=join_queue
+            )
+            if not isinstance(result, Claim) or not result.new:
+                return result
+            try:
+                await self._bind(result)
+                return result
+            except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning(
+                    "claim of pod %s for %s failed (%s); taking another", result.pod, user, exc
+                )
+                await self.store.end_pod(result.pod, "claim_failed", only_user=user)
+        return Waiting(name, 0, 0)
+
+    async def _bind(self, claim: Claim) -> None:
+        slug = slugify(claim.user)
+        await self.backend.mark_claimed(claim.pod, claim.user, slug)
+        profile = self.spec.profile(claim.profile)
+        await asyncio.to_thread(self.backend.prepare_outputs, slug)
+        await make_probe(profile.probe).set_outputs(
+            self.http, claim.addr, self.backend.outputs_path(slug)
+        )
+
+    async def lookup(self, user: str) -> Claim | None:
+        return await self.store.lookup(user)
+
+    async def release(self, user: str, reason: str, *, pod: str | None = None) -> Ended | None:
+        """End the user's claim (admin, reaper); the controller deletes the pod."""
+        claim = await self.store.lookup(user)
+        if claim is None or (pod is not None and claim.pod != pod):
+            return None
+        return await self.store.end_pod(claim.pod, reason, only_user=user)
+
+    async def pod_unreachable(self, claim: Claim) -> bool:
+        """The proxy could not reach the user's pod: end the claim if the pod is gone.
+
+        Returns True when the claim was ended (the user gets a new pod next time).
+        """
+        try:
+            rec = await self.backend.phase_of(claim.pod)
+        except FleetError as exc:
+            log.warning("cannot ask the backend about pod %s: %s", claim.pod, exc)
+            return False
+        if rec is not None and rec.phase not in (Phase.GONE, Phase.FAILED):
+            return False
+        reason = rec.reason if rec else "pod no longer exists"
+        ended = await self.store.end_pod(claim.pod, "dead", only_user=claim.user)
+        if ended:
+            await self.store.audit(
+                user=claim.user,
+                pod=claim.pod,
+                profile=claim.profile,
+                reason="dead",
+                detail=reason[:200],
+            )
+        return ended is not None

@@ -1,0 +1,257 @@
+"""The fleet's Redis index: pods by state, claims, activity, audit.
+
+Every state change that must not race is one Lua call (fleet/lua/); reads are
+plain commands, pipelined.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import keys
+from .errors import StoreUnavailable
+from .model import Claim, Ended, PodInfo, PodRecord, PodState, Waiting
+from .scripts import Scripts
+
+Clock = Callable[[], float]
+
+AUDIT_MAXLEN = 10_000
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class FleetStore:
+    """Redis state of the fleet. Constructing it does no I/O."""
+
+    def __init__(self, redis: Redis, *, clock: Clock = time.time) -> None:
+        self.redis = redis
+        self.clock = clock
+        self.scripts = Scripts.register(redis)
+
+    # --- claims -------------------------------------------------------------
+
+    async def claim(
+        self, user: str, profile: str, *, queue_grace: float, join_queue: bool = True
+    ) -> Claim | Waiting:
+        """Existing claim, a new claim on a Ready pod, or the user's place in the queue."""
+        result = await self.scripts.claim(
+            keys=[
+                keys.STATE_MARKER,
+                keys.claim(user),
+                keys.ready(profile),
+                keys.claimed(profile),
+                keys.ACTIVITY,
+                keys.queue(profile),
+                keys.queue_seen(profile),
+            ],
+            args=[
+                user,
+                profile,
+                repr(self.clock()),
+                keys.POD_PREFIX,
+                queue_grace,
+                keys.EVENTS,
+                "1" if join_queue else "0",
+            ],
+        )
+        kind = result[0]
+        if kind == "rebuilding":
+            return Waiting(profile, 0, 0, rebuilding=True)
+        if kind == "wait":
+            return Waiting(profile, int(result[1]), int(result[2]))
+        return Claim.from_hash(user, _pairs(result[1:]), new=kind == "new")
+
+    async def lookup(self, user: str) -> Claim | None:
+        data = await self.redis.hgetall(keys.claim(user))
+        return Claim.from_hash(user, data) if data else None
+
+    async def leave_queue(self, user: str, profile: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.queue(profile), user)
+            pipe.zrem(keys.queue_seen(profile), user)
+            await pipe.execute()
+
+    # --- pods ---------------------------------------------------------------
+
+    async def add_pod(self, pod_id: str, profile: str, max_pods: int, **fields: str) -> bool:
+        """Record a warming pod before the backend starts it; False when at max."""
+        flat: list[str] = ["id", pod_id, "profile", profile]
+        for name, value in fields.items():
+            flat += [name, value]
+        added = await self.scripts.add_pod(
+            keys=[
+                keys.pod(pod_id),
+                keys.warming(profile),
+                keys.ready(profile),
+                keys.claimed(profile),
+            ],
+            args=[max_pods, repr(self.clock()), *flat],
+        )
+        return bool(added)
+
+    async def mark_ready(self, pod_id: str, profile: str, addr: str) -> bool:
+        done = await self.scripts.mark_ready(
+            keys=[keys.pod(pod_id), keys.warming(profile), keys.ready(profile)],
+            args=[pod_id, repr(self.clock()), addr, keys.EVENTS],
+        )
+        return bool(done)
+
+    async def end_pod(
+        self, pod_id: str, reason: str, *, only_state: str = "", only_user: str = ""
+    ) -> Ended | None:
+        """Take a pod out of service (and end its claim); None if already ending or not matching."""
+        result = await self.scripts.end_pod(
+            keys=[keys.pod(pod_id), keys.DELETING, keys.ACTIVITY],
+            args=[
+                pod_id,
+                repr(self.clock()),
+                reason,
+                only_state,
+                only_user,
+                keys.CLAIM_PREFIX,
+                keys.PREFIX,
+                keys.EVENTS,
+            ],
+        )
+        if not int(result[0]):
+            return None
+        return Ended(pod_id, result[1], result[2], float(result[3] or 0))
+
+    async def forget_pod(self, pod_id: str) -> None:
+        await self.scripts.forget_pod(
+            keys=[keys.pod(pod_id), keys.DELETING], args=[pod_id, keys.PREFIX]
+        )
+
+    async def set_pod_fields(self, pod_id: str, **fields: str) -> None:
+        await self.redis.hset(keys.pod(pod_id), mapping=fields)
+
+    async def pod(self, pod_id: str) -> PodInfo | None:
+        data = await self.redis.hgetall(keys.pod(pod_id))
+        return PodInfo.from_hash(data) if data else None
+
+    async def pods(self, profiles: Iterable[str]) -> list[PodInfo]:
+        """Every pod the index knows of these profiles, plus those being deleted."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for profile in profiles:
+                for key in keys.pod_states(profile):
+                    pipe.zrange(key, 0, -1)
+            pipe.smembers(keys.DELETING)
+            groups = await pipe.execute()
+        ids = sorted({pod_id for group in groups for pod_id in group})
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pod_id in ids:
+                pipe.hgetall(keys.pod(pod_id))
+            hashes = await pipe.execute()
+        return [PodInfo.from_hash(h) for h in hashes if h and "id" in h]
+
+    async def deleting(self) -> set[str]:
+        return set(await self.redis.smembers(keys.DELETING))
+
+    async def counts(self, profile: str) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys.pod_states(profile):
+                pipe.zcard(key)
+            pipe.zcard(keys.queue(profile))
+            warming, ready, claimed, queued = await pipe.execute()
+        return {"warming": warming, "ready": ready, "claimed": claimed, "queue": queued}
+
+    async def oldest_ready(self, profile: str, count: int) -> list[str]:
+        return list(await self.redis.zrange(keys.ready(profile), 0, count - 1)) if count > 0 else []
+
+    # --- rebuilding from the backend's records --------------------------------
+
+    async def is_built(self) -> bool:
+        return bool(await self.redis.exists(keys.STATE_MARKER))
+
+    async def restore(self, records: Iterable[PodRecord], *, mark_built: bool) -> int:
+        """Write pods (and their claims) the index lacks, from the backend's records.
+
+        Used at start-up to adopt pods and after Redis lost its data. One
+        transaction, so claims become visible together with the marker.
+        """
+        now = self.clock()
+        count = 0
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for rec in records:
+                count += 1
+                state = (
+                    PodState.CLAIMED
+                    if rec.user
+                    else PodState.READY
+                    if rec.phase == "ready"
+                    else PodState.WARMING
+                )
+                fields = {
+                    "id": rec.id,
+                    "profile": rec.profile,
+                    "state": str(state),
+                    "addr": rec.addr,
+                    "created": repr(rec.created or now),
+                    **rec.extra,
+                }
+                if rec.user:
+                    since = rec.claimed_at or now
+                    fields |= {"user": rec.user, "claimed_at": repr(since)}
+                    pipe.hset(
+                        keys.claim(rec.user),
+                        mapping={
+                            "pod": rec.id,
+                            "profile": rec.profile,
+                            "addr": rec.addr,
+                            "since": repr(since),
+                        },
+                    )
+                    pipe.zadd(keys.claimed(rec.profile), {rec.id: since})
+                    # Activity unknown after a loss: count from now, never reclaim at once.
+                    pipe.zadd(keys.ACTIVITY, {rec.user: now}, nx=True)
+                elif state is PodState.READY:
+                    fields["ready_at"] = repr(now)
+                    pipe.zadd(keys.ready(rec.profile), {rec.id: now})
+                else:
+                    pipe.zadd(keys.warming(rec.profile), {rec.id: rec.created or now})
+                pipe.hset(keys.pod(rec.id), mapping=fields)
+            if mark_built:
+                pipe.set(keys.STATE_MARKER, repr(now))
+            await pipe.execute()
+        return count
+
+    async def mark_built(self) -> None:
+        await self.redis.set(keys.STATE_MARKER, repr(self.clock()))
+
+    # --- activity, audit, events ---------------------------------------------
+
+    async def touch(self, seen: Mapping[str, float]) -> None:
+        """Record last activity for claimed users in one command (never for released ones)."""
+        if seen:
+            await self.redis.zadd(keys.ACTIVITY, dict(seen), xx=True, gt=True)
+
+    async def audit(self, **event: str | float | int) -> None:
+        fields = {k: str(v) for k, v in event.items()}
+        await self.redis.xadd(keys.AUDIT, fields, maxlen=AUDIT_MAXLEN, approximate=True)
+
+    async def note_ended(self, user: str, notice: Mapping[str, object], ttl: float) -> None:
+        await self.redis.set(keys.ended(user), json.dumps(dict(notice)), ex=max(1, int(ttl)))
+
+    async def pop_ended(self, user: str) -> dict[str, object] | None:
+        raw = await self.redis.getdel(keys.ended(user))
+        return json.loads(raw) if raw else None
+
+    async def publish(self, message: str) -> None:
+        await self.redis.publish(keys.EVENTS, message)
+
+    async def ping(self) -> None:
+        try:
+            await self.redis.ping()
+        except REDIS_DOWN as exc:
+            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc

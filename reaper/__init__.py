@@ -1,0 +1,1 @@
+"""Idle reclaim: policy, one reclaim cycle, leader lock. Knows nothing of the broker."""

@@ -1,0 +1,66 @@
+"""Fixtures shared by the whole suite: a real Redis server, real brokers, clean state."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.procs import Broker, RedisServer, kill_pods, write_fleet
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean database on the shared real Redis server."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def brokers(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Broker]]:
+    """Start `sdbroker serve` processes; all of them and their pods are stopped afterwards."""
+    started: list[Broker] = []
+    data_dirs: set[Path] = set()
+
+    def start(*, fleet: Path | None = None, data_dir: Path | None = None, redis: str | None = redis_url,
+              **env: str) -> Broker:  # fmt: skip
+        data = data_dir or tmp_path / "data"
+        fleet_file = fleet or write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "outputs")
+        broker = Broker(data, fleet_file, redis, **env)
+        started.append(broker)
+        data_dirs.add(data)
+        return broker.start()
+
+    yield start
+    for broker in started:
+        broker.kill()
+    for data in data_dirs:
+        kill_pods(data)
+
+
+def browser_required() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        if browser_required():
+            pytest.fail("CI=true but /usr/bin/chromium is missing: .ci/run installs it")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it")
+    return path

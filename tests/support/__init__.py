@@ -1,0 +1,1 @@
+"""Shared test machinery: a real Redis, real broker processes, waiting helpers."""
