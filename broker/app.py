@@ -16,17 +16,35 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from redis.asyncio import Redis
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
-from fleet import REDIS_DOWN, Controller, EmbeddedRedis, Fleet, FleetSpec, FleetStore, Tasks, listen, make_backend
+from fleet import (
+    REDIS_DOWN,
+    Controller,
+    EmbeddedRedis,
+    Fleet,
+    FleetSpec,
+    FleetStore,
+    Tasks,
+    connect_redis,
+    listen,
+    make_backend,
+)
 
 from . import pages
 from .activity import ActivityRecorder
-from .appkeys import ACTIVITY, AUTH, CONTROLLER, FLEET, HTTP, REDIS, ROUTER, SETTINGS, SIGNER, STORE, TASKS
+from .appkeys import (
+    ACTIVITY,
+    AUTH,
+    CONTROLLER,
+    FLEET,
+    HTTP,
+    REDIS,
+    ROUTER,
+    SETTINGS,
+    SIGNER,
+    STORE,
+    TASKS,
+)
 from .auth import make_authenticator
 from .gateway import gateway
 from .middleware import broker_page_headers, drop_identity_headers
@@ -37,18 +55,6 @@ from .signing import Signer
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
 CLIENT_MAX_SIZE = 64 * 1024 * 1024  # forms and JSON the broker itself reads; proxied bodies stream
-
-
-def connect_redis(url: str) -> Redis:
-    return Redis.from_url(
-        url,
-        decode_responses=True,
-        health_check_interval=15,
-        socket_connect_timeout=3,
-        socket_timeout=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -82,10 +88,18 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
         backend = make_backend(spec, settings.data_dir)
         await backend.start()
         fleet = Fleet(store, backend, spec, http, queue_grace=settings.queue_grace)
-        controller = Controller(store, backend, lambda: fleet.spec, http, interval=settings.controller_interval)
+        controller = Controller(
+            store, backend, lambda: fleet.spec, http, interval=settings.controller_interval
+        )
         router = Router(fleet, ttl=settings.route_cache_ttl)
         activity = ActivityRecorder(store)
-        app[STORE], app[FLEET], app[CONTROLLER], app[ROUTER], app[ACTIVITY] = store, fleet, controller, router, activity
+        app[STORE], app[FLEET], app[CONTROLLER], app[ROUTER], app[ACTIVITY] = (
+            store,
+            fleet,
+            controller,
+            router,
+            activity,
+        )
 
         def wake_controller(kind: str, args: list[str]) -> None:
             if kind in ("claim", "release", "queue"):
@@ -95,7 +109,9 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
         tasks.start("controller", controller.run)
         tasks.start("events", lambda: listen(app[REDIS], [router.on_event, wake_controller]))
         scheduler = AsyncIOScheduler()
-        scheduler.add_job(activity.flush, "interval", seconds=settings.activity_flush, id="activity-flush")
+        scheduler.add_job(
+            activity.flush, "interval", seconds=settings.activity_flush, id="activity-flush"
+        )
         scheduler.start()
         try:
             yield

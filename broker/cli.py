@@ -43,7 +43,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import build_app
 
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if settings.auth == "dev" and not settings.host_is_loopback:
         return _fail(
             f"SDB_AUTH=dev lets anyone log in as anyone, so it only binds to loopback; "
@@ -62,7 +64,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     app = build_app(settings, spec)
-    print(f"sdbroker: serving on http://{settings.host}:{settings.port} ({settings.auth} login)", flush=True)
+    print(
+        f"sdbroker: serving on http://{settings.host}:{settings.port} ({settings.auth} login)",
+        flush=True,
+    )
     web.run_app(
         app,
         host=settings.host,
@@ -90,11 +95,15 @@ def cmd_fleet_validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdbroker", description="Per-user Stable Diffusion WebUI broker.")
+    parser = argparse.ArgumentParser(
+        prog="sdbroker", description="Per-user Stable Diffusion WebUI broker."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the broker (settings from SDB_* variables)")
     serve.set_defaults(func=cmd_serve)
-    fleet = sub.add_parser("fleet", help="work on fleet.yaml files").add_subparsers(dest="fleet_command", required=True)
+    fleet = sub.add_parser("fleet", help="work on fleet.yaml files").add_subparsers(
+        dest="fleet_command", required=True
+    )
     validate = fleet.add_parser("validate", help="check fleet.yaml files; exit 2 on errors")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=cmd_fleet_validate)

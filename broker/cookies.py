@@ -20,7 +20,12 @@ def is_https(request: web.Request) -> bool:
 
 
 def set_cookie(
-    request: web.Request, response: web.StreamResponse, name: str, value: str, *, max_age: float | None
+    request: web.Request,
+    response: web.StreamResponse,
+    name: str,
+    value: str,
+    *,
+    max_age: float | None,
 ) -> None:
     response.set_cookie(
         name,

@@ -37,7 +37,11 @@ async def gateway(request: web.Request) -> web.StreamResponse:
     except REDIS_DOWN:
         log.warning("Redis unreachable while routing %s", identity.user)
         return problem(
-            request, 503, "Temporarily unavailable", "The broker cannot reach its database. Retrying shortly.", retry_after=5
+            request,
+            503,
+            "Temporarily unavailable",
+            "The broker cannot reach its database. Retrying shortly.",
+            retry_after=5,
         )
     if isinstance(result, Waiting):
         return waiting(request, result)
@@ -63,13 +67,17 @@ async def gateway(request: web.Request) -> web.StreamResponse:
             result.addr,
             headers,
             timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=settings.proxy_connect_timeout, sock_read=settings.proxy_read_timeout
+                total=None,
+                sock_connect=settings.proxy_connect_timeout,
+                sock_read=settings.proxy_read_timeout,
             ),
         )
     except PodUnreachable as exc:
         router.forget(identity.user)
         ended = await app[FLEET].pod_unreachable(result)
-        log.warning("pod %s of %s unreachable (%s); claim ended: %s", result.pod, identity.user, exc, ended)
+        log.warning(
+            "pod %s of %s unreachable (%s); claim ended: %s", result.pod, identity.user, exc, ended
+        )
         return problem(
             request,
             502,
@@ -79,4 +87,9 @@ async def gateway(request: web.Request) -> web.StreamResponse:
             else "Your WebUI did not answer. Try again in a moment.",
         )
     except PodTimeout:
-        return problem(request, 504, "Your WebUI is not answering", "The WebUI took too long to answer. Try again.")
+        return problem(
+            request,
+            504,
+            "Your WebUI is not answering",
+            "The WebUI took too long to answer. Try again.",
+        )

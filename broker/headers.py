@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from http.cookies import CookieError, SimpleCookie
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from .cookies import COOKIE_PREFIX
-from .identity import Identity
+from .identity import Identity, is_identity_header, normalise
 
 #: RFC 9110 7.6.1 hop-by-hop headers, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -25,7 +26,12 @@ HOP_BY_HOP = frozenset(
     }
 )
 WEBSOCKET_HANDSHAKE = frozenset(
-    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-accept"}
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+    }
 )
 
 
@@ -47,15 +53,26 @@ def strip_broker_cookies(cookie_header: str) -> str:
 
 
 def upstream_headers(
-    request: web.Request, identity: Identity, *, trusted_peer: bool, websocket: bool = False
+    request: web.Request,
+    identity: Identity,
+    *,
+    trusted_peer: bool,
+    websocket: bool = False,
+    identity_headers: Iterable[str] = (),
 ) -> CIMultiDict[str]:
+    """Identity headers never cross, not even those a mode kept to verify (an IAP
+    assertion, a trusted proxy's user header): the pod learns who it serves only
+    from the X-Forwarded-User/Email set here."""
     drop = _hop_by_hop(request.headers)  # type: ignore[arg-type]
+    extra = frozenset(normalise(h) for h in identity_headers)
     if websocket:
         drop |= WEBSOCKET_HANDSHAKE | {"sec-websocket-protocol"}
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
         lname = name.lower()
         if lname in drop or lname.startswith("x-forwarded-") or lname == "forwarded":
+            continue
+        if is_identity_header(lname, extra):
             continue
         if lname == "cookie":
             value = strip_broker_cookies(value)

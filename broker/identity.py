@@ -46,13 +46,20 @@ def is_identity_header(name: str, extra: frozenset[str] = frozenset()) -> bool:
 def without_identity_headers(
     headers: CIMultiDictProxy[str], *, extra: Iterable[str] = (), keep: Iterable[str] = ()
 ) -> CIMultiDict[str] | None:
-    """A copy without identity headers, or None when there were none (the common case)."""
+    """A copy without identity headers, or None when there were none (the common case).
+
+    A kept header is kept only in its exact spelling (any case): `X_Forwarded_User`
+    still goes when `X-Forwarded-User` is kept, or it could ride along to a pod
+    whose framework reads `_` as `-`.
+    """
     extra_n = frozenset(normalise(e) for e in extra)
-    keep_n = frozenset(normalise(k) for k in keep)
-    if not any(is_identity_header(k, extra_n) and normalise(k) not in keep_n for k in headers):
+    keep_n = frozenset(k.lower() for k in keep)
+    if not any(is_identity_header(k, extra_n) and k.lower() not in keep_n for k in headers):
         return None
     return CIMultiDict(
-        (k, v) for k, v in headers.items() if not is_identity_header(k, extra_n) or normalise(k) in keep_n
+        (k, v)
+        for k, v in headers.items()
+        if not is_identity_header(k, extra_n) or k.lower() in keep_n
     )
 
 
@@ -62,3 +69,5 @@ class Identity:
     email: str = ""
     groups: tuple[str, ...] = field(default_factory=tuple)
     is_admin: bool = False
+    #: The provider's stable subject id (iap, oidc), when there is one.
+    sub: str = ""

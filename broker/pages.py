@@ -25,7 +25,9 @@ def wants_html(request: web.Request) -> bool:
     return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
 
 
-def problem(request: web.Request, status: int, title: str, detail: str, **extra: Any) -> web.Response:
+def problem(
+    request: web.Request, status: int, title: str, detail: str, **extra: Any
+) -> web.Response:
     """An error as a page for people, as JSON for everything else."""
     headers = {"Retry-After": str(extra.pop("retry_after"))} if "retry_after" in extra else {}
     if wants_html(request):
@@ -35,7 +37,9 @@ def problem(request: web.Request, status: int, title: str, detail: str, **extra:
         response.headers.update(headers)
         return response
     body = {"error": title, "detail": detail, **{k: v for k, v in extra.items() if k != "identity"}}
-    return web.json_response(body, status=status, headers=headers, dumps=lambda o: json.dumps(o, default=str))
+    return web.json_response(
+        body, status=status, headers=headers, dumps=lambda o: json.dumps(o, default=str)
+    )
 
 
 def unauthenticated(request: web.Request) -> web.StreamResponse:
@@ -54,14 +58,24 @@ def waiting(request: web.Request, result: Waiting) -> web.Response:
         detail = "A WebUI is starting for you."
     if not wants_html(request):
         return web.json_response(
-            {"error": "No WebUI ready yet", "detail": detail, "position": result.position, "queue": result.queue_length},
+            {
+                "error": "No WebUI ready yet",
+                "detail": detail,
+                "position": result.position,
+                "queue": result.queue_length,
+            },
             status=503,
             headers={"Retry-After": str(RETRY_AFTER)},
         )
     response = aiohttp_jinja2.render_template(
         "wait.html",
         request,
-        {"detail": detail, "position": result.position, "refresh": 3, "next": safe_next(request.path_qs)},
+        {
+            "detail": detail,
+            "position": result.position,
+            "refresh": 3,
+            "next": safe_next(request.path_qs),
+        },
         status=503,
     )
     response.headers["Retry-After"] = str(RETRY_AFTER)

@@ -14,7 +14,6 @@ from aiohttp import web
 from yarl import URL
 
 from .headers import downstream_headers
-from .identity import Identity
 
 SMALL_BODY = 64 * 1024  # answers with a known length below this are sent in one write
 
@@ -28,7 +27,9 @@ class PodTimeout(Exception):
 
 
 def target_url(addr: str, request: web.Request, *, websocket: bool = False) -> URL:
-    base = addr.replace("http://", "ws://", 1).replace("https://", "wss://", 1) if websocket else addr
+    base = (
+        addr.replace("http://", "ws://", 1).replace("https://", "wss://", 1) if websocket else addr
+    )
     return URL(base + request.raw_path, encoded=True)
 
 
@@ -50,9 +51,13 @@ async def proxy_http(
             allow_redirects=False,
             timeout=timeout,
         )
-    except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+    except (
+        aiohttp.ClientConnectorError,
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientOSError,
+    ) as exc:
         raise PodUnreachable(str(exc)) from exc
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise PodTimeout(str(exc)) from exc
     try:
         out_headers = downstream_headers(upstream.headers)
@@ -60,15 +65,19 @@ async def proxy_http(
         if length is not None and length <= SMALL_BODY:
             body = await upstream.read()
             out_headers.popall("Content-Length", None)
-            return web.Response(status=upstream.status, reason=upstream.reason, headers=out_headers, body=body)
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
+            return web.Response(
+                status=upstream.status, reason=upstream.reason, headers=out_headers, body=body
+            )
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=out_headers
+        )
         if length is None:
             out_headers.popall("Content-Length", None)
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             # Headers are gone already: cut the connection so the browser sees a
             # truncated answer, never a short one that looks complete.
             if request.transport is not None:
@@ -76,7 +85,7 @@ async def proxy_http(
             return response
         await response.write_eof()
         return response
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise PodTimeout(str(exc)) from exc
     finally:
         upstream.release()
@@ -92,7 +101,9 @@ async def proxy_websocket(
     connect_timeout: float,
 ) -> web.WebSocketResponse:
     """Bridge a WebSocket both ways; the pod is connected first so a dead pod gets an HTTP error."""
-    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    protocols = [
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    ]
     try:
         upstream = await http.ws_connect(
             target_url(addr, request, websocket=True),
@@ -105,12 +116,18 @@ async def proxy_websocket(
         )
     except aiohttp.WSServerHandshakeError as exc:
         raise web.HTTPBadGateway(text=f"The WebUI refused the WebSocket ({exc.status}).") from exc
-    except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+    except (
+        aiohttp.ClientConnectorError,
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientOSError,
+    ) as exc:
         raise PodUnreachable(str(exc)) from exc
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise PodTimeout(str(exc)) from exc
 
-    client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=0)
+    client = web.WebSocketResponse(
+        protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=0
+    )
     await client.prepare(request)
     seen = on_client_message if callable(on_client_message) else None
 
@@ -130,7 +147,11 @@ async def proxy_websocket(
                 await sink.ping(msg.data)
             elif msg.type is aiohttp.WSMsgType.PONG:
                 await sink.pong(msg.data)
-            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
+            elif msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.ERROR,
+            ):
                 break
 
     tasks = [

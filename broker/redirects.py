@@ -20,9 +20,15 @@ def safe_next(target: str | None) -> str:
     for _ in range(3):  # catch double and triple encoding
         decoded = unquote(decoded)
     for candidate in (target, decoded):
-        if candidate != candidate.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in candidate):
+        if candidate != candidate.strip() or any(
+            ord(c) < 0x20 or ord(c) == 0x7F for c in candidate
+        ):
             return DEFAULT
-        if not candidate.startswith("/") or candidate.startswith(("//", "/\\")) or "\\" in candidate:
+        if (
+            not candidate.startswith("/")
+            or candidate.startswith(("//", "/\\"))
+            or "\\" in candidate
+        ):
             return DEFAULT
         parts = urlsplit(candidate)
         if parts.scheme or parts.netloc:

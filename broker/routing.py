@@ -14,7 +14,9 @@ from fleet import Claim, Fleet, Waiting
 
 
 class Router:
-    def __init__(self, fleet: Fleet, *, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, fleet: Fleet, *, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.fleet = fleet
         self.ttl = ttl
         self.clock = clock

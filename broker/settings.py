@@ -7,17 +7,29 @@ contract with users and later issues, so they do not change.
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fleet.durations import Duration
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
+DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}")
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _split(value: object) -> object:
@@ -33,7 +45,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     redis_url: str | None = None
     fleet: Path = Path("fleet.yaml")
-    auth: Literal["dev", "header"] = "dev"
+    auth: Literal["dev", "header", "iap", "oidc"] = "dev"
     auth_header: str = "X-Forwarded-User"
     auth_email_header: str = "X-Forwarded-Email"
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = []
@@ -49,20 +61,122 @@ class Settings(BaseSettings):
     stop_pods_on_exit: bool | None = None
     access_log: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Identity (docs/identity.md). Declared last: their checks read auth, host, trusted_proxies.
+    public_url: str | None = None
+    logout_url: str | None = None
+    allowed_emails: Annotated[list[str], NoDecode] = []
+    allowed_domains: Annotated[list[str], NoDecode] = []
+    allowed_groups: Annotated[list[str], NoDecode] = []
+    admin_users: Annotated[list[str], NoDecode] = []
+    admin_groups: Annotated[list[str], NoDecode] = []
+    jwks_cache_ttl: Duration = 3600.0
+    session_cache_ttl: Duration = 5.0
+    iap_audience: str | None = None
+    iap_jwks_url: str = "https://www.gstatic.com/iap/verify/public_key-jwk"
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: Annotated[list[str], NoDecode] = ["openid", "email", "profile"]
+    oidc_groups_claim: str = "groups"
+    oidc_require_verified_email: bool = True
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _cidrs(cls, value: object) -> object:
         return [ipaddress.ip_network(v, strict=False) for v in _split(value)]  # type: ignore[union-attr]
 
+    @field_validator("allowed_groups", "admin_users", "admin_groups", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("allowed_emails", mode="before")
+    @classmethod
+    def _emails(cls, value: object) -> object:
+        emails = [e.lower() for e in _split(value)]  # type: ignore[union-attr]
+        for email in emails:
+            if email.count("@") != 1 or email.startswith("@") or email.endswith("@"):
+                raise ValueError(f"{email!r} is not one address (name@domain)")
+        return emails
+
+    @field_validator("allowed_domains", mode="before")
+    @classmethod
+    def _domains(cls, value: object) -> object:
+        domains = [d.lower().removeprefix("@") for d in _split(value)]  # type: ignore[union-attr]
+        for domain in domains:
+            if not DOMAIN.fullmatch(domain):
+                raise ValueError(f"{domain!r} is not a domain name (example.com)")
+        return domains
+
+    @field_validator("oidc_scopes", mode="before")
+    @classmethod
+    def _scopes(cls, value: object) -> object:
+        scopes = value.replace(",", " ").split() if isinstance(value, str) else value
+        if "openid" not in scopes:  # type: ignore[operator]
+            raise ValueError("must include openid")
+        return scopes
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value:
+            parts = urlsplit(value.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be http(s)://host[:port], e.g. https://sd.example.com")
+            if parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+                raise ValueError(
+                    "must be the origin only (no path, query or user), e.g. https://sd.example.com"
+                )
+            return f"{parts.scheme}://{parts.netloc}"
+        data = info.data
+        local = is_loopback(data.get("host", "")) or data.get("trusted_proxies")
+        if data.get("auth") == "oidc" and not local:
+            raise ValueError(
+                "is required with SDB_AUTH=oidc on a non-loopback SDB_HOST: the address users "
+                "open (https://sd.example.com); the redirect URI is it + /_broker/callback"
+            )
+        return None
+
+    @field_validator("iap_audience")
+    @classmethod
+    def _iap_audience(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("auth") == "iap" and not (value and value.startswith("/projects/")):
+            raise ValueError(
+                "is required with SDB_AUTH=iap: /projects/PROJECT_NUMBER/global/backendServices/"
+                "SERVICE_ID (gcloud compute backend-services describe NAME --global "
+                "--format='value(id)'), or /projects/PROJECT_NUMBER/apps/PROJECT_ID on App Engine"
+            )
+        return value
+
+    @field_validator("iap_jwks_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https" and not (
+            parts.scheme == "http" and is_loopback(parts.hostname or "")
+        ):
+            raise ValueError("must be an https:// URL (http only on loopback, for tests)")
+        return value
+
+    @field_validator("oidc_issuer", "oidc_client_id")
+    @classmethod
+    def _oidc_required(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("auth") != "oidc":
+            return value
+        if not value:
+            raise ValueError("is required with SDB_AUTH=oidc")
+        if info.field_name == "oidc_issuer":
+            parts = urlsplit(value)
+            if parts.scheme != "https" and not (
+                parts.scheme == "http" and is_loopback(parts.hostname or "")
+            ):
+                raise ValueError("must be an https:// URL (http only on loopback, for tests)")
+            return value.rstrip("/")
+        return value
+
     @property
     def host_is_loopback(self) -> bool:
-        if self.host in LOOPBACK_HOSTS:
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.host)
 
     def is_trusted_proxy(self, peer: str | None) -> bool:
         if not peer or not self.trusted_proxies:

@@ -30,10 +30,14 @@ class Signer:
         return _b64(hmac.new(self._key, f"{purpose}.{body}".encode(), hashlib.sha256).digest())
 
     def sign(self, purpose: str, payload: dict[str, Any], *, now: float | None = None) -> str:
-        body = _b64(json.dumps({**payload, "t": int(now if now is not None else time.time())}).encode())
+        body = _b64(
+            json.dumps({**payload, "t": int(now if now is not None else time.time())}).encode()
+        )
         return f"{body}.{self._mac(purpose, body)}"
 
-    def verify(self, purpose: str, token: str | None, *, max_age: float, now: float | None = None) -> dict[str, Any] | None:
+    def verify(
+        self, purpose: str, token: str | None, *, max_age: float, now: float | None = None
+    ) -> dict[str, Any] | None:
         """The payload, or None for anything missing, forged, malformed or expired."""
         if not token or len(token) > 4096 or token.count(".") != 1:
             return None

@@ -3,6 +3,7 @@
 Knows nothing of HTTP pages or of who is logged in: callers hand it user ids.
 """
 
+from . import keys
 from .aiotasks import Tasks
 from .backends import Backend, make_backend
 from .controller import Controller
@@ -11,6 +12,7 @@ from .errors import BackendError, Conflict, FleetError, PodGone, StoreUnavailabl
 from .events import listen
 from .model import Claim, Ended, Phase, PodInfo, PodRecord, PodState, Waiting
 from .probes import Probe, make_probe
+from .redis_client import connect_redis
 from .service import Fleet
 from .slug import slugify
 from .spec import FleetSpec, Profile, SpecError, load_spec, parse_spec
@@ -40,6 +42,8 @@ __all__ = [
     "StoreUnavailable",
     "Tasks",
     "Waiting",
+    "connect_redis",
+    "keys",
     "listen",
     "load_spec",
     "make_backend",

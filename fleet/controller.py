@@ -14,6 +14,7 @@ queue join) and on a periodic tick, and each pass is one `reconcile`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -105,18 +106,16 @@ class Controller:
                 if not self.leading:
                     with_timeout = self.lock.ttl / 3
                 else:
-                    with_timeout = min(self.interval, WARMING_TICK) if self._warming else self.interval
-                try:
+                    with_timeout = (
+                        min(self.interval, WARMING_TICK) if self._warming else self.interval
+                    )
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), with_timeout)
-                except TimeoutError:
-                    pass
                 self._wake.clear()
         finally:
             if self.leading:
-                try:
+                with contextlib.suppress(REDIS_DOWN):
                     await self.lock.release()
-                except REDIS_DOWN:
-                    pass
 
     async def reconcile(self) -> None:
         spec = self.spec()

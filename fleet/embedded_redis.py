@@ -9,6 +9,7 @@ leaves it behind; the AOF brings its state back on the next start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -32,10 +33,8 @@ def redis_server_binary() -> Path:
 
 
 def _die_with_parent() -> None:
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 class EmbeddedRedis:
@@ -64,7 +63,8 @@ class EmbeddedRedis:
             "--logfile", str(self.dir / "redis.log"),
             "--daemonize", "no",
         ]  # fmt: skip
-        self.process = subprocess.Popen(
+        self.process = await asyncio.to_thread(
+            subprocess.Popen,
             args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -7,6 +7,7 @@ handlers are plain callables that must not block.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -45,7 +46,5 @@ async def listen(
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
         finally:
-            try:
+            with contextlib.suppress(REDIS_DOWN):
                 await pubsub.aclose()
-            except REDIS_DOWN:
-                pass

@@ -6,7 +6,6 @@ comfyui, or http:<path> for anything else that only has a health URL.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -24,7 +23,7 @@ class Probe:
         try:
             async with http.get(addr + self.ready_path, timeout=PROBE_TIMEOUT) as resp:
                 return resp.status < 300
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return False
 
     async def busy(self, http: aiohttp.ClientSession, addr: str) -> bool:

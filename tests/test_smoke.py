@@ -20,7 +20,12 @@ def get(url: str, **headers: str) -> tuple[int, bytes]:
 def test_user_lands_in_own_pod(brokers) -> None:
     broker = brokers(SDB_AUTH="header", SDB_TRUSTED_PROXIES="127.0.0.1/32")
     wait_for(lambda: len(broker.pod_records()) >= 2, 20, what="warm pods")
-    status, body = wait_for(lambda: (r := get(broker.url + "/stub/whoami", **{"X-Forwarded-User": "ann"}))[0] == 200 and r, 20)
+    status, body = wait_for(
+        lambda: (
+            (r := get(broker.url + "/stub/whoami", **{"X-Forwarded-User": "ann"}))[0] == 200 and r
+        ),
+        20,
+    )
     me = json.loads(body)
     assert me["user"] == "ann"
     status, body = get(broker.url + "/stub/whoami", **{"X-Forwarded-User": "bob"})

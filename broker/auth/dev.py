@@ -30,7 +30,9 @@ class DevAuthenticator(Authenticator):
         app.router.add_get("/_broker/logout", self.logout_page)
         app.router.add_post("/_broker/logout", self.logout)
 
-    def _form(self, request: web.Request, *, error: str = "", name: str = "", status: int = 200) -> web.Response:
+    def _form(
+        self, request: web.Request, *, error: str = "", name: str = "", status: int = 200
+    ) -> web.Response:
         response = aiohttp_jinja2.render_template(
             "login.html",
             request,
@@ -54,7 +56,9 @@ class DevAuthenticator(Authenticator):
         name = str(form.get("user", "")).strip()
         target = safe_next(str(form.get("next", "/")))
         if not csrf_ok(request, self.signer, str(form.get(CSRF_FIELD, ""))):
-            return self._form(request, error="Your login form expired. Please try again.", name=name, status=403)
+            return self._form(
+                request, error="Your login form expired. Please try again.", name=name, status=403
+            )
         if not NAME.match(name):
             return self._form(
                 request,
@@ -63,7 +67,9 @@ class DevAuthenticator(Authenticator):
                 status=400,
             )
         response = web.HTTPFound(target)
-        write_session(request, response, self.signer, Identity(user=name), self.settings.session_ttl)
+        write_session(
+            request, response, self.signer, Identity(user=name), self.settings.session_ttl
+        )
         return response
 
     async def logout_page(self, request: web.Request) -> web.Response:
@@ -71,7 +77,11 @@ class DevAuthenticator(Authenticator):
         response = aiohttp_jinja2.render_template(
             "logout.html",
             request,
-            {"identity": identity, "csrf_field": CSRF_FIELD, "csrf_token": csrf_token(request, self.signer)},
+            {
+                "identity": identity,
+                "csrf_field": CSRF_FIELD,
+                "csrf_token": csrf_token(request, self.signer),
+            },
         )
         attach_csrf_cookie(request, response)
         return response

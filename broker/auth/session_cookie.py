@@ -22,9 +22,15 @@ def read_session(request: web.Request, signer: Signer, max_age: float) -> Identi
 
 
 def write_session(
-    request: web.Request, response: web.StreamResponse, signer: Signer, identity: Identity, max_age: float
+    request: web.Request,
+    response: web.StreamResponse,
+    signer: Signer,
+    identity: Identity,
+    max_age: float,
 ) -> None:
-    token = signer.sign("session", {"u": identity.user, "e": identity.email, "g": list(identity.groups)})
+    token = signer.sign(
+        "session", {"u": identity.user, "e": identity.email, "g": list(identity.groups)}
+    )
     set_cookie(request, response, SESSION_COOKIE, token, max_age=max_age)
 
 

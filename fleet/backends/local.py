@@ -33,6 +33,22 @@ log = logging.getLogger(__name__)
 _RECENT_PORTS = 512  # never hand a just-freed port to a new pod: a stale route must not reach it
 
 
+def _spawn(
+    command: list[str], cwd: str | None, env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Fork off the thread: a fork of a big broker process must not stall the event loop."""
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(
+            command,
+            cwd=cwd or None,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: survives us, killed as a group
+        )
+
+
 class LocalBackend(Backend):
     name = "local"
     probes_readiness = True
@@ -138,18 +154,7 @@ class LocalBackend(Backend):
             raise BackendError(f"profile {profile.name} has no local: block")
         port = self._free_port()
         slot = self._free_slot(profile)
-        fields = {
-            "port": str(port),
-            "pod": pod_id,
-            "host": "127.0.0.1",
-            "gpu": "" if slot is None else str(slot),
-        }
-        try:
-            command = [part.format(**fields) for part in profile.local.command]
-        except (KeyError, IndexError, ValueError) as exc:
-            raise BackendError(
-                f"profile {profile.name}: bad placeholder in command: {exc}"
-            ) from exc
+        command = profile.local.argv(port, pod_id)
         if command[0] in ("python", "python3"):
             command[0] = sys.executable  # the broker's interpreter: `python` may not be on PATH
         env = {**os.environ, **profile.local.env, "SDB_POD_ID": pod_id}
@@ -157,16 +162,7 @@ class LocalBackend(Backend):
             env["CUDA_VISIBLE_DEVICES"] = str(slot)
         log_path = self.logs_dir / f"{pod_id}.log"
         try:
-            with open(log_path, "ab") as log_file:
-                child = subprocess.Popen(
-                    command,
-                    cwd=profile.local.cwd or None,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group: survives us, killed as a group
-                )
+            child = await asyncio.to_thread(_spawn, command, profile.local.cwd, env, log_path)
         except OSError as exc:
             raise BackendError(f"profile {profile.name}: cannot start {command[0]}: {exc}") from exc
         self._children[pod_id] = child

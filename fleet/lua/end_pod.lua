@@ -15,6 +15,8 @@
 -- ARGV[6] claim key prefix
 -- ARGV[7] state key prefix (the sets are PREFIX .. state .. ':' .. profile)
 -- ARGV[8] events channel
+-- ARGV[9] optional: only when the user's last activity is at or before this
+--         (the reaper's guard against activity written since it looked; "" = any)
 -- Returns {1, user, profile, claimed_at} when ended, {0} otherwise.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'deleting' then
@@ -26,6 +28,12 @@ end
 local user = redis.call('HGET', KEYS[1], 'user') or ''
 if ARGV[5] ~= '' and user ~= ARGV[5] then
   return {0}
+end
+if ARGV[9] and ARGV[9] ~= '' and user ~= '' then
+  local seen = redis.call('ZSCORE', KEYS[3], user)
+  if seen and tonumber(seen) > tonumber(ARGV[9]) then
+    return {0}
+  end
 end
 local profile = redis.call('HGET', KEYS[1], 'profile') or ''
 for _, s in ipairs({'warming', 'ready', 'claimed'}) do

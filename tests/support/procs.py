@@ -31,7 +31,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> object:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -107,7 +109,13 @@ def write_fleet(path: Path, *, outputs: Path, min: int = 0, buffer: int = 2, max
                 delay: float = 0.3, idle_timeout: str = "15m") -> Path:  # fmt: skip
     path.write_text(
         FLEET_TEMPLATE.format(
-            outputs=outputs, min=min, buffer=buffer, max=max, stub=STUB, delay=delay, idle_timeout=idle_timeout
+            outputs=outputs,
+            min=min,
+            buffer=buffer,
+            max=max,
+            stub=STUB,
+            delay=delay,
+            idle_timeout=idle_timeout,
         )
     )
     return path
@@ -151,11 +159,17 @@ class Broker:
                 start_new_session=True,
             )
         try:
-            wait_for(lambda: self.proc.poll() is not None or http_ok(self.url + "/_broker/readyz"), timeout, what="broker")
+            wait_for(
+                lambda: self.proc.poll() is not None or http_ok(self.url + "/_broker/readyz"),
+                timeout,
+                what="broker",
+            )
         except TimeoutError:
             raise RuntimeError(f"broker did not start; log:\n{self.log_text()}") from None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"broker exited with {self.proc.returncode}; log:\n{self.log_text()}")
+            raise RuntimeError(
+                f"broker exited with {self.proc.returncode}; log:\n{self.log_text()}"
+            )
         return self
 
     def log_text(self) -> str:

@@ -1,0 +1,1 @@
+"""Benchmarks: printed tables measured side by side in one run, never asserted."""

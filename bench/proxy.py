@@ -1,0 +1,208 @@
+"""Proxy throughput and latency: direct vs the broker vs configurable-http-proxy.
+
+One nginx serves a 1 KiB and a 1 MiB file. It is the broker's pod (the local
+backend starts it through bench/nginx_pod.py), the "direct" target, and the
+upstream of JupyterHub's configurable-http-proxy (CHP), so all three columns
+hit the very same server. For each size, each repetition runs every target
+(in rotating order): a warm-up, then the measured run; medians of the
+repetitions are reported. Redis commands per proxied request are the INFO
+commandstats deltas over the broker's measured runs divided by its requests,
+so everything the broker does meanwhile (controller, pub/sub, activity
+flushes) is counted.
+
+    .venv/bin/python bench/proxy.py [--duration 5] [--warmup 1] [--reps 3] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python bench/proxy.py`
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from bench.harness import (  # noqa: E402
+    NGINX_POD,
+    USER_HEADER,
+    Report,
+    Stack,
+    Table,
+    calls_delta,
+    chp_binary,
+    chp_version,
+    claimed_addr,
+    fmt_int,
+    fmt_ms,
+    free_port,
+    http_get,
+    locate,
+    median,
+    say,
+    tool_version,
+    verdict,
+    wait_for,
+    write_fleet,
+)
+from bench.loadgen import LoadResult, run_load  # noqa: E402
+
+USER = "bench"
+SIZES = {"1 KiB": ("1k.bin", 1024), "1 MiB": ("1m.bin", 1 << 20)}
+TARGETS = {"1 KiB": 0.15, "1 MiB": 0.30}  # broker/direct req/s, from the issue
+REFERENCE = {  # measured on a 2-core machine, quoted by the issue
+    "nginx+Lua": {"1 KiB": 0.109, "1 MiB": 0.218},
+    "CHP": {"1 KiB": 0.114, "1 MiB": 0.199},
+}
+CHP_FACTOR = 1.3
+REDIS_PER_REQUEST = 0.02
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of each measured run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each run")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: 1 KiB,1 MiB")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    return parser.parse_args(argv)
+
+
+def start_chp(stack: Stack, chp: str, upstream: str) -> str:
+    port, api = free_port(), free_port()
+    cmd = [chp, "--ip", "127.0.0.1", "--port", str(port), "--default-target", upstream,
+           "--api-ip", "127.0.0.1", "--api-port", str(api), "--log-level", "warn"]  # fmt: skip
+    stack.process(cmd, "chp.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http_get(url + "/internal/ping")[0] == 200, 30, "configurable-http-proxy")
+    return url
+
+
+def run(argv: list[str] | None = None) -> Report:
+    args = parse_args(argv)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    report = Report("Proxy: direct vs broker vs configurable-http-proxy")
+    wrk, wrk_note = locate("wrk", "wrk")
+    nginx, nginx_note = locate("nginx", "nginx")
+    chp, chp_note = chp_binary()
+    headers = {USER_HEADER: USER}
+
+    with Stack("proxy", keep=args.keep) as stack:
+        www = stack.dir / "www"
+        www.mkdir(mode=0o755)
+        for name, size in SIZES.values():
+            (www / name).write_bytes(os.urandom(size))
+        redis = stack.redis()
+        command = ["python", str(NGINX_POD), "--port", "{port}", "--pod-id", "{pod}", "--root", str(www),
+                   "--nginx", nginx or "", "--tmp-base", str(stack.dir / "nginx")]  # fmt: skip
+        fleet = write_fleet(stack.dir / "fleet.yaml", command=command, outputs=stack.dir / "outputs",
+                            buffer=1, max=2, probe="http:/internal/ping")  # fmt: skip
+        broker = stack.broker(stack.dir / "data", fleet, redis.url)
+        say(f"broker on {broker.url}; waiting for {USER}'s pod")
+        probe = f"{broker.url}/{SIZES['1 KiB'][0]}"
+        wait_for(lambda: http_get(probe, headers)[0] == 200, 60, "the bench user's pod through the broker")
+        upstream = claimed_addr(redis.client(), USER)
+        urls = {"direct": upstream, "broker": broker.url}
+        if chp:
+            urls["CHP"] = start_chp(stack, chp, upstream)
+
+        results: dict[str, dict[str, list[LoadResult]]] = {s: {t: [] for t in urls} for s in sizes}
+        redis_calls: dict[str, Counter[str]] = {s: Counter() for s in sizes}
+        order = list(urls)
+        for size in sizes:
+            path = "/" + SIZES[size][0]
+            for rep in range(args.reps):
+                for target in order[rep % len(order) :] + order[: rep % len(order)]:
+                    url = urls[target] + path
+                    run_load(wrk, url, connections=args.connections, duration=args.warmup, headers=headers)
+                    before = redis.command_calls() if target == "broker" else {}
+                    result = run_load(wrk, url, connections=args.connections, duration=args.duration, headers=headers)
+                    if target == "broker":
+                        redis_calls[size].update(calls_delta(before, redis.command_calls()))
+                    results[size][target].append(result)
+                    say(f"{size} {target:6} rep {rep + 1}: {result.rps:,.0f} req/s, "
+                        f"p50 {fmt_ms(result.p50)}, p99 {fmt_ms(result.p99)}, errors {result.errors}")  # fmt: skip
+        broker_rss = broker.rss()
+
+    # --- tables ---------------------------------------------------------------
+    figures = Table(["size", "path", "req/s (median)", "p50", "p99", "req/s of each run", "errors"])
+    med: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for size in sizes:
+        med[size] = {}
+        for target, runs in results[size].items():
+            m = (median(r.rps for r in runs), median(r.p50 for r in runs), median(r.p99 for r in runs))
+            med[size][target] = m
+            each = " / ".join(fmt_int(r.rps) for r in runs)
+            figures.add(size, target, fmt_int(m[0]), fmt_ms(m[1]), fmt_ms(m[2]), each, sum(r.errors for r in runs))
+    report.tables.append(("", figures))
+
+    ratios = Table(["measure", *sizes, "target", "reference (2-core machine, from the issue)"])
+    has_chp = "CHP" in urls
+
+    def cells(fn) -> list[str]:  # noqa: ANN001
+        return [fn(size) for size in sizes]
+
+    def broker_direct(size: str) -> str:
+        r = med[size]["broker"][0] / med[size]["direct"][0]
+        return f"{r:.3f} ({verdict(r >= TARGETS[size])})"
+
+    ratios.add("broker/direct req/s", *cells(broker_direct),
+               " / ".join(f">= {TARGETS[s]:.2f} at {s}" for s in sizes),
+               "nginx+Lua " + " / ".join(f"{REFERENCE['nginx+Lua'][s]:.3f}" for s in sizes))  # fmt: skip
+    if has_chp:
+
+        def broker_chp(size: str) -> str:
+            r = med[size]["broker"][0] / med[size]["CHP"][0]
+            return f"{r:.2f}x ({verdict(r >= CHP_FACTOR)})"
+
+        def p99_vs(size: str) -> str:
+            b, c = med[size]["broker"][2], med[size]["CHP"][2]
+            return f"{fmt_ms(b)} vs {fmt_ms(c)} ({verdict(b < c)})"
+
+        def chp_direct(size: str) -> str:
+            return f"{med[size]['CHP'][0] / med[size]['direct'][0]:.3f}"
+
+        ratios.add("broker/CHP req/s", *cells(broker_chp), f">= {CHP_FACTOR}x", "")
+        ratios.add("p99 broker vs CHP", *cells(p99_vs), "broker lower", "")
+        ratios.add("CHP/direct req/s", *cells(chp_direct), "(context)",
+                   "CHP " + " / ".join(f"{REFERENCE['CHP'][s]:.3f}" for s in sizes))  # fmt: skip
+
+    def per_request(size: str) -> str:
+        requests = sum(r.requests for r in results[size]["broker"])
+        value = sum(redis_calls[size].values()) / max(requests, 1)
+        return f"{value:.4f} ({verdict(value <= REDIS_PER_REQUEST)})"
+
+    ratios.add("Redis commands per proxied request", *cells(per_request), f"<= {REDIS_PER_REQUEST}",
+               "nginx+Lua: 2, plus a new Redis connection")  # fmt: skip
+    report.tables.append(("Ratios (of the medians) and targets:", ratios))
+
+    # --- how it was measured ----------------------------------------------------
+    load = f"wrk ({tool_version([wrk, '-v'])}), {min(os.cpu_count() or 1, args.connections)} threads" if wrk else (
+        "Python load generator (wrk could not be installed: " + wrk_note + "); its own CPU use dominates, "
+        "so ratios mean little")  # fmt: skip
+    report.notes.append(
+        f"Load: {load}, {args.connections} connections, {args.warmup:g} s warm-up + {args.duration:g} s measured, "
+        f"{args.reps} interleaved repetitions, medians; header `{USER_HEADER}: {USER}` on every target."
+    )
+    upstream_desc = (f"nginx ({tool_version([nginx, '-v'])}, worker_processes auto, sendfile, access log off)"
+                     if nginx else f"bench/tiny_pod.py (nginx could not be installed: {nginx_note})")  # fmt: skip
+    report.notes.append(f"Upstream: {upstream_desc}, the broker's one claimed pod; every column hits it.")
+    report.notes.append(
+        f"configurable-http-proxy {chp_version()} (node {tool_version(['node', '--version'])}), default options."
+        if has_chp
+        else f"configurable-http-proxy column missing: {chp_note}"
+    )
+    report.notes.append(f"Broker: `sdbroker serve` as it ships (header auth, external Redis); RSS at the end {broker_rss / 2**20:.0f} MiB.")
+    for size in sizes:
+        top = ", ".join(f"{name} {n}" for name, n in redis_calls[size].most_common(6)) or "none"
+        report.notes.append(f"Redis commands during the broker's {size} runs: {top}.")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(run(argv).markdown())
+
+
+if __name__ == "__main__":
+    main()

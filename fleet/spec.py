@@ -1,0 +1,386 @@
+"""The admin's fleet sizing file (fleet.yaml): its models, rules and loader.
+
+Every mistake in the file comes back as `FILE:LINE: field: message`, all of
+them at once, never a traceback, so the admin fixes the file in one pass.
+Rules comparing fields are validators that raise errors located at the
+offending field (see `fail_at`), so pydantic collects them with type errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .durations import Duration
+from .spec_report import SpecError, SpecIssue, got, issues_at, message
+from .spec_types import (
+    PLACEHOLDER,
+    PLACEHOLDERS,
+    AbsPath,
+    ActivityRule,
+    Buffer,
+    Count,
+    Cron,
+    DnsLabel,
+    Port,
+    PositiveCount,
+    PositiveDuration,
+    ProbeKind,
+    ProfileName,
+    Resources,
+    Text,
+    TimeZoneName,
+    fail_at,
+    split_rule,
+)
+from .yamlfile import Loc, YamlSyntaxError, load_yaml
+
+__all__ = [
+    "ActivityRules",
+    "AgonesProfile",
+    "FleetSpec",
+    "KubernetesProfile",
+    "KubernetesVolumes",
+    "LocalProfile",
+    "PodSettings",
+    "Profile",
+    "ScheduleEntry",
+    "SpecError",
+    "SpecIssue",
+    "load_spec",
+    "parse_spec",
+    "split_rule",
+]
+
+BACKENDS = ("local", "kubernetes", "agones")
+
+
+class _Model(BaseModel):
+    """Strict and closed: a typo in the admin's file is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ActivityRules(_Model):
+    """Which proxied requests are user activity: `ignore` never counts (a WebUI's own
+    polling), `count` always does, even where an ignore rule also matches."""
+
+    ignore: list[ActivityRule] = []
+    count: list[ActivityRule] = []
+
+
+class ScheduleEntry(_Model):
+    """From each firing of `cron` on (in the spec's timezone), size the profile differently."""
+
+    cron: Cron
+    buffer: Buffer | None = None
+    min: Count | None = None
+    max: PositiveCount | None = None
+
+    @model_validator(mode="after")
+    def _overrides_something(self) -> ScheduleEntry:
+        if self.buffer is None and self.min is None and self.max is None:
+            raise ValueError("give at least one of buffer, min, max")
+        return self
+
+    def trigger(self, timezone: str) -> CronTrigger:
+        """The APScheduler trigger for this entry, in the spec's `timezone`."""
+        return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(timezone))
+
+
+class LocalProfile(_Model):
+    """WebUI processes on this host; `{port}` and `{pod}` are filled in per pod."""
+
+    command: list[Text] = Field(min_length=1)
+    gpus: list[Count] = []
+    env: dict[str, Text] = {}
+    cwd: str | None = None
+    stop_grace: Duration = 10.0
+
+    @field_validator("command")
+    @classmethod
+    def _placeholders(cls, command: list[str]) -> list[str]:
+        problems: list[tuple[Loc, str]] = []
+        for index, arg in enumerate(command):
+            for name in PLACEHOLDER.findall(arg):
+                if name not in PLACEHOLDERS:
+                    problems.append(
+                        ((index,), f"unknown placeholder {{{name}}}; use {{port}} or {{pod}}")
+                    )
+        if not any("{port}" in arg for arg in command):
+            problems.append(((), "must contain {port} (the port the WebUI listens on)"))
+        fail_at(problems)
+        return command
+
+    @field_validator("gpus")
+    @classmethod
+    def _unique_gpus(cls, gpus: list[int]) -> list[int]:
+        fail_at([((i,), f"GPU {g} is listed twice") for i, g in enumerate(gpus) if g in gpus[:i]])
+        return gpus
+
+    def argv(self, port: int, pod: str) -> list[str]:
+        """The command with `{port}` and `{pod}` filled in (other braces are left alone)."""
+        return [a.replace("{port}", str(port)).replace("{pod}", pod) for a in self.command]
+
+
+class _Volume(_Model):
+    claim: DnsLabel
+    path: AbsPath
+    read_only: bool = False
+
+
+class ModelsVolume(_Volume):
+    """Shared, read-only model weights."""
+
+    claim: DnsLabel = "sd-models"
+    path: AbsPath = "/models"
+    read_only: bool = True
+
+
+class OutputsVolume(_Volume):
+    """Shared outputs: the images outlive the pod."""
+
+    claim: DnsLabel = "sd-outputs"
+    path: AbsPath = "/outputs"
+
+
+class KubernetesVolumes(_Model):
+    """PersistentVolumeClaims mounted in every pod; null leaves one out."""
+
+    models: ModelsVolume | None = Field(default_factory=ModelsVolume)
+    outputs: OutputsVolume | None = Field(default_factory=OutputsVolume)
+
+
+class PodSettings(_Model):
+    """What a WebUI pod looks like; shared by the kubernetes and agones backends."""
+
+    namespace: DnsLabel = "default"
+    command: list[Text] | None = None
+    args: list[Text] | None = None
+    port: Port = 7860
+    env: dict[str, Text] = {}
+    resources: Resources = {}
+    gpus: Count = 1
+    node_selector: dict[str, Text] = {}
+    tolerations: list[dict[str, Any]] = []
+    priority_class: str | None = None
+    service_account: str | None = None
+    volumes: KubernetesVolumes = Field(default_factory=KubernetesVolumes)
+    readiness_path: AbsPath = "/internal/ping"
+    pod_template: dict[str, Any] = {}
+
+
+class KubernetesProfile(PodSettings):
+    """Plain pods built from this template (and `pod_template`, merged last)."""
+
+    image: str = Field(min_length=1)
+
+
+class AgonesProfile(PodSettings):
+    """An existing Agones Fleet; the pod fields are used by `fleet render`."""
+
+    fleet: DnsLabel
+    image: str | None = None
+
+
+class Profile(_Model):
+    """One kind of WebUI pod a user can get, and how many to keep warm."""
+
+    name: ProfileName
+    display_name: str = ""
+    gpu: str | None = None
+    # max comes before min and buffer so their validators can compare against it.
+    max: PositiveCount
+    min: Count = 0
+    buffer: Buffer = 1
+    probe: ProbeKind = "a1111"
+    start_timeout: PositiveDuration = 600.0
+    activity: ActivityRules | None = None
+    schedule: list[ScheduleEntry] = []
+    local: LocalProfile | None = None
+    kubernetes: KubernetesProfile | None = None
+    agones: AgonesProfile | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _display_name_defaults_to_name(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and "display_name" not in data
+            and isinstance(data.get("name"), str)
+        ):
+            return {**data, "display_name": data["name"]}
+        return data
+
+    @field_validator("min")
+    @classmethod
+    def _min_at_most_max(cls, value: int, info: ValidationInfo) -> int:
+        top = info.data.get("max")
+        if top is not None and value > top:
+            raise ValueError(f"min ({value}) is greater than max ({top})")
+        return value
+
+    @field_validator("buffer")
+    @classmethod
+    def _buffer_at_most_max(cls, value: int | str, info: ValidationInfo) -> int | str:
+        top = info.data.get("max")
+        if isinstance(value, int) and top is not None and value > top:
+            raise ValueError(f"buffer ({value}) is greater than max ({top})")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_within_bounds(
+        cls, entries: list[ScheduleEntry], info: ValidationInfo
+    ) -> list[ScheduleEntry]:
+        problems: list[tuple[Loc, str]] = []
+        for i, entry in enumerate(entries):
+            low = entry.min if entry.min is not None else info.data.get("min")
+            top = entry.max if entry.max is not None else info.data.get("max")
+            buffer = entry.buffer if entry.buffer is not None else info.data.get("buffer")
+            top_name = "max" if entry.max is not None else "the profile's max"
+            if low is not None and top is not None and low > top:
+                at = "min" if entry.min is not None else "max"
+                problems.append(((i, at), f"min ({low}) is greater than {top_name} ({top})"))
+            if isinstance(buffer, int) and top is not None and buffer > top:
+                at = "buffer" if entry.buffer is not None else "max"
+                problems.append(((i, at), f"buffer ({buffer}) is greater than {top_name} ({top})"))
+        fail_at(problems)
+        return entries
+
+    @field_validator("local")
+    @classmethod
+    def _enough_gpu_slots(cls, local: LocalProfile | None, info: ValidationInfo) -> Any:
+        tops = [info.data.get("max")] + [e.max for e in info.data.get("schedule", [])]
+        top = max((t for t in tops if t is not None), default=0)
+        if local is not None and local.gpus and top > len(local.gpus):
+            slots = f"{len(local.gpus)} GPU slot{'s' if len(local.gpus) > 1 else ''}"
+            fail_at([(("gpus",), f"max {top} but only {slots}")])
+        return local
+
+    def buffer_for(self, claimed: int) -> int:
+        """Warm pods wanted on top of `claimed`; a percentage is of `claimed`, rounded up."""
+        if isinstance(self.buffer, int):
+            return self.buffer
+        return -(-claimed * int(self.buffer.rstrip("%")) // 100)
+
+    def target(self, claimed: int) -> int:
+        """Pods wanted in total (claimed + warm), never below min nor above max."""
+        return max(self.min, min(self.max, claimed + self.buffer_for(claimed)))
+
+    def with_schedule(self, entry: ScheduleEntry) -> Profile:
+        """This profile sized by a schedule entry (its overrides replace min/max/buffer)."""
+        sizes = {"min": entry.min, "max": entry.max, "buffer": entry.buffer}
+        return self.model_copy(update={k: v for k, v in sizes.items() if v is not None})
+
+
+def _fleet_problems(backend: str | None, profiles: list[tuple[int, Any]]) -> list[tuple[Loc, str]]:
+    """Rules across profiles. Works on validated Profiles and on raw mappings alike,
+    so they are still checked when some other part of the file is broken."""
+    problems: list[tuple[Loc, str]] = []
+    first: dict[str, int] = {}
+    for i, item in profiles:
+        if not isinstance(item, dict | Profile):
+            continue  # already reported as "must be a mapping"
+        get = item.get if isinstance(item, dict) else lambda key, p=item: getattr(p, key, None)
+        name = get("name")
+        if isinstance(name, str):
+            if name in first:
+                problems.append(
+                    (
+                        ("profiles", i, "name"),
+                        f"duplicate profile name '{name}' (first at profiles[{first[name]}])",
+                    )
+                )
+            first.setdefault(name, i)
+        if backend is None:
+            continue
+        for block in BACKENDS:
+            if block == backend and get(block) is None:
+                problems.append((("profiles", i, block), f"required by backend {backend}"))
+            elif block != backend and get(block) is not None:
+                problems.append((("profiles", i, block), f"not used by backend {backend}"))
+    return problems
+
+
+class FleetSpec(_Model):
+    """The whole fleet file. `source_text` keeps the original text for diff/apply."""
+
+    backend: Literal["local", "kubernetes", "agones"]
+    idle_timeout: PositiveDuration = 900.0
+    max_session: PositiveDuration | None = None
+    outputs: str = "./data/outputs"
+    timezone: TimeZoneName = "UTC"
+    profiles: list[Profile] = Field(min_length=1)
+    _source_text: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _profiles_fit_backend(self) -> FleetSpec:
+        fail_at(_fleet_problems(self.backend, list(enumerate(self.profiles))))
+        return self
+
+    @property
+    def source_text(self) -> str:
+        """The YAML this spec was parsed from ("" when built in code)."""
+        return self._source_text
+
+    def profile(self, name: str) -> Profile:
+        """The profile called `name`; KeyError names the ones that exist."""
+        for profile in self.profiles:
+            if profile.name == name:
+                return profile
+        raise KeyError(f"no profile '{name}' (have: {', '.join(p.name for p in self.profiles)})")
+
+
+# --- loading and error reporting ---
+
+
+def load_spec(path: str | Path) -> FleetSpec:
+    """Read and validate a fleet file; SpecError lists every mistake with its line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([SpecIssue(str(path), 1, "file", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise SpecError([SpecIssue(str(path), 1, "file", "is not UTF-8 text")]) from None
+    return parse_spec(text, str(path))
+
+
+def parse_spec(text: str, filename: str = "<fleet.yaml>") -> FleetSpec:
+    """Validate fleet YAML given as text (hot reload keeps the text in Redis)."""
+    try:
+        doc = load_yaml(text)
+    except YamlSyntaxError as exc:
+        raise SpecError([SpecIssue(filename, exc.line, "syntax", exc.message)]) from None
+    shape = "a mapping with backend: and profiles:"
+    if doc.data is None:
+        raise SpecError([SpecIssue(filename, 1, "file", f"is empty; expected {shape}")])
+    if not isinstance(doc.data, dict):
+        found = got(doc.data).removeprefix("got ")
+        raise SpecError([SpecIssue(filename, 1, "file", f"must be {shape}, not {found}")])
+    try:
+        spec = FleetSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = [(tuple(e["loc"]), message(e, FleetSpec)) for e in exc.errors()]
+        raw = doc.data.get("profiles")
+        backend = doc.data.get("backend")
+        if isinstance(raw, list):
+            problems += _fleet_problems(
+                backend if backend in BACKENDS else None, list(enumerate(raw))
+            )
+        raise SpecError(issues_at(doc, filename, problems)) from None
+    spec._source_text = text
+    return spec

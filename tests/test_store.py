@@ -1,0 +1,118 @@
+"""The Redis index and its Lua scripts, against a real Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from fleet import Claim, FleetStore, PodRecord, Waiting, connect_redis, keys
+from fleet.model import Phase
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[FleetStore]:
+    redis = connect_redis(redis_url)
+    store = FleetStore(redis)
+    await store.mark_built()
+    yield store
+    await redis.aclose()
+
+
+async def ready_pods(store: FleetStore, n: int, profile: str = "default") -> list[str]:
+    ids = []
+    for i in range(n):
+        pod_id = f"{profile}-{i:04d}"
+        assert await store.add_pod(pod_id, profile, 10_000)
+        assert await store.mark_ready(pod_id, profile, f"http://127.0.0.1:{20000 + i}")
+        ids.append(pod_id)
+    return ids
+
+
+async def test_claim_takes_ready_pod_then_returns_it(store: FleetStore) -> None:
+    await ready_pods(store, 2)
+    first = await store.claim("ann", "default", queue_grace=60)
+    assert isinstance(first, Claim) and first.new
+    again = await store.claim("ann", "default", queue_grace=60)
+    assert isinstance(again, Claim) and not again.new and again.pod == first.pod
+    assert (await store.counts("default"))["claimed"] == 1
+
+
+async def test_no_ready_pod_means_waiting_in_line(store: FleetStore) -> None:
+    await ready_pods(store, 1)
+    assert isinstance(await store.claim("ann", "default", queue_grace=60), Claim)
+    bob = await store.claim("bob", "default", queue_grace=60)
+    cat = await store.claim("cat", "default", queue_grace=60)
+    assert isinstance(bob, Waiting) and bob.position == 1
+    assert isinstance(cat, Waiting) and cat.position == 2
+    # The next Ready pod goes to the head of the line, not to the one asking first.
+    await store.add_pod("default-late", "default", 100)
+    await store.mark_ready("default-late", "default", "http://127.0.0.1:1")
+    assert isinstance(await store.claim("cat", "default", queue_grace=60), Waiting)
+    got = await store.claim("bob", "default", queue_grace=60)
+    assert isinstance(got, Claim) and got.pod == "default-late"
+
+
+async def test_concurrent_claims_never_share_a_pod(store: FleetStore) -> None:
+    await ready_pods(store, 50)
+    users = [f"user{i}" for i in range(50)]
+    results = await asyncio.gather(*(store.claim(u, "default", queue_grace=60) for u in users * 3))
+    claims = [r for r in results if isinstance(r, Claim)]
+    assert len(claims) == 150
+    by_user: dict[str, set[str]] = {}
+    for c in claims:
+        by_user.setdefault(c.user, set()).add(c.pod)
+    assert all(len(pods) == 1 for pods in by_user.values())
+    pods = [next(iter(p)) for p in by_user.values()]
+    assert len(set(pods)) == len(pods) == 50
+
+
+async def test_pods_are_single_use(store: FleetStore) -> None:
+    (pod,) = await ready_pods(store, 1)
+    claim = await store.claim("ann", "default", queue_grace=60)
+    assert isinstance(claim, Claim)
+    ended = await store.end_pod(pod, "idle", only_user="ann")
+    assert ended is not None and ended.user == "ann"
+    # Ending twice is a no-op: two reapers reclaim once.
+    assert await store.end_pod(pod, "idle", only_user="ann") is None
+    assert await store.lookup("ann") is None
+    # The pod is never offered again, even if someone marks it ready.
+    assert not await store.mark_ready(pod, "default", "http://x")
+    assert isinstance(await store.claim("bob", "default", queue_grace=60), Waiting)
+    assert pod in await store.deleting()
+
+
+async def test_end_pod_compare_and_delete_checks_user(store: FleetStore) -> None:
+    (pod,) = await ready_pods(store, 1)
+    await store.claim("ann", "default", queue_grace=60)
+    assert await store.end_pod(pod, "admin", only_user="bob") is None
+    assert await store.lookup("ann") is not None
+
+
+async def test_claims_wait_while_index_is_rebuilt(store: FleetStore) -> None:
+    await ready_pods(store, 1)
+    await store.redis.flushall()
+    result = await store.claim("ann", "default", queue_grace=60)
+    assert isinstance(result, Waiting) and result.rebuilding
+    record = PodRecord(
+        id="default-x", profile="default", phase=Phase.STARTING, addr="http://a", user="bob"
+    )
+    await store.restore([record], mark_built=True)
+    claim = await store.lookup("bob")
+    assert claim is not None and claim.pod == "default-x"
+    assert await store.redis.exists(keys.STATE_MARKER)
+
+
+async def test_add_pod_respects_max(store: FleetStore) -> None:
+    assert await store.add_pod("p1", "default", 2)
+    assert await store.add_pod("p2", "default", 2)
+    assert not await store.add_pod("p3", "default", 2)
+
+
+async def test_activity_batch_touches_only_claimed_users(store: FleetStore) -> None:
+    await ready_pods(store, 1)
+    await store.claim("ann", "default", queue_grace=60)
+    await store.touch({"ann": 9e9, "ghost": 9e9})
+    assert await store.redis.zscore(keys.ACTIVITY, "ann") == 9e9
+    assert await store.redis.zscore(keys.ACTIVITY, "ghost") is None
