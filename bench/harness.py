@@ -49,7 +49,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1
+) -> object:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -60,7 +62,9 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
         time.sleep(interval)
 
 
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+def http_get(
+    url: str, headers: dict[str, str] | None = None, timeout: float = 2.0
+) -> tuple[int, bytes]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -89,7 +93,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def spawn(cmd: Sequence[str], *, log: Path, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: Sequence[str], *, log: Path, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.Popen[bytes]:
     """Start a helper process that dies with us, its output in `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
@@ -151,8 +157,14 @@ class Table:
         self.rows.append([str(c) for c in cells])
 
     def markdown(self) -> str:
-        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h) for i, h in enumerate(self.headers)]
-        line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
+        widths = [
+            max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
+            for i, h in enumerate(self.headers)
+        ]
+
+        def line(cells: list[str]) -> str:
+            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
         out = [line(self.headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
         out.extend(line(r) for r in self.rows)
         return "\n".join(out)
@@ -220,7 +232,12 @@ def machine() -> dict[str, str]:
 
 def _which(binary: str) -> str | None:
     return shutil.which(binary) or next(
-        (str(p) for d in ("/usr/sbin", "/usr/local/sbin", "/sbin") if (p := Path(d) / binary).exists()), None
+        (
+            str(p)
+            for d in ("/usr/sbin", "/usr/local/sbin", "/sbin")
+            if (p := Path(d) / binary).exists()
+        ),
+        None,
     )
 
 
@@ -236,12 +253,16 @@ def apt_install(*packages: str) -> str:
     cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
     say(f"installing {' '.join(packages)} with apt-get")
     for attempt in range(2):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+        done = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=600, check=False
+        )
         if done.returncode == 0:
             return ""
         if attempt == 0 and not _apt_updated:
             _apt_updated = True
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600, check=False)
+            subprocess.run(
+                ["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600, check=False
+            )
             continue
         break
     return f"apt-get install {' '.join(packages)} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}"
@@ -269,7 +290,15 @@ def chp_binary() -> tuple[str | None, str]:
     CACHE.mkdir(parents=True, exist_ok=True)
     say("installing configurable-http-proxy with npm into bench/.cache")
     done = subprocess.run(
-        ["npm", "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", "configurable-http-proxy"],
+        [
+            "npm",
+            "install",
+            "--prefix",
+            str(CACHE),
+            "--no-audit",
+            "--no-fund",
+            "configurable-http-proxy",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -379,7 +408,12 @@ def write_fleet(path: Path, *, command: Sequence[str], outputs: Path, buffer: in
                 min: int = 0, probe: str = "a1111") -> Path:  # fmt: skip
     path.write_text(
         FLEET_TEMPLATE.format(
-            outputs=outputs, min=min, buffer=buffer, max=max, probe=probe, command=json.dumps(list(command))
+            outputs=outputs,
+            min=min,
+            buffer=buffer,
+            max=max,
+            probe=probe,
+            command=json.dumps(list(command)),
         )
     )
     return path
@@ -414,14 +448,18 @@ class Broker:
         self.proc = spawn([sys.executable, "-m", "broker", "serve"], log=self.log, env=self.env)
         try:
             wait_for(
-                lambda: self.proc.poll() is not None or http_get(self.url + "/_broker/readyz")[0] == 200,
+                lambda: (
+                    self.proc.poll() is not None or http_get(self.url + "/_broker/readyz")[0] == 200
+                ),
                 timeout,
                 "the broker",
             )
         except TimeoutError:
             raise RuntimeError(f"broker did not start; log:\n{self.log_text()}") from None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"broker exited with {self.proc.returncode}; log:\n{self.log_text()}")
+            raise RuntimeError(
+                f"broker exited with {self.proc.returncode}; log:\n{self.log_text()}"
+            )
         return self
 
     def log_text(self) -> str:
@@ -450,7 +488,9 @@ def pod_records(data_dir: Path) -> list[dict]:
 def kill_pods(data_dir: Path) -> None:
     """Kill every pod process group recorded under a data dir."""
     for record in pod_records(data_dir):
-        with contextlib.suppress(ProcessLookupError, PermissionError, KeyError, ValueError, OSError):
+        with contextlib.suppress(
+            ProcessLookupError, PermissionError, KeyError, ValueError, OSError
+        ):
             os.killpg(os.getpgid(int(record["pid"])), signal.SIGKILL)
 
 
@@ -459,7 +499,12 @@ def wait_ready_pods(redis_client, count: int, timeout: float, profile: str = "de
     from fleet import keys
 
     start = time.monotonic()
-    wait_for(lambda: redis_client.zcard(keys.ready(profile)) >= count, timeout, f"{count} ready pods", 0.25)
+    wait_for(
+        lambda: redis_client.zcard(keys.ready(profile)) >= count,
+        timeout,
+        f"{count} ready pods",
+        0.25,
+    )
     return time.monotonic() - start
 
 
@@ -485,10 +530,17 @@ class Stack(contextlib.ExitStack):
         return server
 
     def broker(self, data_dir: Path, fleet: Path, redis_url: str) -> Broker:
-        broker = Broker(data_dir, fleet, redis_url)
         self.callback(kill_pods, data_dir)
-        self.callback(broker.stop)
-        return broker.start()
+        for attempt in range(3):
+            broker = Broker(data_dir, fleet, redis_url)
+            self.callback(broker.stop)
+            try:
+                return broker.start()
+            except RuntimeError:
+                # A pod started meanwhile may have taken the free port we picked.
+                if attempt == 2 or "address already in use" not in broker.log_text():
+                    raise
+        raise AssertionError("unreachable")
 
     def process(self, cmd: Sequence[str], log_name: str) -> subprocess.Popen[bytes]:
         proc = spawn(cmd, log=self.dir / log_name)

@@ -57,7 +57,9 @@ def parse_wrk(output: str) -> LoadResult:
     p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))
     requests = int(re.search(r"(\d+) requests in", output).group(1))
     errors = 0
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
     if socket_errors:
         errors += sum(int(x) for x in socket_errors.groups())
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -70,12 +72,24 @@ def run_wrk(wrk: str, url: str, *, connections: int, duration: float, headers: d
             threads: int | None = None) -> LoadResult:  # fmt: skip
     threads = threads or max(1, min(os.cpu_count() or 1, connections))
     seconds = max(1, round(duration))  # wrk takes whole seconds
-    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    cmd = [
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
-    done = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=duration + 60, check=False)
+    done = subprocess.run(
+        [*cmd, url], capture_output=True, text=True, timeout=duration + 60, check=False
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+        raise RuntimeError(
+            f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+        )
     return parse_wrk(done.stdout)
 
 
@@ -83,13 +97,22 @@ def run_python(url: str, *, connections: int, duration: float, headers: dict[str
                processes: int | None = None) -> LoadResult:  # fmt: skip
     """The fallback: `processes` workers sharing `connections`, results merged."""
     processes = max(1, min(processes or os.cpu_count() or 1, connections))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", url, "--duration", str(duration)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        url,
+        "--duration",
+        str(duration),
+    ]
     for name, value in headers.items():
         cmd += ["--header", f"{name}: {value}"]
     workers = []
     for i in range(processes):
         share = connections // processes + (1 if i < connections % processes else 0)
-        workers.append(subprocess.Popen([*cmd, "--connections", str(share)], stdout=subprocess.PIPE, text=True))
+        workers.append(
+            subprocess.Popen([*cmd, "--connections", str(share)], stdout=subprocess.PIPE, text=True)
+        )
     latencies: list[float] = []
     requests = errors = 0
     for proc in workers:
@@ -103,7 +126,9 @@ def run_python(url: str, *, connections: int, duration: float, headers: dict[str
                       "python")  # fmt: skip
 
 
-def run_load(wrk: str | None, url: str, *, connections: int, duration: float, headers: dict[str, str]) -> LoadResult:
+def run_load(
+    wrk: str | None, url: str, *, connections: int, duration: float, headers: dict[str, str]
+) -> LoadResult:
     if wrk:
         return run_wrk(wrk, url, connections=connections, duration=duration, headers=headers)
     return run_python(url, connections=connections, duration=duration, headers=headers)
@@ -143,7 +168,9 @@ async def _connection(url: str, headers: Sequence[str], deadline: float, out: di
     while time.monotonic() < deadline:
         try:
             if writer is None:
-                reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=1 << 20)
+                reader, writer = await asyncio.open_connection(
+                    parts.hostname, parts.port, limit=1 << 20
+                )
             start = time.perf_counter()
             writer.write(request)
             status = await _read_response(reader)
@@ -180,7 +207,9 @@ def main() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(_worker(args.worker, args.connections, args.duration, args.header))))
+    print(
+        json.dumps(asyncio.run(_worker(args.worker, args.connections, args.duration, args.header)))
+    )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,9 @@ REDIS_PER_REQUEST = 0.02
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of each measured run")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each run")
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds of warm-up before each run"
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: 1 KiB,1 MiB")
@@ -101,7 +103,11 @@ def run(argv: list[str] | None = None) -> Report:
         broker = stack.broker(stack.dir / "data", fleet, redis.url)
         say(f"broker on {broker.url}; waiting for {USER}'s pod")
         probe = f"{broker.url}/{SIZES['1 KiB'][0]}"
-        wait_for(lambda: http_get(probe, headers)[0] == 200, 60, "the bench user's pod through the broker")
+        wait_for(
+            lambda: http_get(probe, headers)[0] == 200,
+            60,
+            "the bench user's pod through the broker",
+        )
         upstream = claimed_addr(redis.client(), USER)
         urls = {"direct": upstream, "broker": broker.url}
         if chp:
@@ -115,9 +121,21 @@ def run(argv: list[str] | None = None) -> Report:
             for rep in range(args.reps):
                 for target in order[rep % len(order) :] + order[: rep % len(order)]:
                     url = urls[target] + path
-                    run_load(wrk, url, connections=args.connections, duration=args.warmup, headers=headers)
+                    run_load(
+                        wrk,
+                        url,
+                        connections=args.connections,
+                        duration=args.warmup,
+                        headers=headers,
+                    )
                     before = redis.command_calls() if target == "broker" else {}
-                    result = run_load(wrk, url, connections=args.connections, duration=args.duration, headers=headers)
+                    result = run_load(
+                        wrk,
+                        url,
+                        connections=args.connections,
+                        duration=args.duration,
+                        headers=headers,
+                    )
                     if target == "broker":
                         redis_calls[size].update(calls_delta(before, redis.command_calls()))
                     results[size][target].append(result)
@@ -131,10 +149,22 @@ def run(argv: list[str] | None = None) -> Report:
     for size in sizes:
         med[size] = {}
         for target, runs in results[size].items():
-            m = (median(r.rps for r in runs), median(r.p50 for r in runs), median(r.p99 for r in runs))
+            m = (
+                median(r.rps for r in runs),
+                median(r.p50 for r in runs),
+                median(r.p99 for r in runs),
+            )
             med[size][target] = m
             each = " / ".join(fmt_int(r.rps) for r in runs)
-            figures.add(size, target, fmt_int(m[0]), fmt_ms(m[1]), fmt_ms(m[2]), each, sum(r.errors for r in runs))
+            figures.add(
+                size,
+                target,
+                fmt_int(m[0]),
+                fmt_ms(m[1]),
+                fmt_ms(m[2]),
+                each,
+                sum(r.errors for r in runs),
+            )
     report.tables.append(("", figures))
 
     ratios = Table(["measure", *sizes, "target", "reference (2-core machine, from the issue)"])
@@ -187,13 +217,17 @@ def run(argv: list[str] | None = None) -> Report:
     )
     upstream_desc = (f"nginx ({tool_version([nginx, '-v'])}, worker_processes auto, sendfile, access log off)"
                      if nginx else f"bench/tiny_pod.py (nginx could not be installed: {nginx_note})")  # fmt: skip
-    report.notes.append(f"Upstream: {upstream_desc}, the broker's one claimed pod; every column hits it.")
+    report.notes.append(
+        f"Upstream: {upstream_desc}, the broker's one claimed pod; every column hits it."
+    )
     report.notes.append(
         f"configurable-http-proxy {chp_version()} (node {tool_version(['node', '--version'])}), default options."
         if has_chp
         else f"configurable-http-proxy column missing: {chp_note}"
     )
-    report.notes.append(f"Broker: `sdbroker serve` as it ships (header auth, external Redis); RSS at the end {broker_rss / 2**20:.0f} MiB.")
+    report.notes.append(
+        f"Broker: `sdbroker serve` as it ships (header auth, external Redis); RSS at the end {broker_rss / 2**20:.0f} MiB."
+    )
     for size in sizes:
         top = ", ".join(f"{name} {n}" for name, n in redis_calls[size].most_common(6)) or "none"
         report.notes.append(f"Redis commands during the broker's {size} runs: {top}.")

@@ -14,8 +14,6 @@ Standard library only (socket + selectors: about 10 MB RSS, started with
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import selectors
@@ -164,7 +162,9 @@ class Pod:
             path = rest.rpartition(" ")[0].split("?", 1)[0]
             self.handle(conn, method, path, headers)
 
-    def respond(self, conn: Conn, status: str, body: bytes, ctype: str = "application/json") -> None:
+    def respond(
+        self, conn: Conn, status: str, body: bytes, ctype: str = "application/json"
+    ) -> None:
         self.send(
             conn,
             b"HTTP/1.1 " + status.encode() + b"\r\nContent-Type: " + ctype.encode()
@@ -202,6 +202,9 @@ class Pod:
     # --- WebSocket ----------------------------------------------------------------
 
     def upgrade(self, conn: Conn, headers: dict[str, str]) -> None:
+        import base64  # only here: hashlib (OpenSSL) costs ~4 MB RSS in every pod
+        import hashlib
+
         key = headers.get("sec-websocket-key", "").encode()
         accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
         self.send(conn, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

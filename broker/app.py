@@ -29,10 +29,13 @@ from fleet import (
     listen,
     make_backend,
 )
+from reaper import ReapCycle, ReaperJob, count_reclaim
 
 from . import pages
+from .access import AccessPolicy
 from .activity import ActivityRecorder
 from .appkeys import (
+    ACCESS,
     ACTIVITY,
     AUTH,
     CONTROLLER,
@@ -112,11 +115,26 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
         scheduler.add_job(
             activity.flush, "interval", seconds=settings.activity_flush, id="activity-flush"
         )
+        reaper = ReaperJob(
+            ReapCycle(
+                store,
+                lambda: fleet.spec,
+                http,
+                backend=backend,
+                settle=settings.activity_flush,
+                missed_probes=settings.reap_missed_probes,
+            ),
+            interval=settings.reap_interval,
+        )
+        if settings.reap_interval > 0:  # 0: a CronJob (python -m reaper --once) reaps instead
+            reaper.schedule(scheduler)
+        controller.on_reclaim = count_reclaim
         scheduler.start()
         try:
             yield
         finally:
             scheduler.shutdown(wait=False)
+            await reaper.stop()
             await activity.flush()
             await tasks.stop()
             if stop_pods_on_exit(settings):
@@ -161,6 +179,7 @@ def build_app(settings: Settings, spec: FleetSpec) -> web.Application:
     app[SETTINGS] = settings
     signer = app[SIGNER] = Signer(settings.secret())
     app[AUTH] = make_authenticator(settings, signer)
+    app[ACCESS] = AccessPolicy.from_settings(settings)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),

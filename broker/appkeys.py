@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from fleet import Controller, Fleet, FleetStore, Tasks
 
+from .access import AccessPolicy
 from .activity import ActivityRecorder
 from .auth import Authenticator
 from .routing import Router
@@ -17,6 +18,7 @@ from .signing import Signer
 SETTINGS = web.AppKey("settings", Settings)
 SIGNER = web.AppKey("signer", Signer)
 AUTH = web.AppKey("auth", Authenticator)
+ACCESS = web.AppKey("access", AccessPolicy)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", FleetStore)
 FLEET = web.AppKey("fleet", Fleet)

@@ -1,24 +1,124 @@
 """The catch-all handler: every path outside /_broker/ belongs to the user's WebUI.
 
-identity -> route (cache or one Lua call) -> proxy (HTTP, SSE or WebSocket).
-WebSocket upgrades pass the very same identity check as plain requests.
+identity -> access (allow lists) -> route (cache or one Lua call) -> proxy
+(HTTP, SSE or WebSocket). WebSocket upgrades pass the very same checks as
+plain requests.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import aiohttp
+import aiohttp_jinja2
 from aiohttp import web
 
 from fleet import REDIS_DOWN, Waiting
+from fleet.activity_rules import classifier_for
 
-from .appkeys import ACTIVITY, AUTH, FLEET, HTTP, ROUTER, SETTINGS
+from .activity import ActivityRecorder
+from .appkeys import ACCESS, ACTIVITY, AUTH, FLEET, HTTP, ROUTER, SETTINGS, SIGNER, STORE
+from .csrf import CSRF_FIELD, attach_csrf_cookie, csrf_token
 from .headers import upstream_headers
-from .pages import problem, unauthenticated, waiting
+from .identity import Identity
+from .pages import problem, unauthenticated, waiting, wants_html
 from .proxy import PodTimeout, PodUnreachable, proxy_http, proxy_websocket
+from .redirects import safe_next
 
 log = logging.getLogger(__name__)
+USER_FRAMES = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)  # pings are not a person
+ENDED_REFRESH = 10  # seconds the "your session ended" page stays before going on
+ENDED_DETAIL = {
+    "idle": "Your session ended after {idle_minutes} minutes without activity, "
+    "and its GPU went back to the pool.",
+    "max_session": "Your session reached its maximum length ({session_minutes} minutes).",
+    "dead": "Your WebUI stopped working.",
+    "admin": "An administrator ended your session.",
+}
+
+
+async def authenticate(request: web.Request) -> Identity | web.StreamResponse:
+    """Who is asking, if they may in (is_admin set); else the 401/redirect or 403 to send.
+
+    Every handler that serves a person calls this, so the allow lists hold on
+    every page and every WebSocket, not only on the proxied paths.
+    """
+    identity = await request.app[AUTH].identify(request)
+    if identity is None:
+        return unauthenticated(request)
+    admitted = request.app[ACCESS].admit(identity)
+    if admitted is None:
+        return refused(request, identity)
+    return admitted
+
+
+def refused(request: web.Request, identity: Identity) -> web.Response:
+    """403 that says who they are logged in as and how to log out; nothing is proxied."""
+    auth = request.app[AUTH]
+    log.info("refused %s (%s): not on the allow lists", identity.user, identity.email or "-")
+    detail = "Your account is not on this site's list of users. Ask its admin for access."
+    if not wants_html(request):
+        body = {"error": "Not allowed", "detail": detail, "user": identity.user}
+        return web.json_response({**body, "logout": auth.logout_url}, status=403)
+    own_logout = auth.logout_url == "/_broker/logout"
+    signer = request.app[SIGNER]
+    response = aiohttp_jinja2.render_template(
+        "refused.html",
+        request,
+        {
+            "identity": identity,
+            "detail": detail,
+            "logout_url": auth.logout_url,
+            "csrf_field": CSRF_FIELD,
+            "csrf_token": csrf_token(request, signer) if own_logout else "",
+        },
+        status=403,
+    )
+    if own_logout:
+        attach_csrf_cookie(request, response)
+    return response
+
+
+async def session_ended(request: web.Request, user: str) -> web.StreamResponse | None:
+    """The reaper ended this user's session: say so once, and keep an open tab from re-claiming.
+
+    Asked only when the route cache holds no claim for the user (one Redis
+    command per miss). A page load pops the notice, starts the new claim and
+    shows the notice; a request that is not user activity (an idle tab's
+    polling) gets 409 and no new pod while the notice is unread.
+    """
+    store = request.app[STORE]
+    if wants_html(request):
+        notice = await store.pop_ended(user)
+        if notice is None:
+            return None
+        await request.app[ROUTER].route(user)  # the new WebUI starts while they read
+        template = ENDED_DETAIL.get(str(notice.get("reason")), ENDED_DETAIL["dead"])
+        detail = template.format_map({"idle_minutes": 0, "session_minutes": 0, **notice})
+        target = safe_next(request.path_qs)
+        context = {"detail": detail, "next": target, "refresh": ENDED_REFRESH}
+        return aiohttp_jinja2.render_template("ended.html", request, context)
+    fleet = request.app[FLEET]
+    rules = classifier_for(fleet.spec, fleet.default_profile().name)
+    if not rules.counts(request.method, request.path) and await store.has_ended(user):
+        return problem(
+            request,
+            409,
+            "Your session ended",
+            "Your WebUI was stopped. Your outputs are kept. Reload the page to start a new one.",
+        )
+    return None
+
+
+def client_activity(activity: ActivityRecorder, user: str) -> Callable[[aiohttp.WSMessage], None]:
+    """Browser-sent WebSocket messages are activity; the pod's never reach this callback."""
+
+    def seen(msg: aiohttp.WSMessage) -> None:
+        if msg.type in USER_FRAMES:
+            activity.saw(user)
+
+    return seen
 
 
 def is_websocket(request: web.Request) -> bool:
@@ -28,11 +128,15 @@ def is_websocket(request: web.Request) -> bool:
 async def gateway(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
-    identity = await app[AUTH].identify(request)
-    if identity is None:
-        return unauthenticated(request)
+    identity = await authenticate(request)
+    if not isinstance(identity, Identity):
+        return identity
     router = app[ROUTER]
     try:
+        if router.cached(identity.user) is None:
+            ended = await session_ended(request, identity.user)
+            if ended is not None:
+                return ended
         result = await router.route(identity.user)
     except REDIS_DOWN:
         log.warning("Redis unreachable while routing %s", identity.user)
@@ -47,10 +151,18 @@ async def gateway(request: web.Request) -> web.StreamResponse:
         return waiting(request, result)
 
     activity = app[ACTIVITY]
-    activity.saw(identity.user)
-    trusted = settings.is_trusted_proxy(request.remote)
+    rules = classifier_for(app[FLEET].spec, result.profile)
     websocket = is_websocket(request)
-    headers = upstream_headers(request, identity, trusted_peer=trusted, websocket=websocket)
+    if not websocket and rules.counts(request.method, request.path, navigation=wants_html(request)):
+        activity.saw(identity.user)
+    trusted = settings.is_trusted_proxy(request.remote)
+    headers = upstream_headers(
+        request,
+        identity,
+        trusted_peer=trusted,
+        websocket=websocket,
+        identity_headers=(settings.auth_header, settings.auth_email_header),
+    )
     try:
         if websocket:
             return await proxy_websocket(
@@ -58,7 +170,9 @@ async def gateway(request: web.Request) -> web.StreamResponse:
                 app[HTTP],
                 result.addr,
                 headers,
-                on_client_message=lambda _msg: activity.saw(identity.user),
+                on_client_message=client_activity(activity, identity.user)
+                if rules.counts_ws(request.path)
+                else None,
                 connect_timeout=settings.proxy_connect_timeout,
             )
         return await proxy_http(

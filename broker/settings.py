@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     proxy_connect_timeout: Duration = 10.0
     proxy_read_timeout: Duration = 3600.0
     controller_interval: Duration = 2.0
+    reap_interval: Duration = 30.0  # 0: no in-broker reaper (a CronJob runs python -m reaper)
+    reap_missed_probes: int = Field(3, ge=1)
     stop_pods_on_exit: bool | None = None
     access_log: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

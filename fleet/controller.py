@@ -75,6 +75,7 @@ class Controller:
         self._probes: dict[str, Probe] = {}
         self._warming = False
         self.leading = False
+        backend.on_change = self.wake
 
     def wake(self) -> None:
         """Reconcile now (a claim, release or queue join happened)."""
@@ -176,6 +177,7 @@ class Controller:
             ready = await self.probe(profile).ready(self.http, addr)
         if ready:
             if await self.store.mark_ready(pod.id, pod.profile, addr):
+                await self.backend.mark_ready(pod.id)
                 health.problems.pop(pod.id, None)
                 health.failures_in_row = 0
                 health.start_seconds = [*health.start_seconds[-19:], now - pod.created]

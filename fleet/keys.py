@@ -75,8 +75,13 @@ def session(ticket_hash: str) -> str:
 
 
 def user_sessions(user: str) -> str:
-    """Set of a user's session keys, so an admin can revoke them all."""
+    """Set of a user's session ticket hashes, so an admin can revoke them all."""
     return f"{PREFIX}user-sessions:{user}"
+
+
+def login(state_hash: str) -> str:
+    """String: a login in progress (oidc), keyed by the hash of its state; used once."""
+    return f"{PREFIX}login:{state_hash}"
 
 
 def profile_choice(user: str) -> str:

@@ -106,3 +106,49 @@ class Ended:
     user: str
     profile: str
     claimed_at: float
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A session a reclaim cycle must look at: idle too long, or past max_session.
+
+    Read in one call (reap_candidates.lua) with what the cycle needs to decide
+    without further reads: the claim, and the pod record it points to.
+    """
+
+    kind: str  # "idle" or "expired"
+    user: str
+    last_activity: float | None  # None: no activity entry
+    pod: str  # "" when the user has no claim any more
+    profile: str
+    since: float
+    pod_state: str  # "" when the pod record is gone
+    pod_user: str
+    addr: str
+    claimed_at: float
+    strikes: int  # busy probes in a row that got no answer
+
+    FIELDS = 11
+
+    @classmethod
+    def from_flat(cls, values: list[str]) -> Candidate:
+        kind, user, last, pod, profile, since, state, pod_user, addr, claimed_at, strikes = values
+        return cls(
+            kind=kind,
+            user=user,
+            last_activity=float(last) if last else None,
+            pod=pod,
+            profile=profile,
+            since=float(since or 0),
+            pod_state=state,
+            pod_user=pod_user,
+            addr=addr,
+            claimed_at=float(claimed_at or 0),
+            strikes=int(strikes or 0),
+        )
+
+    @property
+    def pod_exists(self) -> bool:
+        """The claim points at a live pod record that serves this very user."""
+        live = self.pod_state not in ("", "deleting")
+        return bool(self.pod) and live and self.pod_user == self.user

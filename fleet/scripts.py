@@ -12,7 +12,18 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-_NAMES = ("claim", "add_pod", "mark_ready", "end_pod", "forget_pod", "leader", "unlock")
+_NAMES = (
+    "claim",
+    "add_pod",
+    "mark_ready",
+    "end_pod",
+    "forget_pod",
+    "leader",
+    "unlock",
+    "reap_candidates",
+    "drop_claim",
+    "strike",
+)
 
 
 def _source(name: str) -> str:
@@ -31,6 +42,9 @@ class Scripts:
     forget_pod: AsyncScript
     leader: AsyncScript
     unlock: AsyncScript
+    reap_candidates: AsyncScript
+    drop_claim: AsyncScript
+    strike: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

@@ -16,12 +16,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys
 from .errors import StoreUnavailable
-from .model import Claim, Ended, PodInfo, PodRecord, PodState, Waiting
+from .model import Candidate, Claim, Ended, PodInfo, PodRecord, PodState, Waiting
 from .scripts import Scripts
 
 Clock = Callable[[], float]
 
 AUDIT_MAXLEN = 10_000
+STRIKES_FIELD = "reap_strikes"  # pod hash field: busy probes in a row without an answer
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -106,9 +107,19 @@ class FleetStore:
         return bool(done)
 
     async def end_pod(
-        self, pod_id: str, reason: str, *, only_state: str = "", only_user: str = ""
+        self,
+        pod_id: str,
+        reason: str,
+        *,
+        only_state: str = "",
+        only_user: str = "",
+        idle_since: float | None = None,
     ) -> Ended | None:
-        """Take a pod out of service (and end its claim); None if already ending or not matching."""
+        """Take a pod out of service (and end its claim); None if already ending or not matching.
+
+        `idle_since`: only when the user's last recorded activity is at or
+        before it (the reaper's guard against activity flushed since it looked).
+        """
         result = await self.scripts.end_pod(
             keys=[keys.pod(pod_id), keys.DELETING, keys.ACTIVITY],
             args=[
@@ -120,6 +131,7 @@ class FleetStore:
                 keys.CLAIM_PREFIX,
                 keys.PREFIX,
                 keys.EVENTS,
+                "" if idle_since is None else repr(idle_since),
             ],
         )
         if not int(result[0]):
@@ -246,6 +258,83 @@ class FleetStore:
     async def pop_ended(self, user: str) -> dict[str, object] | None:
         raw = await self.redis.getdel(keys.ended(user))
         return json.loads(raw) if raw else None
+
+    async def has_ended(self, user: str) -> bool:
+        """An unread "your session ended" notice waits for the user (kept for their next visit)."""
+        return bool(await self.redis.exists(keys.ended(user)))
+
+    # --- reaping --------------------------------------------------------------
+
+    async def reap_candidates(
+        self,
+        idle_cutoff: float,
+        *,
+        session_cutoff: float | None = None,
+        profiles: Iterable[str] = (),
+        limit: int = 1000,
+    ) -> tuple[int, list[Candidate]]:
+        """(sessions in the activity index, candidates) in one call: O(candidates), no scan.
+
+        Idle: last activity at or before `idle_cutoff`. Expired (only when
+        `session_cutoff` is given): claimed at or before it, in `profiles`.
+        """
+        claimed = [keys.claimed(p) for p in profiles] if session_cutoff is not None else []
+        flat = await self.scripts.reap_candidates(
+            keys=[keys.ACTIVITY, *claimed],
+            args=[
+                repr(idle_cutoff),
+                "" if session_cutoff is None else repr(session_cutoff),
+                limit,
+                keys.CLAIM_PREFIX,
+                keys.POD_PREFIX,
+            ],
+        )
+        size = Candidate.FIELDS
+        rows = flat[1:]
+        return int(flat[0]), [
+            Candidate.from_flat(rows[i : i + size]) for i in range(0, len(rows), size)
+        ]
+
+    async def drop_claim(self, user: str, pod_id: str) -> int:
+        """Forget a claim whose pod is gone (`pod_id` "" = a stray activity entry).
+
+        Compare-and-delete: 1 claim dropped, 2 stray activity dropped, 0 nothing stale.
+        """
+        return int(
+            await self.scripts.drop_claim(
+                keys=[keys.claim(user), keys.ACTIVITY],
+                args=[user, pod_id, keys.POD_PREFIX, keys.EVENTS],
+            )
+        )
+
+    async def strike(self, pod_id: str) -> int:
+        """One more busy probe without an answer; the new count (-1: the pod record is gone)."""
+        return int(await self.scripts.strike(keys=[keys.pod(pod_id)], args=[STRIKES_FIELD]))
+
+    async def clear_strikes(self, pod_ids: Iterable[str]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pod_id in pod_ids:
+                pipe.hdel(keys.pod(pod_id), STRIKES_FIELD)
+            await pipe.execute()
+
+    async def record_reclaim(
+        self,
+        event: Mapping[str, str | float | int],
+        notice: Mapping[str, object] | None,
+        notice_ttl: float,
+    ) -> None:
+        """Audit a reclaim and leave the user a notice, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(
+                keys.AUDIT,
+                {k: str(v) for k, v in event.items()},
+                maxlen=AUDIT_MAXLEN,
+                approximate=True,
+            )
+            if notice is not None:
+                user = str(event["user"])
+                pipe.set(keys.ended(user), json.dumps(dict(notice)), ex=max(1, int(notice_ttl)))
+            await pipe.execute()
 
     async def publish(self, message: str) -> None:
         await self.redis.publish(keys.EVENTS, message)

@@ -16,6 +16,14 @@ def make_authenticator(settings: Settings, signer: Signer) -> Authenticator:
         from .header import HeaderAuthenticator
 
         return HeaderAuthenticator(settings, signer)
+    if settings.auth == "iap":
+        from .iap import IapAuthenticator
+
+        return IapAuthenticator(settings, signer)
+    if settings.auth == "oidc":
+        from .oidc import OidcAuthenticator
+
+        return OidcAuthenticator(settings, signer)
     raise ValueError(f"unknown SDB_AUTH {settings.auth!r}")
 
 

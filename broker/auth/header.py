@@ -16,6 +16,7 @@ from .base import Authenticator
 
 class HeaderAuthenticator(Authenticator):
     interactive = False
+    default_logout_url = "/oauth2/sign_out"  # oauth2-proxy's
 
     def kept_headers(self, request: web.Request) -> Iterable[str]:
         if self.settings.is_trusted_proxy(request.remote):

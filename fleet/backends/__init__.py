@@ -13,6 +13,10 @@ def make_backend(spec: FleetSpec, data_dir: Path) -> Backend:
         from .local import LocalBackend
 
         return LocalBackend(spec, data_dir)
+    if spec.backend == "kubernetes":
+        from .kubernetes import KubernetesBackend
+
+        return KubernetesBackend(spec)
     raise NotImplementedError(f"backend {spec.backend!r} is not available yet")
 
 

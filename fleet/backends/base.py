@@ -7,6 +7,7 @@ only indexes them. Nothing here knows about users' HTTP traffic.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 from ..model import PodRecord
@@ -25,6 +26,9 @@ class Backend(ABC):
 
     def __init__(self, spec: FleetSpec) -> None:
         self.spec = spec
+        #: Called when the platform reports a change (watch event): the controller
+        #: reconciles at once instead of on its next tick.
+        self.on_change: Callable[[], None] | None = None
 
     def update_spec(self, spec: FleetSpec) -> None:
         self.spec = spec
@@ -54,6 +58,9 @@ class Backend(ABC):
     @abstractmethod
     async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
         """Write the claim on the pod's own record (raises Conflict/PodGone)."""
+
+    async def mark_ready(self, pod_id: str) -> None:
+        """Note on the pod's own record that it is offered (a label, for people)."""
 
     async def set_replicas(self, profile: Profile, replicas: int) -> None:
         """For backends that manage replicas themselves (Agones)."""

@@ -59,6 +59,7 @@ class LocalBackend(Backend):
         self.logs_dir = Path(data_dir).resolve() / "logs"
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._recent_ports: deque[int] = deque(maxlen=_RECENT_PORTS)
+        self._creating = asyncio.Lock()  # a slot is chosen and recorded before the next is chosen
 
     async def start(self) -> None:
         self.records_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +151,10 @@ class LocalBackend(Backend):
         raise BackendError(f"profile {profile.name}: every GPU slot is in use")
 
     async def create(self, profile: Profile, pod_id: str) -> PodRecord:
+        async with self._creating:
+            return await self._create(profile, pod_id)
+
+    async def _create(self, profile: Profile, pod_id: str) -> PodRecord:
         if profile.local is None:
             raise BackendError(f"profile {profile.name} has no local: block")
         port = self._free_port()

@@ -1,0 +1,326 @@
+"""`oidc` login: the broker is an OpenID Connect client (authorization code + PKCE S256).
+
+The login is bound to the browser that started it twice over: a short-lived
+signed `sdb_login` cookie carries the `state` and a hash of the `nonce`, and
+Redis keeps the rest (PKCE verifier, nonce, next) under the hash of the state,
+taken once. A callback URL pasted into another browser, replayed, or carrying
+an ID token minted for another login, client or issuer is refused. The ID token
+is checked with joserfc against the provider's keys (asymmetric algorithms
+only); an unverified email is refused unless SDB_OIDC_REQUIRE_VERIFIED_EMAIL=false.
+
+The redirect URI is SDB_PUBLIC_URL + /_broker/callback; without it, the Host
+of a request from a trusted proxy, or else the bind address (loopback only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+from typing import Any
+
+import aiohttp
+import aiohttp_jinja2
+from aiohttp import web
+from authlib.common.security import generate_token
+from authlib.common.urls import add_params_to_uri
+
+from fleet import REDIS_DOWN
+
+from ..appkeys import HTTP, REDIS
+from ..cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, set_cookie
+from ..csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
+from ..identity import Identity
+from ..pages import problem
+from ..redirects import safe_next
+from ..settings import Settings
+from ..signing import Signer
+from .base import Authenticator
+from .jwks import JWKSCache, TokenRejected, essential, verify
+from .oidc_provider import (
+    AiohttpOAuth2Client,
+    Discovery,
+    LoginFailed,
+    Provider,
+    ProviderUnavailable,
+    public_base,
+)
+from .sessions import PendingLogins, SessionStore, digest, new_secret
+
+log = logging.getLogger(__name__)
+
+LOGIN_TTL = 600.0  # seconds from the redirect to the provider until its callback
+CALLBACK = "/_broker/callback"
+LOGGED_OUT = "/_broker/logged-out"
+UNAVAILABLE = "The broker cannot reach its database. Retrying shortly."
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": location})
+
+
+class OidcAuthenticator(Authenticator):
+    def __init__(self, settings: Settings, signer: Signer) -> None:
+        super().__init__(settings, signer)
+        assert settings.oidc_issuer and settings.oidc_client_id  # checked by Settings
+        self.client_id = settings.oidc_client_id
+        self.discovery = Discovery(settings.oidc_issuer, ttl=settings.jwks_cache_ttl)
+        self.keys = JWKSCache(None, ttl=settings.jwks_cache_ttl)
+        self._http: aiohttp.ClientSession | None = None
+        self._sessions: SessionStore | None = None
+        self._pending: PendingLogins | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        assert self._http is not None, "startup() has not run"
+        return self._http
+
+    @property
+    def sessions(self) -> SessionStore:
+        assert self._sessions is not None, "startup() has not run"
+        return self._sessions
+
+    async def startup(self, app: web.Application) -> None:
+        self._http = app[HTTP]
+        self._sessions = SessionStore(
+            app[REDIS], ttl=self.settings.session_ttl, cache_ttl=self.settings.session_cache_ttl
+        )
+        self._pending = PendingLogins(app[REDIS], ttl=LOGIN_TTL)
+        with contextlib.suppress(ProviderUnavailable):
+            await self.provider()  # warm the caches; a failure is retried at the first login
+
+    async def provider(self) -> Provider:
+        provider = await self.discovery.get(self.http)
+        if self.keys.url != provider.jwks_uri:
+            self.keys.url = provider.jwks_uri
+            await self.keys.refresh(self.http)
+        return provider
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/_broker/login", self.login)
+        app.router.add_get(CALLBACK, self.callback)
+        app.router.add_get("/_broker/logout", self.logout_page)
+        app.router.add_post("/_broker/logout", self.logout)
+        app.router.add_get(LOGGED_OUT, self.logged_out)
+
+    async def identify(self, request: web.Request) -> Identity | None:
+        try:
+            session = await self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        except REDIS_DOWN:
+            raise web.HTTPServiceUnavailable(
+                text=UNAVAILABLE, headers={"Retry-After": "5"}
+            ) from None
+        return session.identity if session else None
+
+    def _client(self, redirect_uri: str) -> AiohttpOAuth2Client:
+        secret = self.settings.oidc_client_secret
+        return AiohttpOAuth2Client(
+            self.http,
+            client_id=self.client_id,
+            client_secret=secret.get_secret_value() if secret else None,
+            scope=" ".join(self.settings.oidc_scopes),
+            redirect_uri=redirect_uri,
+            code_challenge_method="S256",
+        )
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        """Start a login: remember it (cookie + Redis) and send the browser to the provider."""
+        try:
+            provider = await self.provider()
+        except ProviderUnavailable:
+            return problem(
+                request,
+                503,
+                "Login unavailable",
+                "The identity provider cannot be reached. Try again in a minute.",
+                retry_after=30,
+            )
+        assert self._pending is not None
+        state, nonce, verifier = new_secret(), new_secret(), generate_token(64)
+        redirect_uri = public_base(self.settings, request) + CALLBACK
+        target = safe_next(request.query.get("next"))
+        try:
+            await self._pending.put(
+                state, {"n": nonce, "v": verifier, "next": target, "r": redirect_uri}
+            )
+        except REDIS_DOWN:
+            return problem(request, 503, "Login unavailable", UNAVAILABLE, retry_after=5)
+        url, _ = self._client(redirect_uri).create_authorization_url(
+            provider.authorization_endpoint, state=state, code_verifier=verifier, nonce=nonce
+        )
+        response = _redirect(url)
+        binding = self.signer.sign("login", {"s": state, "n": digest(nonce)})
+        set_cookie(request, response, LOGIN_COOKIE, binding, max_age=LOGIN_TTL)
+        return response
+
+    async def callback(self, request: web.Request) -> web.StreamResponse:
+        try:
+            target, ticket = await self._finish(request)
+        except LoginFailed as exc:
+            response = problem(request, 400, "Login failed", str(exc))
+        except ProviderUnavailable:
+            response = problem(
+                request, 503, "Login unavailable", "The identity provider cannot be reached."
+            )
+        except REDIS_DOWN:
+            response = problem(request, 503, "Login unavailable", UNAVAILABLE, retry_after=5)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("token request failed: %s", exc)
+            response = problem(
+                request, 502, "Login failed", "The identity provider did not answer. Try again."
+            )
+        else:
+            response = _redirect(target)
+            set_cookie(request, response, SESSION_COOKIE, ticket, max_age=self.settings.session_ttl)
+        clear_cookie(request, response, LOGIN_COOKIE)
+        return response
+
+    async def _finish(self, request: web.Request) -> tuple[str, str]:
+        """Check the callback against this browser's login; returns (next, session ticket)."""
+        assert self._pending is not None
+        query = request.query
+        if "error" in query:
+            log.info("provider sent the login back with error %r", query.get("error"))
+            raise LoginFailed("The identity provider did not log you in. Try again.")
+        state = query.get("state", "")
+        binding = self.signer.verify("login", request.cookies.get(LOGIN_COOKIE), max_age=LOGIN_TTL)
+        if not state or not binding or not hmac.compare_digest(str(binding.get("s")), state):
+            raise LoginFailed(
+                "This login was started in another browser or tab, or took too long. Start again."
+            )
+        record = await self._pending.take(state)
+        if not record or not hmac.compare_digest(
+            digest(record.get("n", "")), str(binding.get("n"))
+        ):
+            raise LoginFailed("This login was already used or has expired. Start again.")
+        code = query.get("code", "")
+        if not code:
+            raise LoginFailed("The identity provider sent no authorization code.")
+        provider = await self.provider()
+        token = await self._client(record["r"]).fetch_token(
+            provider.token_endpoint,
+            grant_type="authorization_code",
+            code=code,
+            code_verifier=record["v"],
+            headers={
+                "Accept": "application/json",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+        claims = await self._verify_id_token(token.get("id_token"), provider, record["n"])
+        identity = self._identity(claims)
+        ticket = await self.sessions.create(
+            identity, id_token=token["id_token"], replaces=request.cookies.get(SESSION_COOKIE)
+        )
+        log.info("login: %s (sub %s)", identity.user, identity.sub)
+        return safe_next(record.get("next")), ticket
+
+    async def _verify_id_token(
+        self, id_token: object, provider: Provider, nonce: str
+    ) -> dict[str, Any]:
+        if not isinstance(id_token, str):
+            raise LoginFailed(
+                "The identity provider sent no ID token (is `openid` in the scopes?)."
+            )
+        try:
+            claims = await verify(
+                id_token,
+                self.keys,
+                self.http,
+                algorithms=provider.algorithms,
+                require_kid=False,
+                claims={
+                    "iss": essential(provider.issuer),
+                    "aud": essential(self.client_id),
+                    "exp": essential(),
+                    "iat": essential(),
+                    "sub": essential(),
+                    "nonce": essential(nonce),
+                },
+            )
+        except TokenRejected as exc:
+            log.warning("ID token refused: %s", exc)
+            raise LoginFailed("The identity provider's answer could not be verified.") from None
+        audiences = [claims["aud"]] if isinstance(claims["aud"], str) else claims["aud"]
+        if self.client_id not in audiences or (
+            (len(audiences) > 1 or "azp" in claims) and claims.get("azp") != self.client_id
+        ):
+            log.warning("ID token refused: aud %r azp %r", claims["aud"], claims.get("azp"))
+            raise LoginFailed("The identity provider's answer was meant for another application.")
+        return claims
+
+    def _identity(self, claims: dict[str, Any]) -> Identity:
+        email = claims.get("email")
+        if not isinstance(email, str) or not email.strip() or len(email) > 254:
+            raise LoginFailed("The identity provider did not tell us your email address.")
+        verified = claims.get("email_verified")
+        if self.settings.oidc_require_verified_email and verified not in (True, "true"):
+            raise LoginFailed(
+                f"Your identity provider has not verified the address {email}. Verify it there, "
+                "then log in again."
+            )
+        email = email.strip().lower()
+        return Identity(
+            user=email,
+            email=email,
+            groups=claim_groups(claims, self.settings.oidc_groups_claim),
+            sub=claims["sub"],
+        )
+
+    async def logout_page(self, request: web.Request) -> web.Response:
+        response = aiohttp_jinja2.render_template(
+            "logout.html",
+            request,
+            {
+                "identity": await self.identify(request),
+                "csrf_field": CSRF_FIELD,
+                "csrf_token": csrf_token(request, self.signer),
+            },
+        )
+        attach_csrf_cookie(request, response)
+        return response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        """End the broker session, then the provider's when it has an end_session_endpoint."""
+        form = await request.post()
+        if not csrf_ok(request, self.signer, str(form.get(CSRF_FIELD, ""))):
+            raise web.HTTPForbidden(text="The logout form expired; reload the page and try again.")
+        ticket = request.cookies.get(SESSION_COOKIE)
+        session = await self.sessions.get(ticket)
+        if ticket:
+            await self.sessions.revoke_ticket(ticket)
+        location = LOGGED_OUT
+        try:
+            provider = await self.provider()
+        except ProviderUnavailable:
+            provider = None
+        if provider and provider.end_session_endpoint:
+            params = [
+                ("client_id", self.client_id),
+                ("post_logout_redirect_uri", public_base(self.settings, request) + LOGGED_OUT),
+            ]
+            if session and session.id_token:
+                params.append(("id_token_hint", session.id_token))
+            location = add_params_to_uri(provider.end_session_endpoint, params)
+        if session:
+            log.info("logout: %s", session.identity.user)
+        response = _redirect(location)
+        clear_cookie(request, response, SESSION_COOKIE)
+        return response
+
+    async def logged_out(self, request: web.Request) -> web.Response:
+        return aiohttp_jinja2.render_template("logged_out.html", request, {})
+
+
+def claim_groups(claims: dict[str, Any], path: str) -> tuple[str, ...]:
+    """Groups from a claim; a dotted path reaches nested ones (Keycloak realm_access.roles)."""
+    value: Any = claims.get(path)  # names may hold dots themselves (https://x.example/groups)
+    if value is None:
+        value = claims
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(g) for g in value if isinstance(g, str | int))[:256]

@@ -1,0 +1,206 @@
+"""Server-side login state in Redis (oidc): sessions, and logins in progress.
+
+The session cookie holds only a random 256-bit ticket; Redis keeps the session
+under the SHA-256 of the ticket, so a Redis dump or a key in a log lets nobody
+log in. Every login gets a new ticket and drops the browser's old one (no
+fixation); sessions end after SDB_SESSION_TTL, and an admin can revoke one or
+all of a user's. A replica remembers a session it has read for
+SDB_SESSION_CACHE_TTL, so a proxied request costs no Redis call; a revocation
+is immediate on the replica that made it and reaches the others within that.
+
+A login in progress (PKCE verifier, nonce, where to go next) is kept under the
+hash of its `state`, read and deleted in one step: a callback works once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from fleet import keys
+
+from ..identity import Identity
+
+TICKET = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+CACHE_SIZE = 10_000
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str  # the ticket's hash: safe to show an admin, useless as a cookie
+    identity: Identity
+    created: float
+    expires: float
+    id_token: str = ""
+
+
+class SessionStore:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        ttl: float,
+        cache_ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self.cache_ttl = cache_ttl
+        self.clock = clock
+        self._cache: OrderedDict[str, tuple[Session, float]] = OrderedDict()
+
+    async def create(
+        self, identity: Identity, *, id_token: str = "", replaces: str | None = None
+    ) -> str:
+        """A new session; returns its ticket (for the cookie only, never stored)."""
+        if replaces:
+            await self.revoke_ticket(replaces)
+        ticket = new_secret()
+        sid = digest(ticket)
+        now = self.clock()
+        seconds = max(1, int(self.ttl))
+        fields = {
+            "user": identity.user,
+            "email": identity.email,
+            "groups": json.dumps(list(identity.groups)),
+            "sub": identity.sub,
+            "created": repr(now),
+            "expires": repr(now + self.ttl),
+            "id_token": id_token,
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.session(sid), mapping=fields)
+            pipe.expire(keys.session(sid), seconds)
+            pipe.sadd(keys.user_sessions(identity.user), sid)
+            pipe.expire(keys.user_sessions(identity.user), seconds)
+            await pipe.execute()
+        await self._prune(identity.user)
+        return ticket
+
+    async def get(self, ticket: str | None) -> Session | None:
+        if not ticket or not TICKET.fullmatch(ticket):
+            return None
+        sid = digest(ticket)
+        now = self.clock()
+        hit = self._cache.get(sid)
+        if hit is not None and hit[1] > now and hit[0].expires > now:
+            return hit[0]
+        self._cache.pop(sid, None)
+        session = _parse(sid, await self.redis.hgetall(keys.session(sid)))
+        if session is None or session.expires <= now:
+            return None
+        self._cache[sid] = (session, now + self.cache_ttl)
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return session
+
+    async def revoke(self, sid: str) -> bool:
+        """End one session by its id (the ticket's hash)."""
+        self._cache.pop(sid, None)
+        user = await self.redis.hget(keys.session(sid), "user")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.session(sid))
+            if user is not None:
+                pipe.srem(keys.user_sessions(user), sid)
+            deleted, *_ = await pipe.execute()
+        return bool(deleted)
+
+    async def revoke_ticket(self, ticket: str) -> bool:
+        return bool(TICKET.fullmatch(ticket)) and await self.revoke(digest(ticket))
+
+    async def revoke_user(self, user: str) -> int:
+        """End every session of a user; returns how many there were."""
+        sids = await self.redis.smembers(keys.user_sessions(user))
+        for sid in sids:
+            self._cache.pop(sid, None)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for sid in sids:
+                pipe.delete(keys.session(sid))
+            pipe.delete(keys.user_sessions(user))
+            results = await pipe.execute()
+        return sum(results[:-1])
+
+    async def sessions_of(self, user: str) -> list[Session]:
+        sids = sorted(await self.redis.smembers(keys.user_sessions(user)))
+        found = []
+        for sid in sids:
+            session = _parse(sid, await self.redis.hgetall(keys.session(sid)))
+            if session is not None:
+                found.append(session)
+        return found
+
+    async def _prune(self, user: str) -> None:
+        """Forget ids of sessions Redis already expired, so the set does not grow forever."""
+        sids = list(await self.redis.smembers(keys.user_sessions(user)))
+        if len(sids) < 2:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.exists(keys.session(sid))
+            alive = await pipe.execute()
+        dead = [sid for sid, ok in zip(sids, alive, strict=True) if not ok]
+        if dead:
+            await self.redis.srem(keys.user_sessions(user), *dead)
+
+
+def _parse(sid: str, data: dict[str, Any]) -> Session | None:
+    if not data or not data.get("user"):
+        return None
+    try:
+        groups = json.loads(data.get("groups") or "[]")
+        identity = Identity(
+            user=data["user"],
+            email=data.get("email", ""),
+            groups=tuple(str(g) for g in groups),
+            sub=data.get("sub", ""),
+        )
+        return Session(
+            id=sid,
+            identity=identity,
+            created=float(data["created"]),
+            expires=float(data["expires"]),
+            id_token=data.get("id_token", ""),
+        )
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+class PendingLogins:
+    """Logins between the redirect to the provider and its callback, each usable once."""
+
+    def __init__(self, redis: Redis, *, ttl: float) -> None:
+        self.redis = redis
+        self.ttl = ttl
+
+    async def put(self, state: str, record: dict[str, str]) -> None:
+        await self.redis.set(keys.login(digest(state)), json.dumps(record), ex=int(self.ttl))
+
+    async def take(self, state: str) -> dict[str, str] | None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(keys.login(digest(state)))
+            pipe.delete(keys.login(digest(state)))
+            raw, _ = await pipe.execute()
+        if not raw:
+            return None
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None

@@ -1,0 +1,202 @@
+"""The `kubernetes` backend: one plain pod per WebUI, no Agones needed.
+
+Observation comes from one shared watch per namespace (ObjectWatch), never a
+poll per pod. A claim is written on the pod itself (label + annotation) with
+a resourceVersion precondition, so two brokers can never both label one pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from ..errors import BackendError, Conflict, PodGone
+from ..model import PodRecord
+from ..spec import FleetSpec, Profile
+from .base import Backend
+from .kubeclient import api_client, api_errors, read_json
+from .kubepods import CLAIMED_AT, SELECTOR, STATE, USER, build_pod, pod_record
+from .kubewatch import ObjectWatch
+
+log = logging.getLogger(__name__)
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+    probes_readiness = False  # the pod's readiness probe and Ready condition say it
+
+    def __init__(self, spec: FleetSpec) -> None:
+        super().__init__(spec)
+        self.api: client.ApiClient | None = None
+        self.core: client.CoreV1Api | None = None
+        self.watches: dict[str, ObjectWatch] = {}
+
+    def _namespaces(self) -> set[str]:
+        return {p.kubernetes.namespace for p in self.spec.profiles if p.kubernetes is not None}
+
+    def _port(self, profile_name: str) -> int:
+        try:
+            settings = self.spec.profile(profile_name).kubernetes
+        except KeyError:
+            settings = None
+        return settings.port if settings is not None else 7860
+
+    async def start(self) -> None:
+        self.api = await api_client()
+        self.core = client.CoreV1Api(self.api)
+        for namespace in sorted(self._namespaces()):
+            self._watch(namespace)
+        await asyncio.gather(*(w.synced.wait() for w in self.watches.values()))
+
+    def _watch(self, namespace: str) -> None:
+        assert self.core is not None
+        watch = ObjectWatch(
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=SELECTOR,
+            on_change=self._changed,
+        )
+        self.watches[namespace] = watch
+        watch.start()
+
+    def _changed(self, kind: str, obj: dict[str, Any]) -> None:
+        if self.on_change is not None and kind != "SYNC":
+            self.on_change()
+
+    def update_spec(self, spec: FleetSpec) -> None:
+        self.spec = spec
+        if self.core is not None:
+            for namespace in self._namespaces() - set(self.watches):
+                self._watch(namespace)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(w.stop() for w in self.watches.values()))
+        if self.api is not None:
+            await self.api.close()
+
+    def _record(self, obj: dict[str, Any]) -> PodRecord:
+        labels = obj.get("metadata", {}).get("labels") or {}
+        return pod_record(obj, self._port(labels.get("sdbroker.io/profile", "")))
+
+    def _find(self, pod_id: str) -> tuple[str, dict[str, Any]] | None:
+        for namespace, watch in self.watches.items():
+            if pod_id in watch.objects:
+                return namespace, watch.objects[pod_id]
+        return None
+
+    async def create(self, profile: Profile, pod_id: str) -> PodRecord:
+        assert self.core is not None
+        if profile.kubernetes is None:
+            raise BackendError(f"profile {profile.name} has no kubernetes: block")
+        body = build_pod(profile, pod_id)
+        namespace = profile.kubernetes.namespace
+        with api_errors(f"create pod {pod_id}"):
+            created = await read_json(
+                await self.core.create_namespaced_pod(namespace, body, _preload_content=False)
+            )
+        self.watches[namespace].apply("ADDED", created)
+        return self._record(created)
+
+    async def delete(self, pod_id: str) -> None:
+        assert self.core is not None
+        found = self._find(pod_id)
+        namespaces = [found[0]] if found else sorted(self.watches)
+        for namespace in namespaces:
+            try:
+                with api_errors(f"delete pod {pod_id}"):
+                    await self.core.delete_namespaced_pod(
+                        pod_id, namespace, grace_period_seconds=10, _preload_content=False
+                    )
+            except PodGone:
+                continue
+            return
+
+    async def observe(self) -> list[PodRecord]:
+        return [self._record(obj) for w in self.watches.values() for obj in w.objects.values()]
+
+    async def phase_of(self, pod_id: str) -> PodRecord | None:
+        assert self.core is not None
+        found = self._find(pod_id)
+        for namespace in [found[0]] if found else sorted(self.watches):
+            try:
+                with api_errors(f"read pod {pod_id}"):
+                    obj = await read_json(
+                        await self.core.read_namespaced_pod(
+                            pod_id, namespace, _preload_content=False
+                        )
+                    )
+            except PodGone:
+                continue
+            return self._record(obj)
+        return None
+
+    async def _patch(self, namespace: str, pod_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.core is not None
+        with api_errors(f"patch pod {pod_id}"):
+            patched = await read_json(
+                await self.core.patch_namespaced_pod(
+                    pod_id, namespace, body, _content_type=MERGE_PATCH, _preload_content=False
+                )
+            )
+        self.watches[namespace].apply("MODIFIED", patched)
+        return patched
+
+    async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
+        """Label the pod as this user's, only if nobody else labelled it first."""
+        found = self._find(pod_id)
+        if found is None:
+            raise PodGone(f"pod {pod_id} is not known to the watch")
+        namespace, obj = found
+        for _ in range(3):
+            labels = obj["metadata"].get("labels") or {}
+            if labels.get(STATE) == "claimed" and labels.get(USER) != slug:
+                raise Conflict(f"pod {pod_id} is already claimed by someone else")
+            body = {
+                "metadata": {
+                    "resourceVersion": obj["metadata"]["resourceVersion"],
+                    "labels": {STATE: "claimed", USER: slug},
+                    "annotations": {USER: user, CLAIMED_AT: f"{time.time():.3f}"},
+                }
+            }
+            try:
+                await self._patch(namespace, pod_id, body)
+                return
+            except Conflict:
+                # The pod changed (often only its status): look again, and retry if still free.
+                assert self.core is not None
+                with api_errors(f"read pod {pod_id}"):
+                    obj = await read_json(
+                        await self.core.read_namespaced_pod(
+                            pod_id, namespace, _preload_content=False
+                        )
+                    )
+        raise Conflict(f"pod {pod_id} kept changing while being claimed")
+
+    async def mark_ready(self, pod_id: str) -> None:
+        found = self._find(pod_id)
+        if found is None:
+            return
+        namespace, obj = found
+        if (obj["metadata"].get("labels") or {}).get(STATE) != "warming":
+            return
+        body = {
+            "metadata": {
+                "resourceVersion": obj["metadata"]["resourceVersion"],
+                "labels": {STATE: "ready"},
+            }
+        }
+        try:
+            await self._patch(namespace, pod_id, body)
+        except BackendError as exc:  # a label for people only: never worth failing over
+            log.debug("could not label pod %s ready: %s", pod_id, exc)
+
+    def outputs_path(self, slug: str) -> str:
+        return f"/outputs/{slug}"
+
+    def prepare_outputs(self, slug: str) -> None:
+        """The in-pod agent makes the folder on the shared volume; the broker has no mount."""

@@ -1,0 +1,35 @@
+-- drop_claim.lua: forget a user's session whose pod no longer exists (compare-and-delete).
+--
+-- end_pod ends a session through its pod; this is for what end_pod cannot
+-- reach: a claim whose pod record is gone, already ending, or serves someone
+-- else, and an activity entry left without any claim. Nothing is removed when
+-- the claim changed since the caller looked (a new claim is never touched).
+--
+-- KEYS[1] claim:{user}
+-- KEYS[2] activity
+-- ARGV[1] user
+-- ARGV[2] the claim's pod the caller saw ("" = the caller saw no claim)
+-- ARGV[3] pod key prefix
+-- ARGV[4] events channel
+-- Returns 1 when a stale claim was deleted, 2 when only a stray activity entry
+-- was, 0 when nothing was stale.
+local pod = redis.call('HGET', KEYS[1], 'pod')
+if ARGV[2] == '' then
+  if pod then
+    return 0
+  end
+  return 2 * redis.call('ZREM', KEYS[2], ARGV[1])
+end
+if pod ~= ARGV[2] then
+  return 0
+end
+local pod_key = ARGV[3] .. pod
+local state = redis.call('HGET', pod_key, 'state')
+if state and state ~= 'deleting' and redis.call('HGET', pod_key, 'user') == ARGV[1] then
+  return 0
+end
+local profile = redis.call('HGET', KEYS[1], 'profile') or ''
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[4], 'release ' .. profile .. ' ' .. ARGV[1])
+return 1

@@ -1,0 +1,54 @@
+-- reap_candidates.lua: the sessions one reclaim cycle must look at, read in one call.
+--
+-- Idle sessions come from the activity sorted set (up to the idle cutoff),
+-- expired ones from each profile's claimed set (scored by claim time), so a
+-- cycle over N sessions with k candidates touches O(k) keys, never all N.
+-- Read-only: deciding and ending is the caller's (end_pod, drop_claim).
+--
+-- KEYS[1] activity
+-- KEYS[2..] claimed:{profile} of every profile (only when sessions have a max length)
+-- ARGV[1] idle cutoff: last activity at or before this is idle
+-- ARGV[2] session cutoff: claims made at or before this are expired ("" = no max_session)
+-- ARGV[3] at most this many candidates of each kind (oldest first)
+-- ARGV[4] claim key prefix
+-- ARGV[5] pod key prefix
+-- Returns {sessions, entry...}: sessions = ZCARD activity, then 11 values per entry:
+--   kind ("idle"|"expired"), user, last activity ("" = none), claim pod ("" = no claim),
+--   claim profile, claim since, pod state ("" = no pod record), pod user, pod addr,
+--   pod claimed_at, probe strikes
+local limit = tonumber(ARGV[3])
+local out = {redis.call('ZCARD', KEYS[1])}
+local seen = {}
+
+local function add(kind, user, last)
+  local claim = redis.call('HMGET', ARGV[4] .. user, 'pod', 'profile', 'since')
+  local pod = claim[1] or ''
+  local info = {false, false, false, false, false}
+  if pod ~= '' then
+    info = redis.call('HMGET', ARGV[5] .. pod, 'state', 'user', 'addr', 'claimed_at', 'reap_strikes')
+  end
+  local entry = {kind, user, last or '', pod, claim[2] or '', claim[3] or '',
+                 info[1] or '', info[2] or '', info[3] or '', info[4] or '', info[5] or '0'}
+  for _, v in ipairs(entry) do out[#out + 1] = v end
+  seen[user] = true
+end
+
+if ARGV[2] ~= '' then
+  for i = 2, #KEYS do
+    local pods = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[2], 'LIMIT', 0, limit)
+    for _, pod in ipairs(pods) do
+      local user = redis.call('HGET', ARGV[5] .. pod, 'user')
+      if user and user ~= '' and not seen[user] then
+        add('expired', user, redis.call('ZSCORE', KEYS[1], user))
+      end
+    end
+  end
+end
+
+local idle = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, limit)
+for i = 1, #idle, 2 do
+  if not seen[idle[i]] then
+    add('idle', idle[i], idle[i + 1])
+  end
+end
+return out

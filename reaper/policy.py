@@ -1,0 +1,142 @@
+"""What is idle, expired or dead, and what a reclaim leaves behind: pure decisions.
+
+Kept apart from the cycle (which does I/O) so every rule can be read in one
+place and tested without Redis or pods. Times are unix seconds from the
+caller's clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from fleet import FleetSpec
+from fleet.model import Candidate
+
+NOTICE_TTL = 7 * 86400.0  # an unread "your session ended" notice is kept this long
+BATCH = 1000  # candidates of each kind per cycle; a backlog drains over a few cycles
+
+
+class Reason(enum.StrEnum):
+    """Why a session ended: the audit stream's and the metric's `reason`."""
+
+    IDLE = "idle"
+    MAX_SESSION = "max_session"
+    DEAD = "dead"
+    ADMIN = "admin"
+
+
+class Action(enum.StrEnum):
+    """What a candidate needs before anything is decided about it."""
+
+    PROBE = "probe"  # a live pod: ask the WebUI whether it is busy
+    DROP = "drop"  # a claim whose pod record is gone or ending: the session is dead
+    TIDY = "tidy"  # an activity entry with no claim at all: remove it, nobody to tell
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The rules of one cycle, read from the fleet spec (which may be reloaded between cycles).
+
+    `settle` is how late a broker may write activity (SDB_ACTIVITY_FLUSH): a
+    cycle ends nothing sooner than that after reading its candidates, so
+    activity still in a broker's memory at that moment has reached Redis and
+    end_pod's guard sees it. `missed_probes` is how many cycles in a row a
+    pod may leave the busy probe unanswered (a pod under load answers slowly)
+    before it is declared dead.
+    """
+
+    idle_timeout: float
+    max_session: float | None = None
+    settle: float = 0.0
+    missed_probes: int = 3
+    notice_ttl: float = NOTICE_TTL
+    batch: int = BATCH
+
+    @classmethod
+    def from_spec(cls, spec: FleetSpec, *, settle: float = 0.0, missed_probes: int = 3) -> Policy:
+        return cls(
+            idle_timeout=spec.idle_timeout,
+            max_session=spec.max_session,
+            settle=settle,
+            missed_probes=missed_probes,
+        )
+
+    def idle_cutoff(self, now: float) -> float:
+        """Sessions whose last activity is at or before this are idle."""
+        return now - self.idle_timeout
+
+    def session_cutoff(self, now: float) -> float | None:
+        """Sessions claimed at or before this are past max_session (None: no limit)."""
+        return None if self.max_session is None else now - self.max_session
+
+    def is_idle(self, candidate: Candidate, now: float) -> bool:
+        last = candidate.last_activity
+        return last is None or last <= self.idle_cutoff(now)
+
+    def reason(self, candidate: Candidate, now: float) -> Reason:
+        """Why this session would end if its WebUI is not busy.
+
+        An expired session that is also idle ends as idle: idleness would have
+        ended it anyway, and "idle for N minutes" tells the user more.
+        """
+        if candidate.kind == "expired" and not self.is_idle(candidate, now):
+            return Reason.MAX_SESSION
+        return Reason.IDLE
+
+    def dead_after(self, strikes: int) -> bool:
+        """True when a pod has now missed more busy probes in a row than allowed."""
+        return strikes > self.missed_probes
+
+
+def triage(candidate: Candidate) -> Action:
+    """What a candidate needs first, from what Redis says about its claim and pod."""
+    if not candidate.pod:
+        return Action.TIDY
+    if not candidate.pod_exists:
+        return Action.DROP
+    return Action.PROBE
+
+
+def idle_seconds(candidate: Candidate, now: float) -> float:
+    """Seconds since the last recorded activity (since the claim when there is none)."""
+    last = candidate.last_activity if candidate.last_activity is not None else candidate.since
+    return max(0.0, now - last) if last else 0.0
+
+
+def session_seconds(candidate: Candidate, now: float) -> float:
+    start = candidate.since or candidate.claimed_at
+    return max(0.0, now - start) if start else 0.0
+
+
+def audit_event(
+    candidate: Candidate, reason: Reason, now: float, detail: str = ""
+) -> dict[str, str | float | int]:
+    """The audit stream entry of one reclaim."""
+    event: dict[str, str | float | int] = {
+        "user": candidate.user,
+        "pod": candidate.pod,
+        "profile": candidate.profile,
+        "reason": str(reason),
+        "idle_seconds": int(idle_seconds(candidate, now)),
+        "session_seconds": int(session_seconds(candidate, now)),
+        "at": repr(now),
+        "by": "reaper",
+    }
+    if detail:
+        event["detail"] = detail[:200]
+    return event
+
+
+def notice(candidate: Candidate, reason: Reason, now: float) -> dict[str, object]:
+    """What the user's next visit says: why the session ended and after how long."""
+    idle = idle_seconds(candidate, now)
+    session = session_seconds(candidate, now)
+    return {
+        "reason": str(reason),
+        "idle_minutes": max(1, round(idle / 60)) if idle else 0,
+        "session_minutes": round(session / 60),
+        "pod": candidate.pod,
+        "profile": candidate.profile,
+        "at": now,
+    }

@@ -1,0 +1,1 @@
+"""Identity tests: a real OpenID provider and IAP keys on loopback, real brokers, real Chromium."""
