@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sys
 import time
@@ -28,12 +29,12 @@ import psutil
 
 if __package__ in (None, ""):  # run as `python bench/claims.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-import contextlib
 
 from bench.harness import (  # noqa: E402
     TINY_POD,
     USER_HEADER,
     Broker,
+    Profiler,
     Report,
     Stack,
     Table,
@@ -61,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--warm-timeout", type=float, default=300.0, help="seconds to wait for the warm fleet"
     )
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the brokers during the burst, raw stacks here"
+    )
     return parser.parse_args(argv)
 
 
@@ -178,7 +182,14 @@ def run(argv: list[str] | None = None) -> Report:
         client = redis.client()
         warm_seconds = wait_ready_pods(client, n_users, args.warm_timeout)
         say(f"{n_users} pods ready after {warm_seconds:.1f}s")
-        time.sleep(2.0)  # let the controller settle
+        time.sleep(1.0)  # let the controller settle
+        procs = [psutil.Process(b.proc.pid) for b in brokers]
+        cpu_before = [sum(p.cpu_times()[:2]) for p in procs]
+        time.sleep(3.0)  # idle: the controller leader is the broker that works
+        idle_cpu = [
+            (sum(p.cpu_times()[:2]) - c) / 3.0 for p, c in zip(procs, cpu_before, strict=True)
+        ]
+        leader = brokers[idle_cpu.index(max(idle_cpu))].port
         pod_rss = []
         for record in pod_records(data):
             with contextlib.suppress(psutil.Error):
@@ -186,7 +197,10 @@ def run(argv: list[str] | None = None) -> Report:
         pod_rss.sort()
 
         start = time.perf_counter()
-        answers = asyncio.run(burst(brokers, users, args.concurrency))
+        with contextlib.ExitStack() as spies:
+            for b in brokers:
+                spies.enter_context(Profiler(b.proc.pid, args.profile, f"claims-broker-{b.port}"))
+            answers = asyncio.run(burst(brokers, users, args.concurrency))
         wall = time.perf_counter() - start
         say(f"{len(answers)} first requests in {wall:.2f}s")
         dup_redis, claims_found, redis_detail = redis_duplicates(client, users)
@@ -219,6 +233,13 @@ def run(argv: list[str] | None = None) -> Report:
         if pod_rss
         else "Pods: none found.",
     ]
+    per_broker = []
+    for b, cpu in zip(brokers, idle_cpu, strict=True):
+        mine = sorted(a["latency"] for a in answers if a["broker"] == b.port)
+        role = "controller leader" if b.port == leader else "follower"
+        per_broker.append(f"broker :{b.port} ({role}; {cpu:.0%} of a core while idle before the burst): "
+                          f"p50 {fmt_ms(percentile(mine, 50))}, p99 {fmt_ms(percentile(mine, 99))}")  # fmt: skip
+    report.notes.append("Per broker: " + "; ".join(per_broker) + ".")
     if memory_note:
         report.notes.append(memory_note)
     if statuses:

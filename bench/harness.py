@@ -565,3 +565,31 @@ def raise_fd_limit(wanted: int) -> tuple[int, str]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     return soft, note
+
+
+class Profiler:
+    """py-spy sampling a process while a block runs (`--profile DIR`); a no-op without py-spy."""
+
+    def __init__(self, pid: int, out: Path | None, name: str) -> None:
+        self.pid, self.out, self.name = pid, out, name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Profiler:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if self.out is None or not Path(spy).exists():
+            return self
+        self.out.mkdir(parents=True, exist_ok=True)
+        target = self.out / f"{self.name}.txt"
+        cmd = [spy, "record", "--pid", str(self.pid), "--format", "raw", "--output", str(target), "--rate", "250",
+               "--nonblocking"]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # let it attach
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as `python bench/proxy.py`
 from bench.harness import (  # noqa: E402
     NGINX_POD,
     USER_HEADER,
+    Profiler,
     Report,
     Stack,
     Table,
@@ -68,6 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: 1 KiB,1 MiB")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the broker's measured runs, raw stacks here"
+    )
     return parser.parse_args(argv)
 
 
@@ -129,13 +133,15 @@ def run(argv: list[str] | None = None) -> Report:
                         headers=headers,
                     )
                     before = redis.command_calls() if target == "broker" else {}
-                    result = run_load(
-                        wrk,
-                        url,
-                        connections=args.connections,
-                        duration=args.duration,
-                        headers=headers,
-                    )
+                    spy = args.profile if target == "broker" else None
+                    with Profiler(broker.proc.pid, spy, f"proxy-{SIZES[size][0]}-rep{rep + 1}"):
+                        result = run_load(
+                            wrk,
+                            url,
+                            connections=args.connections,
+                            duration=args.duration,
+                            headers=headers,
+                        )
                     if target == "broker":
                         redis_calls[size].update(calls_delta(before, redis.command_calls()))
                     results[size][target].append(result)

@@ -26,18 +26,25 @@ from fleet import (
     FleetStore,
     Tasks,
     connect_redis,
+    Autoscaler,
+    History,
     listen,
     make_backend,
 )
+from fleet.specstore import adopt
 from reaper import ReapCycle, ReaperJob, count_reclaim
 
-from . import pages
+from . import admin, api, chooser, metrics, pages, waiting
 from .access import AccessPolicy
 from .activity import ActivityRecorder
 from .appkeys import (
     ACCESS,
     ACTIVITY,
     AUTH,
+    AUTOSCALER,
+    EVENT_HANDLERS,
+    HISTORY,
+    SCHEDULER,
     CONTROLLER,
     FLEET,
     HTTP,
@@ -49,6 +56,7 @@ from .appkeys import (
     TASKS,
 )
 from .auth import make_authenticator
+from .fleetops import fleetops_ctx
 from .gateway import gateway
 from .middleware import broker_page_headers, drop_identity_headers
 from .routing import Router
@@ -88,11 +96,19 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
         )
         app[HTTP] = http
         store = FleetStore(app[REDIS])
-        backend = make_backend(spec, settings.data_dir)
+        running = await adopt_spec(app[REDIS], spec)
+        backend = make_backend(running, settings.data_dir)
         await backend.start()
-        fleet = Fleet(store, backend, spec, http, queue_grace=settings.queue_grace)
+        fleet = Fleet(store, backend, running, http, queue_grace=settings.queue_grace)
+        autoscaler = app[AUTOSCALER] = Autoscaler(app[REDIS], lambda: fleet.spec)
+        app[HISTORY] = History(app[REDIS])
         controller = Controller(
-            store, backend, lambda: fleet.spec, http, interval=settings.controller_interval
+            store,
+            backend,
+            lambda: fleet.spec,
+            http,
+            interval=settings.controller_interval,
+            sizes=autoscaler.effective,
         )
         router = Router(fleet, ttl=settings.route_cache_ttl)
         activity = ActivityRecorder(store)
@@ -105,13 +121,14 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
         )
 
         def wake_controller(kind: str, args: list[str]) -> None:
-            if kind in ("claim", "release", "queue"):
+            if kind in ("claim", "release", "queue", "scale", "spec"):
                 controller.wake()
 
         tasks = app[TASKS] = Tasks()
         tasks.start("controller", controller.run)
-        tasks.start("events", lambda: listen(app[REDIS], [router.on_event, wake_controller]))
-        scheduler = AsyncIOScheduler()
+        handlers = app[EVENT_HANDLERS] = [router.on_event, wake_controller]  # fleetops adds more
+        tasks.start("events", lambda: listen(app[REDIS], handlers))
+        scheduler = app[SCHEDULER] = AsyncIOScheduler()
         scheduler.add_job(
             activity.flush, "interval", seconds=settings.activity_flush, id="activity-flush"
         )
@@ -143,6 +160,15 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
             await http.close()
 
     return ctx
+
+
+async def adopt_spec(redis: Redis, spec: FleetSpec) -> FleetSpec:
+    """The spec to run: the applied one in Redis, or this file (see fleet.specstore)."""
+    try:
+        return await adopt(redis, spec)
+    except REDIS_DOWN as exc:
+        log.warning("cannot read the applied fleet spec (%s); running SDB_FLEET", exc)
+        return spec
 
 
 def stop_pods_on_exit(settings: Settings) -> bool:
@@ -185,12 +211,17 @@ def build_app(settings: Settings, spec: FleetSpec) -> web.Application:
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
     )
-    app.cleanup_ctx.extend([redis_ctx, fleet_ctx(spec), auth_ctx])
+    app.cleanup_ctx.extend([redis_ctx, fleet_ctx(spec), fleetops_ctx, auth_ctx])
     app.router.add_get("/_broker/healthz", pages.healthz)
     app.router.add_get("/_broker/readyz", pages.readyz)
     app[AUTH].add_routes(app)
+    waiting.add_routes(app)
+    chooser.add_routes(app)
+    admin.add_routes(app)
+    api.add_routes(app)
+    app.router.add_get("/_broker/metrics", metrics.metrics_page)
     app.router.add_route("*", "/_broker/{tail:.*}", not_found)
-    app.router.add_route("*", "/{tail:.*}", gateway)
+    app.router.add_route("*", "/{tail:.*}", metrics.instrument(gateway))
     return app
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import aiohttp
 from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from redis.asyncio import Redis
 
-from fleet import Controller, Fleet, FleetStore, Tasks
+from fleet import Autoscaler, Controller, Fleet, FleetStore, History, Tasks
+from fleet.events import Handler
 
 from .access import AccessPolicy
 from .activity import ActivityRecorder
@@ -27,3 +29,8 @@ ROUTER = web.AppKey("router", Router)
 ACTIVITY = web.AppKey("activity", ActivityRecorder)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 TASKS = web.AppKey("tasks", Tasks)
+AUTOSCALER = web.AppKey("autoscaler", Autoscaler)
+HISTORY = web.AppKey("history", History)
+SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
+#: The pub/sub handlers the event listener calls; later contexts append theirs.
+EVENT_HANDLERS = web.AppKey("event_handlers", list[Handler])

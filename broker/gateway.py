@@ -30,9 +30,8 @@ log = logging.getLogger(__name__)
 USER_FRAMES = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)  # pings are not a person
 ENDED_REFRESH = 10  # seconds the "your session ended" page stays before going on
 ENDED_DETAIL = {
-    "idle": "Your session ended after {idle_minutes} minutes without activity, "
-    "and its GPU went back to the pool.",
-    "max_session": "Your session reached its maximum length ({session_minutes} minutes).",
+    "idle": "Your session ended after {idle} without activity; its GPU went back to the pool.",
+    "max_session": "Your session reached its maximum length ({session}).",
     "dead": "Your WebUI stopped working.",
     "admin": "An administrator ended your session.",
 }
@@ -95,7 +94,9 @@ async def session_ended(request: web.Request, user: str) -> web.StreamResponse |
             return None
         await request.app[ROUTER].route(user)  # the new WebUI starts while they read
         template = ENDED_DETAIL.get(str(notice.get("reason")), ENDED_DETAIL["dead"])
-        detail = template.format_map({"idle_minutes": 0, "session_minutes": 0, **notice})
+        detail = template.format(
+            idle=minutes(notice.get("idle_minutes")), session=minutes(notice.get("session_minutes"))
+        )
         target = safe_next(request.path_qs)
         context = {"detail": detail, "next": target, "refresh": ENDED_REFRESH}
         return aiohttp_jinja2.render_template("ended.html", request, context)
@@ -109,6 +110,11 @@ async def session_ended(request: web.Request, user: str) -> web.StreamResponse |
             "Your WebUI was stopped. Your outputs are kept. Reload the page to start a new one.",
         )
     return None
+
+
+def minutes(value: object) -> str:
+    count = int(value) if isinstance(value, int | float) else 0
+    return "1 minute" if count == 1 else f"{count} minutes"
 
 
 def client_activity(activity: ActivityRecorder, user: str) -> Callable[[aiohttp.WSMessage], None]:

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     reap_missed_probes: int = Field(3, ge=1)
     stop_pods_on_exit: bool | None = None
     access_log: bool = False
+    # Waiting room, admin, metrics (issue 6).
+    metrics_cidrs: Annotated[list[IPNetwork], NoDecode] = []
+    history_interval: Duration = Field(30.0, ge=1.0)
+    choice_ttl: Duration = 180 * 86400.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Identity (docs/identity.md). Declared last: their checks read auth, host, trusted_proxies.
     public_url: str | None = None
@@ -82,7 +86,7 @@ class Settings(BaseSettings):
     oidc_groups_claim: str = "groups"
     oidc_require_verified_email: bool = True
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "metrics_cidrs", mode="before")
     @classmethod
     def _cidrs(cls, value: object) -> object:
         return [ipaddress.ip_network(v, strict=False) for v in _split(value)]  # type: ignore[union-attr]

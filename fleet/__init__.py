@@ -3,23 +3,40 @@
 Knows nothing of HTTP pages or of who is logged in: callers hand it user ids.
 """
 
-from . import keys
+from . import keys, specstore
 from .aiotasks import Tasks
+from .autoscale import Autoscaler, Override, SizeError, Sizing
 from .backends import Backend, make_backend
 from .controller import Controller
 from .embedded_redis import EmbeddedRedis
 from .errors import BackendError, Conflict, FleetError, PodGone, StoreUnavailable
 from .events import listen
+from .forecast import Eta, Outlook, estimate, read_outlook
+from .history import History, Sample, samples_kept
 from .model import Claim, Ended, Phase, PodInfo, PodRecord, PodState, Waiting
 from .probes import Probe, make_probe
 from .redis_client import connect_redis
 from .service import Fleet
 from .slug import slugify
 from .spec import FleetSpec, Profile, SpecError, load_spec, parse_spec
+from .specstore import SpecFollower
 from .store import REDIS_DOWN, FleetStore
 
 __all__ = [
     "REDIS_DOWN",
+    "Autoscaler",
+    "Eta",
+    "History",
+    "Outlook",
+    "Override",
+    "Sample",
+    "SizeError",
+    "Sizing",
+    "SpecFollower",
+    "estimate",
+    "read_outlook",
+    "samples_kept",
+    "specstore",
     "Backend",
     "BackendError",
     "Claim",

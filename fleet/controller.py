@@ -18,7 +18,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -26,6 +26,7 @@ import aiohttp
 from . import keys
 from .backends.base import Backend
 from .errors import FleetError
+from .history import History
 from .leader import LeaderLock
 from .model import Phase, PodInfo, PodRecord, PodState
 from .probes import Probe, make_probe
@@ -61,10 +62,17 @@ class Controller:
         interval: float = 2.0,
         leader_ttl: float = 6.0,
         clock: Callable[[], float] = time.time,
+        sizes: Callable[[FleetSpec], Awaitable[list[Profile]]] | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
         self.spec = spec
+        #: The profiles at their sizes now (schedules, admin overrides: fleet.autoscale);
+        #: None scales to the file's sizes.
+        self.sizes = sizes
+        self.history = History(store.redis)
+        #: Called with (profile, seconds from creation to Ready) of each pod that becomes Ready.
+        self.on_ready: Callable[[str, float], None] | None = None
         self.http = http
         self.interval = interval
         self.clock = clock
@@ -143,7 +151,7 @@ class Controller:
             if rec.id not in index and rec.phase is Phase.GONE:
                 await self.backend.delete(rec.id)
         await self._delete_marked()
-        for profile in spec.profiles:
+        for profile in await self.sizes(spec) if self.sizes else spec.profiles:
             await self._scale(profile)
 
     async def _check(
@@ -182,6 +190,9 @@ class Controller:
                 health.failures_in_row = 0
                 health.start_seconds = [*health.start_seconds[-19:], now - pod.created]
                 log.info("pod %s ready after %.1fs", pod.id, now - pod.created)
+                await self.history.note_start(pod.profile, now - pod.created)
+                if self.on_ready:
+                    self.on_ready(pod.profile, now - pod.created)
         elif now - pod.created > profile.start_timeout:
             health.failures_in_row += 1
             health.last_error = (

@@ -25,6 +25,10 @@ CONTROLLER_LEADER = PREFIX + "leader:controller"
 REAPER_LEADER = PREFIX + "leader:reaper"
 #: Applied fleet spec (text), written by `sdbroker fleet apply`.
 SPEC = PREFIX + "spec"
+#: Hash: where the applied spec came from (source=file|apply, sha, at, by).
+SPEC_META = PREFIX + "spec-meta"
+#: Hash: SHA-256 of an admin API token -> JSON (id, name, created, by); never the token.
+API_TOKENS = PREFIX + "api-tokens"
 POD_PREFIX = PREFIX + "pod:"
 CLAIM_PREFIX = PREFIX + "claim:"
 
@@ -92,3 +96,19 @@ def profile_choice(user: str) -> str:
 def pod_states(profile: str) -> tuple[str, str, str]:
     """The three state sets of a profile, in lifecycle order."""
     return warming(profile), ready(profile), claimed(profile)
+
+
+def override(profile: str) -> str:
+    """Hash: an admin's runtime sizes of a profile (buffer/min/max, at, by) until the next
+    schedule change."""
+    return f"{PREFIX}override:{profile}"
+
+
+def history(profile: str) -> str:
+    """List of "time warming ready claimed queue" samples, newest first, capped."""
+    return f"{PREFIX}history:{profile}"
+
+
+def starts(profile: str) -> str:
+    """List of recent pod start durations (seconds), newest first, capped."""
+    return f"{PREFIX}starts:{profile}"

@@ -43,6 +43,8 @@ class Fleet:
         self.http = http
         self.queue_grace = queue_grace
         self.clock = clock
+        #: Called with (profile, seconds the whole claim took) after each new claim is bound.
+        self.on_claimed: Callable[[str, float], None] | None = None
 
     def use_spec(self, spec: FleetSpec) -> None:
         self.spec = spec
@@ -51,11 +53,20 @@ class Fleet:
     def default_profile(self) -> Profile:
         return self.spec.profiles[0]
 
+    async def profile_for(self, user: str) -> str:
+        """The profile a user gets: their remembered choice among several, else the first."""
+        if len(self.spec.profiles) > 1:
+            chosen = await self.store.choice(user)
+            if chosen and any(p.name == chosen for p in self.spec.profiles):
+                return chosen
+        return self.default_profile().name
+
     async def claim(
         self, user: str, profile: str | None = None, *, join_queue: bool = True
     ) -> Claim | Waiting:
         """The user's pod, taking a warm one if they have none; else their place in line."""
-        name = profile or self.default_profile().name
+        name = profile or await self.profile_for(user)
+        started = time.perf_counter()
         for _ in range(BIND_ATTEMPTS):
             result = await self.store.claim(
                 user, name, queue_grace=self.queue_grace, join_queue=join_queue
@@ -64,6 +75,8 @@ class Fleet:
                 return result
             try:
                 await self._bind(result)
+                if self.on_claimed is not None:
+                    self.on_claimed(result.profile, time.perf_counter() - started)
                 return result
             except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
                 log.warning(

@@ -37,6 +37,9 @@ class FleetStore:
         self.redis = redis
         self.clock = clock
         self.scripts = Scripts.register(redis)
+        #: Called on every new claim with (profile, seconds waited in the queue or None);
+        #: metrics use it, so it must not block.
+        self.on_claim: Callable[[str, float | None], None] | None = None
 
     # --- claims -------------------------------------------------------------
 
@@ -69,7 +72,11 @@ class FleetStore:
             return Waiting(profile, 0, 0, rebuilding=True)
         if kind == "wait":
             return Waiting(profile, int(result[1]), int(result[2]))
-        return Claim.from_hash(user, _pairs(result[1:]), new=kind == "new")
+        data = _pairs(result[1:])
+        if kind == "new" and self.on_claim is not None:
+            queued = data.get("queued_at")
+            self.on_claim(profile, self.clock() - float(queued) if queued else None)
+        return Claim.from_hash(user, data, new=kind == "new")
 
     async def lookup(self, user: str) -> Claim | None:
         data = await self.redis.hgetall(keys.claim(user))
@@ -80,6 +87,35 @@ class FleetStore:
             pipe.zrem(keys.queue(profile), user)
             pipe.zrem(keys.queue_seen(profile), user)
             await pipe.execute()
+
+    async def see_waiting(self, user: str, profile: str) -> tuple[int, int] | None:
+        """A waiting user is still there (an open events stream): keep their place.
+
+        Returns (1-based position, queue length), or None when they are no
+        longer queued (they lost their place, or a claim took them out).
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.queue_seen(profile), {user: self.clock()}, xx=True)
+            pipe.zrank(keys.queue(profile), user)
+            pipe.zcard(keys.queue(profile))
+            _, rank, length = await pipe.execute()
+        return None if rank is None else (rank + 1, length)
+
+    async def queue_members(self, profile: str) -> list[tuple[str, float, float]]:
+        """(user, joined, last seen) of everyone waiting for `profile`, first come first."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(keys.queue(profile), 0, -1, withscores=True)
+            pipe.zrange(keys.queue_seen(profile), 0, -1, withscores=True)
+            joined, seen = await pipe.execute()
+        last = dict(seen)
+        return [(user, at, last.get(user, at)) for user, at in joined]
+
+    async def choice(self, user: str) -> str | None:
+        """The profile the user picked last time (several profiles), if any."""
+        return await self.redis.get(keys.profile_choice(user))
+
+    async def set_choice(self, user: str, profile: str, ttl: float) -> None:
+        await self.redis.set(keys.profile_choice(user), profile, ex=max(1, int(ttl)))
 
     # --- pods ---------------------------------------------------------------
 
@@ -258,6 +294,16 @@ class FleetStore:
     async def pop_ended(self, user: str) -> dict[str, object] | None:
         raw = await self.redis.getdel(keys.ended(user))
         return json.loads(raw) if raw else None
+
+    async def last_activity(self, users: list[str]) -> dict[str, float]:
+        """Last recorded activity of each user that has one."""
+        scores = await self.redis.zmscore(keys.ACTIVITY, users) if users else []
+        return {u: float(s) for u, s in zip(users, scores, strict=True) if s is not None}
+
+    async def recent_audit(self, count: int = 50) -> list[dict[str, str]]:
+        """The newest audit events (reclaims, admin actions), newest first."""
+        entries = await self.redis.xrevrange(keys.AUDIT, count=count)
+        return [{"id": entry_id, **fields} for entry_id, fields in entries]
 
     async def has_ended(self, user: str) -> bool:
         """An unread "your session ended" notice waits for the user (kept for their next visit)."""

@@ -132,7 +132,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m reaper") -
     try:
         summary = asyncio.run(run_once(settings, spec, dry_run=args.dry_run))
     except StoreUnavailable as exc:
-        print(json.dumps({"error": str(exc), **asdict(Summary(dry_run=args.dry_run))}), flush=True)
+        failed = {"error": str(exc), **asdict(Summary(dry_run=args.dry_run))}
+        print(json.dumps(failed, separators=(",", ":")), flush=True)
         return EXIT_REDIS
     print(summary.json_line(), flush=True)
     return EXIT_OK

@@ -157,6 +157,7 @@ class OidcAuthenticator(Authenticator):
         try:
             target, ticket = await self._finish(request)
         except LoginFailed as exc:
+            log.info("login refused (peer %s): %s", request.remote, exc)
             response = problem(request, 400, "Login failed", str(exc))
         except ProviderUnavailable:
             response = problem(

@@ -23,7 +23,8 @@
 -- Returns one of
 --   {"rebuilding"}
 --   {"existing", field, value, ...}      the claim hash
---   {"new", field, value, ...}           the claim hash just written
+--   {"new", field, value, ...}           the claim hash just written, plus queued_at
+--                                        (when the user joined the queue; "" = never queued)
 --   {"wait", position, queue_length}     1-based position in the queue
 local user, profile, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local pod_prefix, grace = ARGV[4], tonumber(ARGV[5])
@@ -55,6 +56,7 @@ if not ahead then
   ahead = redis.call('ZCARD', KEYS[6])
 end
 
+local queued_at = redis.call('ZSCORE', KEYS[6], user) or ''
 while ahead < redis.call('ZCARD', KEYS[3]) do
   local popped = redis.call('ZPOPMIN', KEYS[3])
   local pod = popped[1]
@@ -68,7 +70,7 @@ while ahead < redis.call('ZCARD', KEYS[3]) do
     redis.call('ZREM', KEYS[6], user)
     redis.call('ZREM', KEYS[7], user)
     redis.call('PUBLISH', ARGV[6], 'claim ' .. profile .. ' ' .. user)
-    return {'new', 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[3]}
+    return {'new', 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[3], 'queued_at', queued_at}
   end
 end
 

@@ -7,12 +7,16 @@ never pulls their state away mid-module.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
+from unittest import mock
 
 import pytest
 import redis
 
-from tests.support.procs import Broker, RedisServer, kill_pods, wait_for, write_fleet
+from fleet import keys
+from tests.support import procs
+from tests.support.procs import Broker, RedisServer, http_ok, kill_pods, wait_for, write_fleet
 
 from .iap_keys import IapKeys
 from .provider import Provider
@@ -46,25 +50,37 @@ def iap_keys() -> Iterator[IapKeys]:
     server.stop()
 
 
+_databases = itertools.count(1)
+
+
 @pytest.fixture(scope="module")
 def start_broker(
     tmp_path_factory: pytest.TempPathFactory, identity_redis: RedisServer
 ) -> Iterator[Callable[..., Broker]]:
-    """Start brokers for one module; `before_start(broker)` may register its URL first."""
+    """Start brokers for one module, each on a Redis database of its own (see `redis_url`);
+    `before_start(broker)` may register the broker's URL (with the provider) first."""
     started: list[Broker] = []
 
-    def start(before_start: Callable[[Broker], None] | None = None, **env: str) -> Broker:
+    def start(before_start: Callable[[Broker], None] | None = None, warm: bool = True,
+              **env: str) -> Broker:  # fmt: skip
         tmp = tmp_path_factory.mktemp("broker")
         fleet = write_fleet(tmp / "fleet.yaml", outputs=tmp / "outputs", buffer=2, max=5)
-        client = redis.Redis.from_url(identity_redis.url)
-        client.flushall()
-        client.close()
-        broker = Broker(tmp / "data", fleet, identity_redis.url, **env)
+        url = identity_redis.url.rsplit("/", 1)[0] + f"/{next(_databases) % 16}"
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        broker = Broker(tmp / "data", fleet, url, **env)
         if before_start:
             before_start(broker)
         started.append(broker)
-        broker.start()
-        wait_for(lambda: len(broker.pod_records()) >= 2, 20, what="warm pods")
+        # In iap mode readyz wants a token like every page but healthz: wait on healthz.
+        healthz = lambda url: http_ok(url.replace("/_broker/readyz", "/_broker/healthz"))  # noqa: E731
+        try:
+            with mock.patch.object(procs, "http_ok", healthz):
+                broker.start()
+            if warm:
+                wait_for(lambda: client.zcard(keys.ready("default")) >= 2, 20, what="warm pods")
+        finally:
+            client.close()
         return broker
 
     yield start

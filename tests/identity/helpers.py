@@ -47,7 +47,9 @@ class Response:
         return json.loads(self.body)
 
 
-def request(url: str, method: str = "GET", headers: Headers = (), body: bytes | None = None) -> Response:
+def request(
+    url: str, method: str = "GET", headers: Headers = (), body: bytes | None = None
+) -> Response:
     """One request, no redirects followed; repeated and odd header names go out as given."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
@@ -130,8 +132,13 @@ def authorize(browser: Browser, broker: Broker, username: str | None, next_: str
     assert start.status == 302, (start.status, start.text[:300])
     page = browser.get(start.location)
     if page.status == 200 and username is not None:  # the provider's login form
-        page = browser.post(urljoin(page.url, "/authorize"), {"q": form_field(page.text, "q"), "username": username})
-    assert page.status == 302 and "/_broker/callback" in page.location, (page.status, page.text[:300])
+        page = browser.post(
+            urljoin(page.url, "/authorize"), {"q": form_field(page.text, "q"), "username": username}
+        )
+    assert page.status == 302 and "/_broker/callback" in page.location, (
+        page.status,
+        page.text[:300],
+    )
     return page
 
 
@@ -140,11 +147,18 @@ def login(browser: Browser, broker: Broker, username: str | None, next_: str = "
     return browser.get(authorize(browser, broker, username, next_).location)
 
 
+def redis_url(broker: Broker) -> str:
+    """The broker's own Redis database (each identity-suite broker has one)."""
+    return broker.env["SDB_REDIS_URL"]
+
+
 def claims_in_redis(url: str) -> list[str]:
     """Users holding a pod, straight from Redis."""
     client = redis.Redis.from_url(url, decode_responses=True)
     try:
-        return sorted(k.removeprefix(keys.CLAIM_PREFIX) for k in client.scan_iter(keys.CLAIM_PREFIX + "*"))
+        return sorted(
+            k.removeprefix(keys.CLAIM_PREFIX) for k in client.scan_iter(keys.CLAIM_PREFIX + "*")
+        )
     finally:
         client.close()
 
@@ -163,3 +177,84 @@ def pod_log_lines(data_dir: Path, marker: str) -> list[str]:
     for log in (data_dir / "logs").glob("*.log"):
         lines += [line for line in log.read_text(errors="replace").splitlines() if marker in line]
     return lines
+
+
+#: Identity headers a client might send, in the spellings that slip past naive filters.
+SPOOFS = [
+    "X-Forwarded-User",
+    "x-forwarded-user",
+    "X-FORWARDED-USER",
+    "X_Forwarded_User",
+    "x_forwarded_user",
+    "X-Forwarded-Email",
+    "X_FORWARDED_EMAIL",
+    "X-Forwarded-Preferred-Username",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Access-Token",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X_Auth_Request_Groups",
+    "X-Remote-User",
+    "Remote-User",
+    "remote_user",
+    "X-User",
+    "X-Email",
+    "X-Webauth-User",
+    "X-Sdbroker-User",
+    "X-Sdbroker-Admin",
+    "X-Goog-Authenticated-User-Email",
+    "X-Goog-Authenticated-User-Id",
+    "x-goog-iap-jwt-assertion",
+    "X_Goog_Iap_Jwt_Assertion",
+]
+MALLORY = "mallory@evil.example"
+
+
+def spoofs(except_for: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """Every spoof but the exact (dash-spelt) headers this mode itself reads."""
+    skip = {h.lower() for h in except_for}
+    return [(name, MALLORY) for name in SPOOFS if name.lower() not in skip]
+
+
+def assert_spoofs_dropped(
+    broker: Broker, legit: Headers, user: str, except_for: Iterable[str] = ()
+) -> None:
+    """With real credentials plus every spoof, the pod sees the real user and no spoof;
+    with the spoofs alone, nobody gets in (HTTP or WebSocket)."""
+    forged = spoofs(except_for)
+    pairs = list(legit.items() if isinstance(legit, dict) else legit)
+    me = request(broker.url + "/stub/whoami", headers=[*pairs, *forged])
+    assert me.status == 200 and me.json()["user"] == user, (me.status, me.text[:200])
+    seen = request(broker.url + "/stub/echo-headers", headers=[*pairs, *forged]).json()
+    assert MALLORY not in json.dumps(seen), seen
+    assert not [
+        h for h in seen if "_" in h or h.startswith(("x-goog-", "x-auth-request-", "remote"))
+    ]
+    assert request(broker.url + "/stub/whoami?spoof-only", headers=forged).status == 401
+    assert websocket_status(broker.url + "/stub/ws-echo?spoof-only", headers=forged) == 401
+    assert pod_log_lines(broker.data_dir, "spoof-only") == []
+
+
+#: `next` values that must never take anyone off the broker's origin.
+OPEN_REDIRECTS = [
+    "//evil.example/",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "/\\/evil.example",
+    "https://evil.example/",
+    "http:evil.example",
+    "javascript:alert(1)",
+    "%2F%2Fevil.example",
+    "/%2F/evil.example",
+    "/%252F%252Fevil.example",
+    "/%5Cevil.example",
+    " //evil.example",
+    "//evil.example ",
+    "/\t/evil.example",
+    "/\r\nLocation: https://evil.example",
+    "//\u3002evil.example",
+    "evil.example",
+    "@evil.example",
+    "/%09/evil.example",
+    "///evil.example",
+]

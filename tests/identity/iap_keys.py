@@ -28,16 +28,17 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def claims_for(email: str, **overrides: Any) -> dict[str, Any]:
+def claims_for(who: str, **overrides: Any) -> dict[str, Any]:
+    """IAP's claims for `who`; an override of None removes that claim."""
     now = int(time.time())
     claims = {
         "iss": ISSUER,
         "aud": AUDIENCE,
-        "sub": "accounts.google.com:" + hashlib.sha256(email.encode()).hexdigest()[:20],
-        "email": email,
+        "sub": "accounts.google.com:" + hashlib.sha256(who.encode()).hexdigest()[:20],
+        "email": who,
         "iat": now,
         "exp": now + 600,
-        "hd": email.split("@")[-1],
+        "hd": who.split("@")[-1],
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
@@ -67,10 +68,10 @@ class IapKeys:
         public = {**self.key.as_dict(private=False), "kid": KID, "alg": "ES256", "use": "sig"}
         return web.json_response({"keys": [public]})
 
-    def mint(self, email: str, *, key: Key | None = None, alg: str = "ES256",
+    def mint(self, who: str, *, key: Key | None = None, alg: str = "ES256",
              kid: str | None = KID, **claims: Any) -> str:  # fmt: skip
         header = {"alg": alg, "typ": "JWT", **({"kid": kid} if kid is not None else {})}
-        return jwt.encode(header, claims_for(email, **claims), key or self.key, algorithms=[alg])
+        return jwt.encode(header, claims_for(who, **claims), key or self.key, algorithms=[alg])
 
     # What an attacker without IAP's private key can make.
 

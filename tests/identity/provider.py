@@ -264,8 +264,8 @@ class _Server(AuthorizationServer):
 
 class Provider:
     def __init__(self, host: str = "127.0.0.2") -> None:
-        self.key = RSAKey.generate_key(2048, private=True)
         self.kid = "op-key-1"
+        self.key = RSAKey.generate_key(2048, parameters={"kid": self.kid}, private=True)
         self.users: dict[str, User] = {}
         self.clients: dict[str, Client] = {}
         self.codes: dict[str, Code] = {}

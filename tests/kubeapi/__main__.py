@@ -43,9 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--token", default="kubesim-token")
     parser.add_argument(
-        "--anonymous", action="store_true",
+        "--anonymous",
+        action="store_true",
         help="also accept requests without a token (kubectl sends none over plain http)",
-    )  # fmt: skip
+    )
     parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig here")
     parser.add_argument("--namespace", default="default", help="the kubeconfig's namespace")
     parser.add_argument(
@@ -64,10 +65,18 @@ async def serve(args: argparse.Namespace) -> None:
             shlex.split(args.runner), ready_path=args.ready_path, log_dir=args.log_dir
         )
     sim = KubeSim(
-        nodes=args.nodes, gpus_per_node=args.gpus_per_node, start_delay=args.start_delay,
-        ready_delay=args.ready_delay, time_scale=args.time_scale, process_runner=runner,
-        token=args.token, allow_anonymous=args.anonymous, host=args.host, port=args.port, seed=args.seed,
-    )  # fmt: skip
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        start_delay=args.start_delay,
+        ready_delay=args.ready_delay,
+        time_scale=args.time_scale,
+        process_runner=runner,
+        token=args.token,
+        allow_anonymous=args.anonymous,
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

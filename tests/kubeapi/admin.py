@@ -16,10 +16,21 @@ if TYPE_CHECKING:
     from .sim import KubeSim
 
 ACTIONS = (
-    "add_node", "autoscale_now", "clear_pod_failures", "compact", "crash", "drop_allocation_responses",
-    "drop_watches", "evict", "fail_node", "inject_allocation_contention", "inject_api_error",
-    "inject_pod_failure", "oom_kill", "vanish",
-)  # fmt: skip
+    "add_node",
+    "autoscale_now",
+    "clear_pod_failures",
+    "compact",
+    "crash",
+    "drop_allocation_responses",
+    "drop_watches",
+    "evict",
+    "fail_node",
+    "inject_allocation_contention",
+    "inject_api_error",
+    "inject_pod_failure",
+    "oom_kill",
+    "vanish",
+)
 
 
 async def run_action(sim: KubeSim, action: str, args: dict[str, Any]) -> Any:

@@ -9,7 +9,6 @@ pod makes it Unhealthy. Allocation picks a matching GameServer per selector.
 
 from __future__ import annotations
 
-import copy
 import random
 from typing import Any
 
@@ -19,7 +18,7 @@ from .faults import Faults
 from .lifecycle import PodLifecycle
 from .resources import GAMESERVERS, PODS
 from .selectors import LabelSelector
-from .store import Change, Store, check_preconditions
+from .store import Change, Store, check_preconditions, clone
 
 GS_LABEL = "agones.dev/gameserver"
 FLEET_LABEL = "agones.dev/fleet"
@@ -56,7 +55,7 @@ class AgonesController:
 
     def create_gameserver(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         """What the API create does, including Agones' mutating webhook: defaults and host ports."""
-        gs = copy.deepcopy(body)
+        gs = clone(body)
         spec = gs.setdefault("spec", {})
         template = spec.setdefault("template", {})
         containers = template.setdefault("spec", {}).get("containers") or []
@@ -139,7 +138,7 @@ class AgonesController:
 
     def _create_pod(self, gs: dict[str, Any]) -> None:
         meta, spec = gs["metadata"], gs["spec"]
-        template = copy.deepcopy(spec.get("template") or {})
+        template = clone(spec.get("template") or {})
         pod_spec = template.get("spec") or {}
         for container in pod_spec.get("containers") or []:
             if container.get("name") == spec.get("container"):
@@ -178,7 +177,11 @@ class AgonesController:
             },
             "spec": pod_spec,
         }
-        self.lifecycle.create(meta["namespace"], pod)
+        try:
+            self.lifecycle.create(meta["namespace"], pod)
+        except errors.ApiError:  # e.g. the previous pod of that name is still terminating
+            self._set_state(meta["namespace"], meta["name"], "Error")
+            return
         self._set_state(meta["namespace"], meta["name"], "Starting")
 
     def _on_pod(self, change: Change) -> None:
@@ -251,7 +254,7 @@ class AgonesController:
     # --- GameServerAllocation ------------------------------------------------------------
 
     def allocate(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
-        spec = copy.deepcopy(body.get("spec") or {})
+        spec = clone(body.get("spec") or {})
         selectors = (
             spec.get("selectors")
             or [

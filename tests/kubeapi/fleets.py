@@ -10,7 +10,6 @@ sync interval exactly as Agones' `applyBufferPolicy` computes them.
 from __future__ import annotations
 
 import asyncio
-import copy
 import math
 import random
 from typing import Any
@@ -19,7 +18,7 @@ from . import errors
 from .agones import DEAD, FLEET_LABEL, GSS_LABEL, AgonesController
 from .clock import Clock, rfc3339
 from .resources import FLEETAUTOSCALERS, FLEETS, GAMESERVERS
-from .store import NAME_ALPHABET, Change, Store
+from .store import NAME_ALPHABET, Change, Store, clone
 
 _SCALE_DOWN_ORDER = {
     "Unhealthy": 0,
@@ -120,7 +119,7 @@ class FleetController:
         if gss is None:
             gss = meta["name"] + "-" + "".join(self.rng.choice(NAME_ALPHABET) for _ in range(5))
             self._gss[meta["uid"]] = gss
-        template = copy.deepcopy((fleet.get("spec") or {}).get("template") or {})
+        template = clone((fleet.get("spec") or {}).get("template") or {})
         tmeta = template.get("metadata") or {}
         return {
             "apiVersion": "agones.dev/v1",

@@ -39,7 +39,9 @@ class Timing:
     schedule_delay: float = 0.0
     start_delay: Range = (0.0, 0.0)  # bound -> containers running (image pull, create)
     ready_delay: Range = (0.0, 0.0)  # running -> Ready, for pods with a readinessProbe
-    stop_delay: float = 0.0  # containers stopping after a graceful delete (at most the grace)
+    stop_delay: float | None = (
+        0.0  # containers stopping on a graceful delete (<= grace; None: all of it)
+    )
     image_pull_retry: float = 2.0  # ErrImagePull -> ImagePullBackOff
     backoff_base: float = 10.0
     backoff_max: float = 300.0
@@ -93,7 +95,7 @@ class PodLifecycle:
                 self._spawn(self._delayed_kick(self.timing.schedule_delay))
             else:
                 self.kick()
-        elif change.type == "DELETED" and key in self.pods:
+        elif change.type == "DELETED" and key in self.pods and self.pods[key].uid == meta["uid"]:
             self._release(self.pods.pop(key))
 
     async def _delayed_kick(self, delay: float) -> None:
@@ -125,8 +127,9 @@ class PodLifecycle:
                 continue
             self.cluster.bind(node, p.key, obj)
             p.node, p.unschedulable = node, None
-            p.host_ip, p.ip = self.cluster.nodes[node].address, self.ips.allocate()
             p.port = serve_port(obj)
+            p.host_ip = self.cluster.nodes[node].address
+            p.ip = self.ips.allocate(p.port if self.runner else None)
             self._publish(p, node_name=node)
             self.events.record(
                 obj,
@@ -215,7 +218,11 @@ class PodLifecycle:
         info = ProcessInfo(p.name, p.namespace, p.uid, p.ip, p.port, process_env(obj, p))
         process = PodProcess(self.runner, info, self.runner.ready_path or probe_path(obj))
         p.process = process
-        await process.start()
+        try:
+            await process.start()
+        except OSError as err:  # the kubelet's StartError: the command could not be run
+            p.process = None
+            return p.terminated_now(self.clock.time(), 128, "StartError", str(err))
         self._publish(p)
         self._event(p, "Started", "Started container " + container_name(obj.get("spec") or {}))
         if self._session is None:
@@ -289,12 +296,14 @@ class PodLifecycle:
             self._event(p, "Killing", "Stopping container " + container_name(obj.get("spec") or {}))
         if p.process:
             await p.process.stop(grace)
-        await self.clock.sleep(min(self.timing.stop_delay, grace))
+        stop = self.timing.stop_delay
+        await self.clock.sleep(grace if stop is None else min(stop, grace))
         if p.container.running_since is not None and p.container.terminated is None:
             p.container.terminated = p.terminated_now(self.clock.time(), 0, "Completed")
         p.container.waiting, p.container.ready = None, False
         self._publish(p)
         self.pods.pop(p.key, None)
+        p.task = None  # this task: it ends here, not by cancellation
         self._release(p)
         with contextlib.suppress(errors.ApiError):
             self.store.remove(PODS, *p.key)

@@ -1,7 +1,7 @@
 """Real processes behind simulated pods, each on its own loopback IP.
 
 Linux routes all of 127.0.0.0/8 to `lo`, so every pod can have a distinct
-podIP (127.0.1.1, 127.0.1.2, ...) and its process can listen on the container
+podIP (127.B.0.1, 127.B.0.2, ...) and its process can listen on the container
 port there, just as pods do on a cluster network.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,18 +68,36 @@ class ProcessRunner:
 
 
 class IpPool:
-    """Hands out 127.0.1.1, 127.0.1.2, ... never reusing an address within one simulator."""
+    """Hands out pod IPs 127.B.x.y from a random block B, never reusing one.
+
+    The random block keeps simulators in parallel test processes apart; with a
+    `port`, an address where something already listens on that port is skipped.
+    """
 
     def __init__(self) -> None:
-        self._next = 257
+        self._block = random.SystemRandom().randrange(1, 255)
+        self._next = 1
 
-    def allocate(self) -> str:
+    def allocate(self, port: int | None = None) -> str:
         while True:
             n = self._next
             self._next += 1
-            octets = (n >> 16) & 255, (n >> 8) & 255, n & 255
-            if octets[2] not in (0, 255):
-                return f"127.{octets[0]}.{octets[1]}.{octets[2]}"
+            block = (self._block + n // 65536 - 1) % 254 + 1
+            low, high = (n >> 8) & 255, n & 255
+            if high in (0, 255):
+                continue
+            ip = f"127.{block}.{low}.{high}"
+            if port is None or _bindable(ip, port):
+                return ip
+
+
+def _bindable(ip: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return False
+    return True
 
 
 class PodProcess:

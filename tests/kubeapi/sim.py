@@ -34,7 +34,7 @@ from .resources import (
     Resource,
 )
 from .selectors import LabelSelector
-from .store import Obj, Store
+from .store import Obj, Store, clone
 from .watches import WatchStreamer
 
 T = TypeVar("T")
@@ -52,7 +52,22 @@ def _span(value: Span) -> tuple[float, float]:
 class KubeSim:
     """A Kubernetes API server (pods, nodes, events, Agones) on a loopback port, with simulated lifecycles.
 
-    Durations are simulated seconds on `clock` (default: real time times `time_scale`).
+    Every duration is in simulated seconds on `clock` (default `ScaledClock(time_scale)`:
+    real time sped up `time_scale` times).
+
+    nodes, gpus_per_node: how many nodes with how many `nvidia.com/gpu` each, or a list of `NodeSpec`.
+    start_delay: a bound pod's image pull + container start, a number or a (low, high) range.
+    ready_delay: running -> Ready for pods with a readinessProbe (and no process runner).
+    schedule_delay: creation -> scheduling. stop_delay: containers stopping on a graceful
+        delete, at most the grace period (None: the whole grace period).
+    process_runner: start a real process per pod on its own 127.x.y.z podIP; Ready when it answers.
+    token: the bearer token required (None: no auth); allow_anonymous: also accept no token (kubectl).
+    history_size: watch history kept per resource (older resourceVersions get 410 Expired).
+    bookmark_interval, watch_timeout: watch BOOKMARK period; server-side end of a watch without
+        timeoutSeconds (randomised between 1x and 2x, as the apiserver does).
+    autoscaler_sync: a FleetAutoscaler's sync interval when its spec.sync does not say.
+    backoff: (first, max) CrashLoopBackOff / ImagePullBackOff back-off. image_pull_retry:
+        ErrImagePull -> ImagePullBackOff. events: record core/v1 Events. seed: names, uids, delays.
     """
 
     def __init__(
@@ -63,7 +78,7 @@ class KubeSim:
         start_delay: Span = 0.0,
         ready_delay: Span = 0.0,
         schedule_delay: float = 0.0,
-        stop_delay: float = 0.0,
+        stop_delay: float | None = 0.0,
         clock: Clock | None = None,
         time_scale: float = 1.0,
         process_runner: ProcessRunner | None = None,
@@ -84,23 +99,25 @@ class KubeSim:
             nodes = [NodeSpec(f"node-{i + 1}", gpus_per_node) for i in range(nodes)]
         self.node_specs = list(nodes)
         self.timing = Timing(
-            schedule_delay,
-            _span(start_delay),
-            _span(ready_delay),
-            stop_delay,
-            image_pull_retry,
-            *backoff,
+            schedule_delay=schedule_delay,
+            start_delay=_span(start_delay),
+            ready_delay=_span(ready_delay),
+            stop_delay=stop_delay,
+            image_pull_retry=image_pull_retry,
+            backoff_base=backoff[0],
+            backoff_max=backoff[1],
         )
         self.clock: Clock = clock or ScaledClock(time_scale)
         self.process_runner = process_runner
-        self.token, self.host, self.port = token, host, port
+        self.token = token
         self.allow_anonymous = allow_anonymous
-        self.history_size, self.bookmark_interval, self.watch_timeout = (
-            history_size,
-            bookmark_interval,
-            watch_timeout,
-        )
-        self.autoscaler_sync, self.events_enabled = autoscaler_sync, events
+        self.host = host
+        self.port = port
+        self.history_size = history_size
+        self.bookmark_interval = bookmark_interval
+        self.watch_timeout = watch_timeout
+        self.autoscaler_sync = autoscaler_sync
+        self.events_enabled = events
         self.rng = random.Random(seed)
         self.faults = Faults()
         self._runner: web.AppRunner | None = None
@@ -216,25 +233,25 @@ class KubeSim:
     def objects(
         self, res: Resource, namespace: str | None = None, selector: str | None = None
     ) -> list[Obj]:
-        return self.store.list(res, namespace, LabelSelector.parse(selector))[0]
+        return clone(self.store.list(res, namespace, LabelSelector.parse(selector))[0])
 
     def pods(self, namespace: str | None = None, selector: str | None = None) -> list[Obj]:
         return self.objects(PODS, namespace, selector)
 
     def pod(self, namespace: str, name: str) -> Obj | None:
         obj = self.store.peek(PODS, namespace, name)
-        return json.loads(json.dumps(obj)) if obj else None
+        return clone(obj) if obj else None
 
     def gameservers(self, namespace: str | None = None, selector: str | None = None) -> list[Obj]:
         return self.objects(GAMESERVERS, namespace, selector)
 
     def gameserver(self, namespace: str, name: str) -> Obj | None:
         obj = self.store.peek(GAMESERVERS, namespace, name)
-        return json.loads(json.dumps(obj)) if obj else None
+        return clone(obj) if obj else None
 
     def fleet(self, namespace: str, name: str) -> Obj | None:
         obj = self.store.peek(FLEETS, namespace, name)
-        return json.loads(json.dumps(obj)) if obj else None
+        return clone(obj) if obj else None
 
     def nodes(self) -> list[Obj]:
         return self.objects(NODES)
@@ -303,19 +320,19 @@ class KubeSim:
 
     def evict(self, namespace: str, name: str, message: str | None = None) -> Obj:
         """phase Failed, reason Evicted (the pod stays until deleted); its GPU is freed."""
-        return self.lifecycle.evict(namespace, name, message)
+        return clone(self.lifecycle.evict(namespace, name, message))
 
     def oom_kill(self, namespace: str, name: str) -> Obj:
         """The container is OOMKilled (137) and restarted, or the pod Fails with restartPolicy Never."""
-        return self.lifecycle.kill_container(namespace, name, oom=True)
+        return clone(self.lifecycle.kill_container(namespace, name, oom=True))
 
     def crash(self, namespace: str, name: str) -> Obj:
         """The container exits with code 1 and is restarted after a back-off."""
-        return self.lifecycle.kill_container(namespace, name, oom=False)
+        return clone(self.lifecycle.kill_container(namespace, name, oom=False))
 
     def vanish(self, namespace: str, name: str) -> Obj:
         """The pod is gone at once (DELETED, no grace), as when its node disappears."""
-        return self.lifecycle.remove_now(namespace, name)
+        return clone(self.lifecycle.remove_now(namespace, name))
 
     def add_node(
         self, name: str | None = None, gpus: int = 1, labels: dict[str, str] | None = None
@@ -324,7 +341,7 @@ class KubeSim:
         self.cluster.add(spec)
         node = self.store.create(NODES, None, self.cluster.node_object(spec.name))
         self.lifecycle.kick()
-        return node
+        return clone(node)
 
     def fail_node(self, name: str) -> list[str]:
         """The node disappears with its pods (each DELETED). Returns `namespace/name` of those pods."""

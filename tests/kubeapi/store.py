@@ -10,7 +10,6 @@ runs on the event loop, so one store call is one atomic step.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import random
 import re
@@ -122,7 +121,7 @@ class Store:
         obj = self.peek(res, ns, name)
         if obj is None:
             raise errors.not_found(res.plural, res.group, name)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def iter(self, res: Resource, ns: str | None = None) -> Iterator[Obj]:
         """Stored objects (do not modify), in namespace/name order."""
@@ -138,9 +137,10 @@ class Store:
         labels: LabelSelector | None = None,
         fields: FieldSelector | None = None,
     ) -> tuple[list[Obj], int]:
+        """Matching stored objects (do not modify) and the current resourceVersion."""
         labels, fields = labels or LabelSelector(), fields or FieldSelector()
         items = [
-            copy.deepcopy(o)
+            o
             for o in self.iter(res, ns)
             if labels.matches(o["metadata"].get("labels")) and fields.matches(o)
         ]
@@ -149,7 +149,8 @@ class Store:
     # --- writing ---------------------------------------------------------------------------
 
     def create(self, res: Resource, ns: str | None, obj: Obj) -> Obj:
-        obj = copy.deepcopy(obj)
+        """Store a copy of `obj`; returns the stored object (do not modify)."""
+        obj = clone(obj)
         meta = obj.setdefault("metadata", {})
         if res.namespaced:
             body_ns = meta.get("namespace")
@@ -169,7 +170,7 @@ class Store:
                 )
             meta["name"] = self._generate_name(res, ns, prefix)
         validate_metadata(res, meta)
-        key = (ns or "" if res.namespaced else "", meta["name"])
+        key = _key(res, ns, meta["name"])
         if key in self._objects.setdefault(res, {}):
             raise errors.already_exists(res.plural, res.group, meta["name"])
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
@@ -179,14 +180,19 @@ class Store:
         meta["resourceVersion"] = str(self._next_rv())
         self._objects[res][key] = obj
         self._record(res, Change(self._rv, "ADDED", obj))
-        return copy.deepcopy(obj)
+        return obj
 
     def update(self, res: Resource, ns: str | None, name: str, new: Obj) -> Obj:
-        """Write `new` as the object's next version; a no-op write keeps the version (as etcd does)."""
+        """Write a copy of `new` as the next version; returns the stored object (do not modify).
+
+        A write that changes nothing keeps the version and sends no event, as etcd does.
+        """
+        return self._commit(res, ns, name, clone(new))
+
+    def _commit(self, res: Resource, ns: str | None, name: str, new: Obj) -> Obj:
         old = self.peek(res, ns, name)
         if old is None:
             raise errors.not_found(res.plural, res.group, name)
-        new = copy.deepcopy(new)
         meta = new.setdefault("metadata", {})
         for fixed in ("name", "namespace", "uid", "creationTimestamp"):
             if fixed in old["metadata"]:
@@ -194,32 +200,31 @@ class Store:
         new["apiVersion"], new["kind"] = res.api_version, res.kind
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
-            return copy.deepcopy(old)
+            return old
         validate_metadata(res, meta)
         meta["resourceVersion"] = str(self._next_rv())
         self._objects[res][_key(res, ns, name)] = new
         self._record(res, Change(self._rv, "MODIFIED", new, old))
-        return copy.deepcopy(new)
+        return new
 
     def mutate(
         self, res: Resource, ns: str | None, name: str, fn: Callable[[Obj], None]
     ) -> Obj | None:
-        """Apply `fn` to a copy of the object and write it; None if the object is gone."""
+        """Apply `fn` to a copy of the object and write it (None if the object is gone)."""
         current = self.peek(res, ns, name)
         if current is None:
             return None
-        draft = copy.deepcopy(current)
+        draft = clone(current)
         fn(draft)
-        return self.update(res, ns, name, draft)
+        return self._commit(res, ns, name, draft)
 
     def remove(self, res: Resource, ns: str | None, name: str) -> Obj:
         obj = self._objects.get(res, {}).pop(_key(res, ns, name), None)
         if obj is None:
             raise errors.not_found(res.plural, res.group, name)
-        final = copy.deepcopy(obj)
-        final["metadata"]["resourceVersion"] = str(self._next_rv())
+        final = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self._next_rv())}}
         self._record(res, Change(self._rv, "DELETED", final, obj))
-        return copy.deepcopy(final)
+        return final
 
     # --- watching --------------------------------------------------------------------------
 
@@ -303,6 +308,15 @@ class Store:
             name = prefix[:58] + "".join(self.rng.choice(NAME_ALPHABET) for _ in range(5))
             if _key(res, ns, name) not in existing:
                 return name
+
+
+def clone(obj: Any) -> Any:
+    """A deep copy of JSON-shaped data (several times faster than copy.deepcopy)."""
+    if type(obj) is dict:
+        return {k: clone(v) for k, v in obj.items()}
+    if type(obj) is list:
+        return [clone(v) for v in obj]
+    return obj
 
 
 def _key(res: Resource, ns: str | None, name: str) -> Key:

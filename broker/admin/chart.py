@@ -1,0 +1,57 @@
+"""A small line chart of claimed/ready/queue over time, as SVG drawn on the server.
+
+No JavaScript and no chart library: the console works with scripts off and
+the numbers are the same ones the API returns. Polyline points are plain
+numbers, so the template's autoescaping has nothing to trust.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .models import SampleView
+
+WIDTH, HEIGHT, PAD = 600, 120, 4
+SERIES = (("claimed", "#3358d4"), ("ready", "#1a7f37"), ("queue", "#b3261e"))
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    name: str
+    color: str
+    points: str
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    width: int
+    height: int
+    top: int  # the value at the top edge
+    hours: float
+    lines: tuple[Line, ...]
+    empty: bool
+
+
+def chart(samples: list[SampleView], *, now: float, hours: float) -> Chart:
+    """Lines over the last `hours` ending at `now`; the y axis starts at 0."""
+    start = now - hours * 3600
+    shown = [s for s in samples if s.at >= start]
+    top = max([1, *(getattr(s, name) for s in shown for name, _ in SERIES)])
+
+    def x(at: float) -> float:
+        return PAD + (WIDTH - 2 * PAD) * (at - start) / max(1.0, now - start)
+
+    def y(value: int) -> float:
+        return HEIGHT - PAD - (HEIGHT - 2 * PAD) * value / top
+
+    lines = tuple(
+        Line(
+            name=name,
+            color=color,
+            points=" ".join(f"{x(s.at):.1f},{y(getattr(s, name)):.1f}" for s in shown),
+            last=getattr(shown[-1], name) if shown else 0,
+        )
+        for name, color in SERIES
+    )
+    return Chart(WIDTH, HEIGHT, top, hours, lines, empty=len(shown) < 2)

@@ -1,0 +1,191 @@
+"""The admin console: /_broker/admin and its POST actions.
+
+Every action is a plain HTML form carrying a CSRF token that is checked
+before anything else is read from it; after an action the browser is sent
+back to the console (POST-redirect-GET) with a signed one-line result, so a
+link cannot put words on an admin's screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, NoReturn
+
+import aiohttp_jinja2
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from ..appkeys import FLEET, REDIS, SIGNER, STORE
+from ..csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
+from ..identity import Identity
+from ..pages import problem
+from . import ops
+from .chart import chart
+from .guard import require_admin
+from .models import Done
+from .tokens import Tokens
+
+CONSOLE = "/_broker/admin"
+FLASH_AGE = 120.0
+CHART_HOURS = 6.0
+
+
+def ago(seconds: float | None) -> str:
+    """12s, 4m, 3h 05m: short enough for a table cell."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def clock(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
+
+
+async def console(request: web.Request) -> web.StreamResponse:
+    who = await require_admin(request)
+    if not isinstance(who, Identity):
+        return who
+    app = request.app
+    profiles, sessions, pods, waiting, reclaims, history, tokens = await asyncio.gather(
+        ops.profiles(app),
+        ops.sessions(app, busy=True),
+        ops.pods(app),
+        ops.queue(app),
+        ops.reclaims(app),
+        ops.history(app, CHART_HOURS),
+        Tokens(app[REDIS]).all(),
+    )
+    now = app[STORE].clock()
+    flash = app[SIGNER].verify("flash", request.query.get("r"), max_age=FLASH_AGE)
+    context: dict[str, Any] = {
+        "who": who,
+        "profiles": profiles,
+        "sessions": sessions,
+        "pods": pods,
+        "waiting": waiting,
+        "reclaims": reclaims,
+        "tokens": tokens,
+        "charts": {h.profile: chart(h.samples, now=now, hours=CHART_HOURS) for h in history},
+        "flash": flash,
+        "timezone": app[FLEET].spec.timezone,
+        "ago": ago,
+        "clock": clock,
+        "csrf_field": CSRF_FIELD,
+        "csrf_token": csrf_token(request, app[SIGNER]),
+    }
+    response = aiohttp_jinja2.render_template("admin/console.html", request, context)
+    attach_csrf_cookie(request, response)
+    return response
+
+
+async def _checked_form(
+    request: web.Request,
+) -> tuple[Identity, MultiDictProxy[Any]] | web.StreamResponse:
+    """The admin and their form, or 403 when either the person or the CSRF token is wrong."""
+    who = await require_admin(request)
+    if not isinstance(who, Identity):
+        return who
+    form = await request.post()
+    if not csrf_ok(request, request.app[SIGNER], str(form.get(CSRF_FIELD, ""))):
+        return problem(
+            request,
+            403,
+            "Form expired",
+            "This form is stale or was not sent from the console. Reload the console and try again.",
+        )
+    return who, form
+
+
+def _back(request: web.Request, done: Done) -> NoReturn:
+    token = request.app[SIGNER].sign("flash", {"ok": done.ok, "m": done.detail})
+    raise web.HTTPSeeOther(f"{CONSOLE}?r={token}")
+
+
+def _number(form: MultiDictProxy[Any], name: str) -> int | None:
+    value = str(form.get(name, "")).strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+async def reclaim(request: web.Request) -> web.StreamResponse:
+    checked = await _checked_form(request)
+    if not isinstance(checked, tuple):
+        return checked
+    who, form = checked
+    return _back(request, await ops.reclaim(request.app, str(form.get("user", "")), who.user))
+
+
+async def delete_pod(request: web.Request) -> web.StreamResponse:
+    checked = await _checked_form(request)
+    if not isinstance(checked, tuple):
+        return checked
+    who, form = checked
+    return _back(request, await ops.delete_pod(request.app, str(form.get("pod", "")), who.user))
+
+
+async def sizes(request: web.Request) -> web.StreamResponse:
+    checked = await _checked_form(request)
+    if not isinstance(checked, tuple):
+        return checked
+    who, form = checked
+    profile = str(form.get("profile", ""))
+    try:
+        if form.get("clear"):
+            return _back(request, await ops.clear_sizes(request.app, profile, who.user))
+        buffer = str(form.get("buffer", "")).strip() or None
+        done = await ops.set_sizes(
+            request.app,
+            profile,
+            who.user,
+            buffer=int(buffer) if buffer and buffer.isdigit() else buffer,
+            min=_number(form, "min"),
+            max=_number(form, "max"),
+        )
+    except ValueError as exc:
+        done = Done(ok=False, detail=str(exc))
+    except KeyError:
+        done = Done(ok=False, detail=f"no profile {profile!r}")
+    return _back(request, done)
+
+
+async def create_token(request: web.Request) -> web.StreamResponse:
+    checked = await _checked_form(request)
+    if not isinstance(checked, tuple):
+        return checked
+    who, form = checked
+    new = await Tokens(request.app[REDIS]).create(str(form.get("name", "")), who.user)
+    await request.app[STORE].audit(action="token_create", token=new.id, by=who.user)
+    return aiohttp_jinja2.render_template("admin/token.html", request, {"new": new, "who": who})
+
+
+async def revoke_token(request: web.Request) -> web.StreamResponse:
+    checked = await _checked_form(request)
+    if not isinstance(checked, tuple):
+        return checked
+    who, form = checked
+    token_id = str(form.get("id", ""))
+    revoked = await Tokens(request.app[REDIS]).revoke(token_id)
+    if revoked:
+        await request.app[STORE].audit(action="token_revoke", token=token_id, by=who.user)
+    return _back(
+        request,
+        Done(ok=revoked, detail=f"token {token_id} revoked" if revoked else f"no token {token_id}"),
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(CONSOLE, console)
+    app.router.add_post(f"{CONSOLE}/reclaim", reclaim)
+    app.router.add_post(f"{CONSOLE}/delete-pod", delete_pod)
+    app.router.add_post(f"{CONSOLE}/sizes", sizes)
+    app.router.add_post(f"{CONSOLE}/tokens", create_token)
+    app.router.add_post(f"{CONSOLE}/tokens/revoke", revoke_token)

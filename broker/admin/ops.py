@@ -1,0 +1,253 @@
+"""The admin's reads and actions, shared by the console and the JSON API.
+
+Reads come from Redis (so every replica shows the same fleet) and are
+cheap enough for a page load; "busy now" asks each claimed WebUI's progress
+API concurrently with a short timeout. Actions go through the same fleet
+calls as the reaper and the controller, and each is written to the audit
+stream with the admin's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import aiohttp
+from aiohttp import web
+
+from fleet import PodInfo, PodState, Profile, SizeError, make_probe
+from reaper import Reason, end_session
+
+from ..appkeys import AUTOSCALER, FLEET, HISTORY, HTTP, ROUTER, STORE
+from .models import (
+    AuditView,
+    Done,
+    HistoryView,
+    OverrideView,
+    PodView,
+    ProfileView,
+    SampleView,
+    SessionView,
+    Sizes,
+    WaiterView,
+)
+
+BUSY_TIMEOUT = 2.0
+
+
+def sizes_of(profile: Profile) -> Sizes:
+    return Sizes(min=profile.min, buffer=profile.buffer, max=profile.max)
+
+
+async def profiles(app: web.Application) -> list[ProfileView]:
+    store, history = app[STORE], app[HISTORY]
+    spec = app[FLEET].spec
+    sizings = await app[AUTOSCALER].sizings(spec)
+    names = [s.base.name for s in sizings]
+    states = Counter((p.profile, str(p.state)) for p in await store.pods(names))
+    out = []
+    for sizing in sizings:
+        base = sizing.base
+        waiting = (await store.counts(base.name))["queue"]
+        starts = await history.recent_starts(base.name)
+        nxt = base.schedule[sizing.next_entry] if sizing.next_entry is not None else None
+        over = sizing.override
+        out.append(
+            ProfileView(
+                name=base.name,
+                display_name=base.display_name,
+                gpu=base.gpu,
+                warming=states[(base.name, "warming")],
+                ready=states[(base.name, "ready")],
+                claimed=states[(base.name, "claimed")],
+                deleting=states[(base.name, "deleting")],
+                queue=waiting,
+                sizes=sizes_of(sizing.effective),
+                file=sizes_of(base),
+                schedule_entry=sizing.entry,
+                scheduled_since=sizing.fired_at,
+                override=OverrideView(
+                    min=over.min, buffer=over.buffer, max=over.max, at=over.at, by=over.by
+                )
+                if over
+                else None,
+                next_change_at=sizing.next_at,
+                next_change=sizes_of(base.with_schedule(nxt)) if nxt else None,
+                typical_start_seconds=sorted(starts)[len(starts) // 2] if starts else None,
+            )
+        )
+    return out
+
+
+async def _busy(app: web.Application, pod: PodInfo) -> bool | None:
+    try:
+        profile = app[FLEET].spec.profile(pod.profile)
+        return await asyncio.wait_for(
+            make_probe(profile.probe).busy(app[HTTP], pod.addr), BUSY_TIMEOUT
+        )
+    except (KeyError, TimeoutError, aiohttp.ClientError, ValueError):
+        return None
+
+
+async def sessions(app: web.Application, *, busy: bool = True) -> list[SessionView]:
+    store = app[STORE]
+    now = store.clock()
+    claimed = [
+        p
+        for p in await store.pods(p.name for p in app[FLEET].spec.profiles)
+        if p.state is PodState.CLAIMED and p.user
+    ]
+    seen = await store.last_activity([p.user for p in claimed])
+    probes = (
+        await asyncio.gather(*(_busy(app, p) for p in claimed)) if busy else [None] * len(claimed)
+    )
+    out = []
+    for pod, is_busy in zip(claimed, probes, strict=True):
+        last = seen.get(pod.user)
+        out.append(
+            SessionView(
+                user=pod.user,
+                pod=pod.id,
+                profile=pod.profile,
+                since=pod.claimed_at,
+                age_seconds=max(0.0, now - pod.claimed_at),
+                last_activity=last,
+                idle_seconds=max(0.0, now - last) if last is not None else None,
+                busy=is_busy,
+            )
+        )
+    return sorted(out, key=lambda s: s.since)
+
+
+async def pods(app: web.Application) -> list[PodView]:
+    found = await app[STORE].pods(p.name for p in app[FLEET].spec.profiles)
+    return [
+        PodView(
+            id=p.id,
+            profile=p.profile,
+            state=str(p.state),
+            user=p.user,
+            created=p.created,
+            ready_at=p.ready_at,
+            claimed_at=p.claimed_at,
+        )
+        for p in sorted(found, key=lambda p: (p.profile, p.created))
+    ]
+
+
+async def queue(app: web.Application) -> list[WaiterView]:
+    store = app[STORE]
+    now = store.clock()
+    out = []
+    for profile in app[FLEET].spec.profiles:
+        for index, (user, joined, seen) in enumerate(await store.queue_members(profile.name)):
+            out.append(
+                WaiterView(
+                    user=user,
+                    profile=profile.name,
+                    position=index + 1,
+                    joined=joined,
+                    waiting_seconds=max(0.0, now - joined),
+                    seen_seconds_ago=max(0.0, now - seen),
+                )
+            )
+    return out
+
+
+async def reclaims(app: web.Application, count: int = 30) -> list[AuditView]:
+    """Sessions and pods that ended lately (reaper, controller, admins), newest first."""
+    events = [e for e in await app[STORE].recent_audit(count * 2) if e.get("reason")]
+    out = []
+    for e in events[:count]:
+        at = e.get("at") or e["id"].split("-")[0]
+        try:
+            when: float | None = float(at) / (1000 if "at" not in e else 1)
+        except ValueError:
+            when = None
+        fields = {k: e.get(k, "") for k in ("user", "pod", "profile", "reason", "by", "detail")}
+        out.append(AuditView(id=e["id"], at=when, **fields))
+    return out
+
+
+async def history(app: web.Application, hours: float = 6.0) -> list[HistoryView]:
+    since = app[STORE].clock() - hours * 3600
+    out = []
+    for profile in app[FLEET].spec.profiles:
+        samples = await app[HISTORY].series(profile.name, since)
+        out.append(
+            HistoryView(
+                profile=profile.name,
+                samples=[
+                    SampleView(
+                        at=s.at, warming=s.warming, ready=s.ready, claimed=s.claimed, queue=s.queue
+                    )
+                    for s in samples
+                ],
+            )
+        )
+    return out
+
+
+async def reclaim(app: web.Application, user: str, by: str) -> Done:
+    """End a user's session now; their pod is deleted (single-use) and they are told why."""
+    if not await end_session(app[STORE], user, Reason.ADMIN):
+        return Done(ok=False, detail=f"{user} has no session")
+    app[ROUTER].forget(user)
+    await app[STORE].audit(action="reclaim", user=user, by=by)
+    return Done(ok=True, detail=f"reclaimed the session of {user}")
+
+
+async def delete_pod(app: web.Application, pod_id: str, by: str) -> Done:
+    """Delete a pod; a claimed pod's session ends as an admin reclaim."""
+    store = app[STORE]
+    pod = await store.pod(pod_id)
+    if pod is None or pod.state is PodState.DELETING:
+        return Done(ok=False, detail=f"no pod {pod_id} (or it is already being deleted)")
+    if pod.state is PodState.CLAIMED and pod.user:
+        claim = await store.lookup(pod.user)
+        if claim is not None and claim.pod == pod_id:
+            done = await reclaim(app, pod.user, by)
+            return Done(ok=done.ok, detail=f"deleted pod {pod_id}; {done.detail}")
+    ended = await store.end_pod(pod_id, str(Reason.ADMIN))
+    if ended is None:
+        return Done(ok=False, detail=f"pod {pod_id} changed meanwhile; try again")
+    await store.audit(
+        pod=pod_id, profile=ended.profile, reason=str(Reason.ADMIN), by=by, detail="pod deleted"
+    )
+    return Done(ok=True, detail=f"deleted pod {pod_id}")
+
+
+async def set_sizes(
+    app: web.Application,
+    profile: str,
+    by: str,
+    *,
+    buffer: int | str | None = None,
+    min: int | None = None,
+    max: int | None = None,
+) -> Done:
+    """Change a profile's sizes for now; KeyError for an unknown profile."""
+    if buffer is None and min is None and max is None:
+        return Done(ok=False, detail="give at least one of buffer, min, max")
+    try:
+        over = await app[AUTOSCALER].set_override(profile, buffer=buffer, min=min, max=max, by=by)
+    except SizeError as exc:
+        return Done(ok=False, detail=str(exc))
+    sizes = ", ".join(
+        f"{k} {v}"
+        for k, v in (("min", over.min), ("buffer", over.buffer), ("max", over.max))
+        if v is not None
+    )
+    await app[STORE].audit(action="sizes", profile=profile, by=by, detail=sizes)
+    return Done(ok=True, detail=f"{profile}: {sizes} until the next schedule change")
+
+
+async def clear_sizes(app: web.Application, profile: str, by: str) -> Done:
+    removed = await app[AUTOSCALER].clear_override(profile)
+    await app[STORE].audit(action="sizes", profile=profile, by=by, detail="override cleared")
+    return Done(
+        ok=True,
+        detail=f"{profile}: back to the file and its schedule"
+        if removed
+        else f"{profile}: had no override",
+    )

@@ -1,0 +1,63 @@
+"""Bearer tokens for the admin JSON API: created and revoked by an admin, stored hashed.
+
+A token is 256 random bits, so a plain SHA-256 is enough to make a stolen
+Redis dump useless (no slow hash needed: there is nothing to brute-force).
+The token itself is shown once, at creation. Lookups are one HGET by hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from fleet import keys
+
+from .models import NewToken, TokenView
+
+PREFIX = "sdbt_"
+MAX_TOKEN = 128
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Tokens:
+    def __init__(self, redis: Redis, *, clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
+        self.clock = clock
+
+    async def create(self, name: str, by: str) -> NewToken:
+        token = PREFIX + secrets.token_urlsafe(32)
+        key = digest(token)
+        view = TokenView(
+            id=key[:12], name=name.strip()[:64] or "unnamed", created=self.clock(), by=by
+        )
+        await self.redis.hset(keys.API_TOKENS, key, view.model_dump_json())
+        return NewToken(**view.model_dump(), token=token)
+
+    async def verify(self, token: str | None) -> TokenView | None:
+        """The token's record, or None for anything unknown, revoked or malformed."""
+        if not token or not token.startswith(PREFIX) or len(token) > MAX_TOKEN:
+            return None
+        raw = await self.redis.hget(keys.API_TOKENS, digest(token))
+        return TokenView.model_validate_json(raw) if raw else None
+
+    async def all(self) -> list[TokenView]:
+        raw = await self.redis.hgetall(keys.API_TOKENS)
+        views = [TokenView.model_validate(json.loads(v)) for v in raw.values()]
+        return sorted(views, key=lambda v: v.created)
+
+    async def revoke(self, token_id: str) -> bool:
+        """Revoke by the id shown in the console (the first 12 hex digits of the hash)."""
+        if len(token_id) != 12:
+            return False
+        for key in await self.redis.hkeys(keys.API_TOKENS):
+            if key.startswith(token_id):
+                return bool(await self.redis.hdel(keys.API_TOKENS, key))
+        return False

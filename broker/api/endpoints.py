@@ -1,0 +1,229 @@
+"""The admin JSON API under /_broker/api/v1: one table of endpoints, one dispatcher.
+
+Bearer tokens only, never the browser's cookies: a cross-site page can make
+a browser send cookies but not an Authorization header, so the API needs no
+CSRF token. Each endpoint names its body model and its response type; the
+dispatcher validates the one and serialises the other, and openapi.py
+documents both from this same table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from fleet import REDIS_DOWN
+
+from ..admin import ops
+from ..admin.models import (
+    AuditView,
+    Done,
+    HistoryView,
+    NewToken,
+    PodView,
+    ProfileView,
+    SessionView,
+    TokenView,
+    WaiterView,
+)
+from ..admin.tokens import Tokens
+from ..appkeys import REDIS, STORE
+from ..metrics import redis_error
+from .models import SizeChange, TokenCreate
+
+BASE = "/_broker/api/v1"
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # below BASE, aiohttp style: /sessions/{user}/reclaim
+    summary: str
+    handler: Handler  # (request, token, body?) -> response object
+    response: Any
+    body: type[BaseModel] | None = None
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON type, description)
+    status: int = 200
+    fail_status: int = 0  # status when the handler returns Done(ok=False)
+    public: bool = False
+
+    @property
+    def full_path(self) -> str:
+        return BASE + self.path
+
+
+def problem(status: int, error: str, detail: str, **headers: str) -> web.Response:
+    return web.json_response({"error": error, "detail": detail}, status=status, headers=headers)
+
+
+def _flag(request: web.Request, name: str, default: bool) -> bool:
+    value = request.query.get(name)
+    return default if value is None else value.lower() in ("1", "true", "yes")
+
+
+def _number(request: web.Request, name: str, default: float, top: float) -> float:
+    try:
+        return min(top, max(0.0, float(request.query.get(name, default))))
+    except ValueError:
+        return default
+
+
+# --- handlers: (request, token[, body]) -> a response object --------------------------
+
+
+async def list_profiles(request: web.Request, token: TokenView) -> list[ProfileView]:
+    return await ops.profiles(request.app)
+
+
+async def list_sessions(request: web.Request, token: TokenView) -> list[SessionView]:
+    return await ops.sessions(request.app, busy=_flag(request, "busy", True))
+
+
+async def reclaim_session(request: web.Request, token: TokenView) -> Done:
+    return await ops.reclaim(request.app, request.match_info["user"], f"token:{token.name}")
+
+
+async def list_pods(request: web.Request, token: TokenView) -> list[PodView]:
+    return await ops.pods(request.app)
+
+
+async def delete_pod(request: web.Request, token: TokenView) -> Done:
+    return await ops.delete_pod(request.app, request.match_info["pod"], f"token:{token.name}")
+
+
+async def list_queue(request: web.Request, token: TokenView) -> list[WaiterView]:
+    return await ops.queue(request.app)
+
+
+async def list_reclaims(request: web.Request, token: TokenView) -> list[AuditView]:
+    return await ops.reclaims(request.app, int(_number(request, "count", 30, 500)))
+
+
+async def get_history(request: web.Request, token: TokenView) -> list[HistoryView]:
+    return await ops.history(request.app, _number(request, "hours", 6, 24))
+
+
+async def set_sizes(request: web.Request, token: TokenView, body: SizeChange) -> Done:
+    name = request.match_info["profile"]
+    by = f"token:{token.name}"
+    try:
+        return await ops.set_sizes(
+            request.app, name, by, buffer=body.buffer, min=body.min, max=body.max
+        )
+    except KeyError:
+        return Done(ok=False, detail=f"no profile {name!r}")
+
+
+async def clear_sizes(request: web.Request, token: TokenView) -> Done:
+    name = request.match_info["profile"]
+    try:
+        return await ops.clear_sizes(request.app, name, f"token:{token.name}")
+    except KeyError:
+        return Done(ok=False, detail=f"no profile {name!r}")
+
+
+async def list_tokens(request: web.Request, token: TokenView) -> list[TokenView]:
+    return await Tokens(request.app[REDIS]).all()
+
+
+async def create_token(request: web.Request, token: TokenView, body: TokenCreate) -> NewToken:
+    new = await Tokens(request.app[REDIS]).create(body.name, f"token:{token.name}")
+    await request.app[STORE].audit(action="token_create", token=new.id, by=f"token:{token.name}")
+    return new
+
+
+async def revoke_token(request: web.Request, token: TokenView) -> Done:
+    token_id = request.match_info["id"]
+    revoked = await Tokens(request.app[REDIS]).revoke(token_id)
+    if revoked:
+        await request.app[STORE].audit(
+            action="token_revoke", token=token_id, by=f"token:{token.name}"
+        )
+    return Done(
+        ok=revoked, detail=f"token {token_id} revoked" if revoked else f"no token {token_id}"
+    )
+
+
+async def openapi_json(request: web.Request, token: TokenView | None) -> dict[str, Any]:
+    from .openapi import document  # the document is built from this module's table
+
+    return document()
+
+
+API: list[Endpoint] = [
+    Endpoint("GET", "/fleet", "Profiles: pods by state, queue, sizes and why", list_profiles, list[ProfileView]),
+    Endpoint("GET", "/sessions", "Sessions: user, pod, age, idle for, busy now", list_sessions, list[SessionView],
+             query=(("busy", "boolean", "ask each WebUI whether it is generating (default true)"),)),
+    Endpoint("POST", "/sessions/{user}/reclaim", "End a user's session now (the pod is deleted)",
+             reclaim_session, Done, fail_status=404),
+    Endpoint("GET", "/pods", "Every pod the fleet knows", list_pods, list[PodView]),
+    Endpoint("DELETE", "/pods/{pod}", "Delete a pod (a claimed pod's session ends)", delete_pod, Done,
+             fail_status=404),
+    Endpoint("GET", "/queue", "People waiting, first come first", list_queue, list[WaiterView]),
+    Endpoint("GET", "/reclaims", "Recent reclaims from the audit stream, newest first", list_reclaims,
+             list[AuditView], query=(("count", "integer", "how many (default 30, at most 500)"),)),
+    Endpoint("GET", "/history", "claimed/ready/queue over time per profile", get_history, list[HistoryView],
+             query=(("hours", "number", "how far back (default 6, at most 24)"),)),
+    Endpoint("PUT", "/profiles/{profile}/sizes", "Change a profile's sizes until the next schedule change",
+             set_sizes, Done, body=SizeChange, fail_status=422),
+    Endpoint("DELETE", "/profiles/{profile}/sizes", "Drop the override: back to the file and its schedule",
+             clear_sizes, Done, fail_status=404),
+    Endpoint("GET", "/tokens", "API tokens (never the tokens themselves)", list_tokens, list[TokenView]),
+    Endpoint("POST", "/tokens", "Create a token; the answer is the only time it is shown", create_token,
+             NewToken, body=TokenCreate, status=201),
+    Endpoint("DELETE", "/tokens/{id}", "Revoke a token by its id", revoke_token, Done, fail_status=404),
+    Endpoint("GET", "/openapi.json", "This document", openapi_json, None, public=True),
+]  # fmt: skip
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def dispatcher(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    adapter = TypeAdapter(endpoint.response) if endpoint.response is not None else None
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            token = await Tokens(request.app[REDIS]).verify(bearer(request))
+            if token is None and not endpoint.public:
+                return problem(
+                    401,
+                    "Not authorised",
+                    "Send Authorization: Bearer <token>; an admin creates tokens in /_broker/admin.",
+                    **{"WWW-Authenticate": 'Bearer realm="sdbroker"'},
+                )
+            args: list[Any] = [request, token]
+            if endpoint.body is not None:
+                try:
+                    args.append(endpoint.body.model_validate_json(await request.read()))
+                except ValidationError as exc:
+                    detail = "; ".join(
+                        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                        for e in exc.errors()
+                    )
+                    return problem(422, "Invalid body", detail)
+            result = await endpoint.handler(*args)
+        except REDIS_DOWN:
+            redis_error()
+            return problem(
+                503, "Temporarily unavailable", "Redis is unreachable.", **{"Retry-After": "5"}
+            )
+        if isinstance(result, Done) and not result.ok and endpoint.fail_status:
+            return problem(endpoint.fail_status, "Not done", result.detail)
+        body = adapter.dump_json(result) if adapter is not None else json.dumps(result).encode()
+        return web.Response(body=body, status=endpoint.status, content_type="application/json")
+
+    return handle
+
+
+def add_routes(app: web.Application) -> None:
+    for endpoint in API:
+        app.router.add_route(endpoint.method, endpoint.full_path, dispatcher(endpoint))

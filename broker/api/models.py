@@ -1,0 +1,30 @@
+"""Request bodies of the admin API (responses are the console's models in broker.admin.models)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _In(BaseModel):
+    """Closed: a misspelt field is a 422, not a silently ignored change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SizeChange(_In):
+    """A profile's sizes for now; omitted fields keep their scheduled value."""
+
+    min: int | None = Field(None, ge=0)
+    buffer: int | str | None = Field(None, description='a count, or "N%" of claimed pods')
+    max: int | None = Field(None, ge=1)
+
+
+class TokenCreate(_In):
+    name: str = Field(min_length=1, max_length=64, description="what the token is for")
+
+
+class Problem(BaseModel):
+    """Every error: what went wrong, and what to do about it."""
+
+    error: str
+    detail: str

@@ -1,0 +1,215 @@
+"""Prometheus metrics at /_broker/metrics, for admins and for SDB_METRICS_CIDRS.
+
+Two kinds, on purpose:
+- what *this* process did (claims it made, requests it proxied, sockets it
+  holds) are counters and histograms in the default registry, next to the
+  reaper's `sdbroker_reclaims_total`; sum them over replicas;
+- what the *fleet* is (pods by state, people waiting, sizes in force) is read
+  from Redis at scrape time, so every replica reports the same numbers and a
+  dashboard can take `max by (profile)` without double counting.
+
+The proxy path pays one dict lookup, a counter increment and a histogram
+observation per request: label children are cached, nothing touches Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from ipaddress import ip_address
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from fleet import REDIS_DOWN, keys
+
+from .admin.guard import require_admin
+from .appkeys import AUTOSCALER, FLEET, SETTINGS, STORE
+from .identity import Identity
+
+CLAIMS = Counter(
+    "sdbroker_claims",
+    "New claims made by this broker: source=warm took a Ready pod at once, queued waited in line.",
+    ["profile", "source"],
+)
+CLAIM_DURATION = Histogram(
+    "sdbroker_claim_duration_seconds",
+    "Time to make a new claim: the Lua call plus writing the claim on the pod.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WAIT = Histogram(
+    "sdbroker_wait_seconds",
+    "Time people spent in the waiting queue before they got a pod.",
+    buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+)
+POD_START = Histogram(
+    "sdbroker_pod_start_seconds",
+    "Time from creating a pod to its WebUI answering (observed by the leading controller).",
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200),
+)
+PROXY_REQUESTS = Counter(
+    "sdbroker_proxy_requests",
+    "Requests to the WebUI side (every path outside /_broker/).",
+    ["code"],
+)
+PROXY_DURATION = Histogram(
+    "sdbroker_proxy_request_duration_seconds",
+    "Time to serve a proxied HTTP request, streaming included (WebSockets excluded).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+WEBSOCKETS = Gauge("sdbroker_websockets_open", "WebSockets this broker is bridging now.")
+REDIS_ERRORS = Counter(
+    "sdbroker_redis_errors", "Requests that failed because Redis was unreachable."
+)
+
+_by_code: dict[int, Counter] = {}
+
+
+def count_request(code: int, seconds: float | None) -> None:
+    child = _by_code.get(code)
+    if child is None:
+        child = _by_code[code] = PROXY_REQUESTS.labels(str(code))
+    child.inc()
+    if seconds is not None:
+        PROXY_DURATION.observe(seconds)
+
+
+def count_claim(profile: str, waited: float | None) -> None:
+    """FleetStore.on_claim: a new claim, from a warm pod or after waiting in line."""
+    CLAIMS.labels(profile, "warm" if waited is None else "queued").inc()
+    if waited is not None:
+        WAIT.observe(max(0.0, waited))
+
+
+def claim_took(profile: str, seconds: float) -> None:
+    """Fleet.on_claimed."""
+    CLAIM_DURATION.observe(seconds)
+
+
+def pod_started(profile: str, seconds: float) -> None:
+    """Controller.on_ready."""
+    POD_START.observe(seconds)
+
+
+def redis_error() -> None:
+    REDIS_ERRORS.inc()
+
+
+def instrument(handler: Handler) -> Handler:
+    """Wrap the catch-all handler: status code and duration of every WebUI-side request."""
+
+    async def measured(request: web.Request) -> web.StreamResponse:
+        websocket = request.headers.get("Upgrade", "").lower() == "websocket"
+        started = time.perf_counter()
+        code = 500
+        if websocket:
+            WEBSOCKETS.inc()
+        try:
+            response = await handler(request)
+            code = response.status
+            return response
+        except web.HTTPException as exc:
+            code = exc.status
+            raise
+        except asyncio.CancelledError:
+            code = 499  # the client went away first (nginx's convention)
+            raise
+        except REDIS_DOWN:
+            REDIS_ERRORS.inc()
+            raise
+        finally:
+            if websocket:
+                WEBSOCKETS.dec()
+            count_request(code, None if websocket else time.perf_counter() - started)
+
+    return measured
+
+
+class _Families:
+    """A one-scrape collector for the gauges read from Redis."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+async def fleet_families(app: web.Application) -> list[Metric]:
+    """Pods by state, queue length and sizes in force per profile, from Redis (replicas agree)."""
+    store = app[STORE]
+    sizings = await app[AUTOSCALER].sizings(app[FLEET].spec)
+    names = [s.base.name for s in sizings]
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            for key in (*keys.pod_states(name), keys.queue(name)):
+                pipe.zcard(key)
+        pipe.smembers(keys.DELETING)
+        *counts, deleting = await pipe.execute()
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for pod_id in deleting:
+            pipe.hget(keys.pod(pod_id), "profile")
+        deleting_profiles = await pipe.execute() if deleting else []
+    pods = GaugeMetricFamily(
+        "sdbroker_pods", "Pods by profile and state.", labels=["profile", "state"]
+    )
+    queue = GaugeMetricFamily(
+        "sdbroker_queue_length", "People waiting, by profile.", labels=["profile"]
+    )
+    size = GaugeMetricFamily(
+        "sdbroker_profile_size",
+        "Sizes in force (schedule and admin overrides applied); buffer as a pod count now.",
+        labels=["profile", "bound"],
+    )
+    for i, sizing in enumerate(sizings):
+        name = sizing.base.name
+        warming, ready, claimed, waiting = counts[i * 4 : i * 4 + 4]
+        for state, value in (("warming", warming), ("ready", ready), ("claimed", claimed)):
+            pods.add_metric([name, state], value)
+        pods.add_metric([name, "deleting"], sum(1 for p in deleting_profiles if p == name))
+        queue.add_metric([name], waiting)
+        effective = sizing.effective
+        size.add_metric([name, "min"], effective.min)
+        size.add_metric([name, "max"], effective.max)
+        size.add_metric([name, "buffer"], effective.buffer_for(claimed + waiting))
+    return [pods, queue, size]
+
+
+def _in_cidrs(app: web.Application, peer: str | None) -> bool:
+    cidrs = app[SETTINGS].metrics_cidrs
+    if not peer or not cidrs:
+        return False
+    try:
+        addr = ip_address(peer)
+    except ValueError:
+        return False
+    return any(addr in net for net in cidrs)
+
+
+async def metrics_page(request: web.Request) -> web.StreamResponse:
+    """The Prometheus text format; fleet gauges are read from Redis for this very scrape."""
+    if not _in_cidrs(request.app, request.remote):
+        identity = await require_admin(request)
+        if not isinstance(identity, Identity):
+            return identity
+    try:
+        families = await fleet_families(request.app)
+    except REDIS_DOWN:
+        REDIS_ERRORS.inc()
+        families = []
+    body = generate_latest(REGISTRY) + generate_latest(_Families(families))  # type: ignore[arg-type]
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+__all__ = [
+    "claim_took",
+    "count_claim",
+    "instrument",
+    "metrics_page",
+    "pod_started",
+    "redis_error",
+]

@@ -1,0 +1,278 @@
+"""The waiting room: /_broker/wait and its live stream /_broker/events.
+
+When no pod is free the user is in a FIFO queue per profile (claim.lua
+decides who gets the next Ready pod). This module only shows the wait
+honestly and ends it by itself:
+
+- the page shows the position, an estimate (fleet.forecast) and progress,
+  and opens an event stream; the stream tries the claim again whenever the
+  fleet changes (a pod became ready, a session ended) and sends `ready`
+  when the user has their pod, and the page goes on into the WebUI;
+- an open stream keeps the user's place (FleetStore.see_waiting every
+  tick); without one for SDB_QUEUE_GRACE the place is given up, so a closed
+  tab does not hold up everyone behind it. Reloading keeps the place;
+- scripts get 503 with Retry-After and the same facts as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from fleet import (
+    REDIS_DOWN,
+    Autoscaler,
+    Claim,
+    Eta,
+    Fleet,
+    FleetStore,
+    History,
+    Outlook,
+    Waiting,
+    estimate,
+    read_outlook,
+)
+
+from .appkeys import FLEET, ROUTER, STORE
+from .identity import Identity
+from .metrics import redis_error
+from .pages import problem, wants_html
+from .redirects import safe_next
+
+log = logging.getLogger(__name__)
+WAIT_PATH = "/_broker/wait"
+EVENTS_PATH = "/_broker/events"
+TICK = 1.0  # seconds between position updates on an open stream
+CLAIM_EVERY = 5.0  # a claim attempt at least this often, events or not
+OUTLOOK_TTL = 1.0  # one outlook read per profile per second, however many people wait
+WAKE_ON = {"claim", "release", "queue", "ready", "rebuild", "scale", "spec"}
+
+
+def describe(eta: Eta | None) -> str:
+    """Words for an estimate: honest about being one, and about not having one."""
+    if eta is None or eta.seconds is None:
+        return "no estimate yet" if eta is None or eta.phase != "full" else "until someone leaves"
+    s = eta.seconds
+    if s < 5:
+        return "any moment now"
+    if s < 90:
+        return f"about {int(round(s / 5) * 5)} seconds"
+    if s < 5400:
+        return f"about {round(s / 60)} minutes"
+    return f"about {s / 3600:.1f} hours"
+
+
+class WaitingRoom:
+    """Per broker: wakes waiting streams on fleet events and shares outlook reads."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        store: FleetStore,
+        history: History,
+        autoscaler: Autoscaler,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.history = history
+        self.autoscaler = autoscaler
+        self.clock = clock
+        self._changed: dict[str, asyncio.Event] = {}
+        self._outlooks: dict[str, tuple[float, Outlook]] = {}
+
+    def on_event(self, kind: str, args: list[str]) -> None:
+        """Pub/sub handler: something changed for a profile (or all of them)."""
+        if kind not in WAKE_ON:
+            return
+        names = [args[0]] if args and kind not in ("rebuild", "spec") else list(self._changed)
+        for name in names:
+            self._outlooks.pop(name, None)
+            event = self._changed.pop(name, None)
+            if event is not None:
+                event.set()
+
+    async def changed(self, profile: str, timeout: float) -> bool:
+        """Wait until the profile changes or `timeout` passes; True when it changed."""
+        event = self._changed.setdefault(profile, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        return False
+
+    async def outlook(self, profile: str) -> Outlook:
+        now = self.clock()
+        cached = self._outlooks.get(profile)
+        if cached is not None and now - cached[0] < OUTLOOK_TTL:
+            return cached[1]
+        spec = self.fleet.spec
+        sized = {p.name: p for p in await self.autoscaler.effective(spec)}
+        outlook = await read_outlook(self.store, self.history, spec, sized[profile], now)
+        self._outlooks[profile] = (now, outlook)
+        return outlook
+
+    async def status(self, result: Waiting) -> dict[str, Any]:
+        """What the page shows: position, estimate, phase and a sentence."""
+        if result.rebuilding:
+            return {
+                "position": 0,
+                "queue": 0,
+                "eta": None,
+                "phase": "rebuilding",
+                "estimate": "a moment",
+                "message": "The broker is recovering its records; your WebUI will be back in a moment.",
+            }
+        eta: Eta | None = None
+        try:
+            profile = self.fleet.spec.profile(result.profile)
+            outlook = await self.outlook(result.profile)
+            eta = estimate(outlook, result.position)
+        except KeyError:
+            return {"position": result.position, "queue": result.queue_length, "eta": None,
+                    "phase": "starting", "estimate": describe(None), "message": "Waiting for a WebUI."}  # fmt: skip
+        if eta.phase == "ready":
+            message = "A WebUI is free for you; taking you there."
+        elif eta.phase == "starting":
+            message = f"A {profile.display_name} WebUI is starting for you."
+        else:
+            message = (
+                f"All {outlook.max} {profile.display_name} WebUIs are in use. "
+                "You get the next one that frees up."
+            )
+        return {
+            "position": result.position,
+            "queue": result.queue_length,
+            "eta": None if eta.seconds is None else round(eta.seconds, 1),
+            "phase": eta.phase,
+            "estimate": describe(eta),
+            "message": message,
+        }
+
+
+WAITING_ROOM = web.AppKey("waiting_room", WaitingRoom)
+
+
+async def respond(request: web.Request, identity: Identity, result: Waiting) -> web.StreamResponse:
+    """The gateway's answer while the user waits: the wait page for people, 503 JSON otherwise."""
+    target = safe_next(request.path_qs)
+    if wants_html(request) and request.method == "GET":
+        raise web.HTTPFound(f"{WAIT_PATH}?{urlencode({'next': target})}")
+    try:
+        status = await request.app[WAITING_ROOM].status(result)
+    except REDIS_DOWN:
+        redis_error()
+        status = {"position": result.position, "queue": result.queue_length, "eta": None}
+    retry = 5 if status.get("eta") is None else int(min(60, max(2, status["eta"])))
+    body = {
+        "error": "No WebUI ready yet",
+        "detail": status.get("message", "Waiting for a WebUI."),
+        **status,
+        "wait": f"{WAIT_PATH}?{urlencode({'next': target})}",
+        "events": EVENTS_PATH,
+    }
+    return web.json_response(body, status=503, headers={"Retry-After": str(retry)})
+
+
+async def _identify(request: web.Request) -> Identity | web.StreamResponse:
+    from .gateway import authenticate  # the gateway imports this module: resolve at call time
+
+    return await authenticate(request)
+
+
+async def wait_page(request: web.Request) -> web.StreamResponse:
+    """GET /_broker/wait?next=/path: the waiting page (reloading it keeps the place)."""
+    identity = await _identify(request)
+    if not isinstance(identity, Identity):
+        return identity
+    target = safe_next(request.query.get("next"))
+    from .chooser import needs_choice  # chooser and waiting room link to each other
+
+    choose = await needs_choice(request, identity.user, target)
+    if choose is not None:
+        return choose
+    try:
+        result = await request.app[ROUTER].route(identity.user)
+        if isinstance(result, Claim):
+            raise web.HTTPFound(target)
+        status = await request.app[WAITING_ROOM].status(result)
+    except REDIS_DOWN:
+        redis_error()
+        return problem(request, 503, "Temporarily unavailable",
+                       "The broker cannot reach its database. Retrying shortly.", retry_after=5)  # fmt: skip
+    profiles = request.app[FLEET].spec.profiles
+    context = {
+        **status,
+        "next": target,
+        "events": f"{EVENTS_PATH}?{urlencode({'next': target})}",
+        "identity": identity,
+        "several": len(profiles) > 1,
+        "profile": request.app[FLEET].spec.profile(result.profile).display_name
+        if result.profile
+        else "",
+    }
+    response = aiohttp_jinja2.render_template("waiting.html", request, context, status=503)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """GET /_broker/events: live position and estimate; `ready` when the pod is the user's."""
+    identity = await _identify(request)
+    if not isinstance(identity, Identity):
+        return identity
+    app = request.app
+    room, router, store = app[WAITING_ROOM], app[ROUTER], app[STORE]
+    target = safe_next(request.query.get("next"))
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                 "X-Accel-Buffering": "no"}  # fmt: skip
+    )
+    await response.prepare(request)
+    user = identity.user
+    waiting: Waiting | None = None
+    last_claim = 0.0
+    woke = True
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            try:
+                now = time.monotonic()
+                seen = None
+                if waiting is not None and not woke and now - last_claim < CLAIM_EVERY:
+                    seen = await store.see_waiting(user, waiting.profile)
+                if seen is not None and waiting is not None:
+                    waiting = Waiting(waiting.profile, *seen)
+                else:
+                    last_claim = now
+                    result = await router.route(user)
+                    if isinstance(result, Claim):
+                        await response.write(_sse("ready", {"next": target}))
+                        return response
+                    waiting = result
+                await response.write(_sse("status", await room.status(waiting)))
+            except REDIS_DOWN:
+                redis_error()
+                await response.write(_sse("status", {"phase": "unavailable", "eta": None,
+                    "message": "The broker cannot reach its database. Retrying."}))  # fmt: skip
+            woke = await room.changed(waiting.profile if waiting else "", TICK)
+    except ConnectionResetError:  # the tab closed: its place lasts SDB_QUEUE_GRACE more
+        return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(WAIT_PATH, wait_page)
+    app.router.add_get(EVENTS_PATH, events)

@@ -1,0 +1,159 @@
+"""`sdbroker fleet render`: the Agones Fleet and FleetAutoscaler for agones profiles.
+
+Both are checked against the rules Agones' admission webhook applies to a
+Buffer policy, because the CRD schema alone accepts policies the webhook
+then refuses at apply time.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .backends.kubepods import MANAGED_BY, PROFILE, pod_template
+from .spec import AgonesProfile, FleetSpec, Profile
+
+WEBUI_NAME = "sdbroker-webui"
+
+
+class RenderError(ValueError):
+    """The profile cannot be expressed as an Agones Fleet + FleetAutoscaler."""
+
+
+def buffer_policy(profile: Profile) -> dict[str, Any]:
+    """Agones' Buffer policy for a profile, or RenderError saying plainly why not."""
+    buffer = profile.buffer
+    if buffer in (0, "0%"):
+        raise RenderError(
+            f"profile {profile.name}: buffer 0 cannot be rendered: Agones' Buffer policy cannot scale "
+            "to zero (bufferSize must be at least 1, agones#1782). Use buffer >= 1, or the kubernetes "
+            "backend, where buffer: 0 means the first user waits for a pod to start."
+        )
+    policy: dict[str, Any] = {
+        "bufferSize": buffer,
+        "minReplicas": profile.min,
+        "maxReplicas": profile.max,
+    }
+    if isinstance(buffer, int):
+        if profile.max < buffer:
+            raise RenderError(
+                f"profile {profile.name}: max ({profile.max}) must be at least buffer ({buffer})"
+            )
+        if profile.min and profile.min < buffer:
+            raise RenderError(
+                f"profile {profile.name}: Agones requires min ({profile.min}) to be 0 or at least buffer ({buffer})"
+            )
+    else:
+        if not 1 <= int(buffer.rstrip("%")) <= 99:
+            raise RenderError(f"profile {profile.name}: Agones accepts a buffer between 1% and 99%")
+        if profile.min < 1:
+            raise RenderError(
+                f"profile {profile.name}: a percentage buffer needs min >= 1 in Agones"
+            )
+    return policy
+
+
+def render_profile(profile: Profile) -> list[dict[str, Any]]:
+    block = profile.agones
+    if block is None:
+        raise RenderError(f"profile {profile.name} has no agones: block")
+    if not block.image:
+        raise RenderError(f"profile {profile.name}: agones.image is required to render a Fleet")
+    labels = {MANAGED_BY: "sdbroker", "app.kubernetes.io/name": WEBUI_NAME, PROFILE: profile.name}
+    pod = _pod(block)
+    fleet = {
+        "apiVersion": "agones.dev/v1",
+        "kind": "Fleet",
+        "metadata": {"name": block.fleet, "namespace": block.namespace, "labels": dict(labels)},
+        "spec": {
+            "replicas": max(profile.min, profile.buffer_for(0)),
+            "scheduling": "Packed",
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
+            },
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "container": "webui",
+                    "ports": [
+                        {
+                            "name": "webui",
+                            "portPolicy": "None",
+                            "containerPort": block.port,
+                            "protocol": "TCP",
+                        }
+                    ],
+                    "health": {
+                        "initialDelaySeconds": 300,
+                        "periodSeconds": 10,
+                        "failureThreshold": 6,
+                    },
+                    "eviction": {"safe": "Never"},
+                    "template": {"spec": pod},
+                },
+            },
+        },
+    }
+    autoscaler = {
+        "apiVersion": "autoscaling.agones.dev/v1",
+        "kind": "FleetAutoscaler",
+        "metadata": {"name": block.fleet, "namespace": block.namespace, "labels": dict(labels)},
+        "spec": {
+            "fleetName": block.fleet,
+            "policy": {"type": "Buffer", "buffer": buffer_policy(profile)},
+            "sync": {"type": "FixedInterval", "fixedInterval": {"seconds": 10}},
+        },
+    }
+    return [fleet, autoscaler]
+
+
+def _pod(block: AgonesProfile) -> dict[str, Any]:
+    pod = pod_template(block)
+    # The Agones SDK sidecar needs the service account token; Agones keeps it
+    # from the WebUI container itself.
+    pod.pop("automountServiceAccountToken", None)
+    pod["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    webui = pod["containers"][0]
+    webui["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    for name, path, source in (
+        ("data", "/data", {"emptyDir": {"sizeLimit": "20Gi"}}),
+        ("tmp", "/tmp", {"emptyDir": {"sizeLimit": "10Gi"}}),
+        ("dshm", "/dev/shm", {"emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}}),
+    ):
+        webui["volumeMounts"].append({"name": name, "mountPath": path})
+        pod["volumes"].append({"name": name, **source})
+    if not webui["env"]:
+        del webui["env"]
+    if block.pod_template:
+        from .backends.kubepods import deep_merge
+
+        pod = deep_merge(pod, copy.deepcopy(dict(block.pod_template)))
+    return pod
+
+
+def render(spec: FleetSpec) -> list[dict[str, Any]]:
+    if spec.backend != "agones":
+        raise RenderError(
+            f"render makes Agones objects; this fleet uses the {spec.backend} backend"
+        )
+    problems: list[str] = []
+    docs: list[dict[str, Any]] = []
+    for profile in spec.profiles:
+        try:
+            docs += render_profile(profile)
+        except RenderError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise RenderError("\n".join(problems))
+    return docs

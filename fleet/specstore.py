@@ -1,0 +1,233 @@
+"""The running fleet spec, shared through Redis so every broker runs the same one.
+
+`sdbroker fleet apply` validates a file and stores its text under keys.SPEC,
+then publishes a `spec` event; every broker reads the text, validates it
+again (a broker of another version may know other rules) and swaps it in
+without a restart. Whatever is invalid is refused and the running spec kept.
+
+Which spec a starting broker runs:
+- none in Redis: its own file, which it stores (source=file) so that
+  `fleet diff` and `fleet status` have the running spec to compare with;
+- one stored from a file (source=file) that differs from its own file: its
+  own file wins and is stored, since a new file is how a deploy ships sizes;
+- one stored by `fleet apply` (source=apply): that one, so a restart never
+  undoes an admin's apply (a differing file is logged). Apply the file to
+  make it the running spec again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from . import keys
+from .spec import FleetSpec, SpecError, parse_spec
+from .spec_report import SpecIssue
+
+log = logging.getLogger(__name__)
+RECHECK = 30.0  # seconds: a missed pub/sub message is caught up this late at worst
+SIZE_FIELDS = ("min", "buffer", "max")
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The spec text in Redis and where it came from."""
+
+    text: str
+    source: str  # "file" or "apply"
+    sha: str
+    at: float
+    by: str
+
+
+async def read(redis: Redis) -> Stored | None:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.get(keys.SPEC)
+        pipe.hgetall(keys.SPEC_META)
+        text, meta = await pipe.execute()
+    if text is None:
+        return None
+    return Stored(
+        text=text,
+        source=meta.get("source", "apply"),
+        sha=meta.get("sha") or sha(text),
+        at=float(meta.get("at") or 0),
+        by=meta.get("by", ""),
+    )
+
+
+def check(text: str, running: FleetSpec | None, filename: str = "<applied spec>") -> FleetSpec:
+    """Validate `text` as a replacement for `running`; SpecError says why it cannot be.
+
+    A different backend is refused: pods of the old one would be orphaned,
+    so that change needs every broker restarted with the new file.
+    """
+    spec = parse_spec(text, filename)
+    if running is not None and spec.backend != running.backend:
+        raise SpecError(
+            [
+                SpecIssue(
+                    filename,
+                    1,
+                    "backend",
+                    f"cannot change from {running.backend} to {spec.backend} while running; "
+                    "restart the brokers with the new file instead",
+                )
+            ]
+        )
+    return spec
+
+
+async def store(
+    redis: Redis,
+    spec: FleetSpec,
+    *,
+    source: str,
+    by: str = "",
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Store a validated spec and tell every broker; how many brokers heard it.
+
+    Runtime size overrides are dropped with it: an admin applying new sizes
+    means those, not an older "for now".
+    """
+    text = spec.source_text
+    digest = sha(text)
+    meta = {"source": source, "sha": digest, "at": repr(clock()), "by": by}
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(keys.SPEC, text)
+        pipe.delete(keys.SPEC_META)
+        pipe.hset(keys.SPEC_META, mapping=meta)
+        for profile in spec.profiles:
+            pipe.delete(keys.override(profile.name))
+        pipe.publish(keys.EVENTS, f"spec {digest}")
+        result = await pipe.execute()
+    return int(result[-1])
+
+
+async def adopt(redis: Redis, own: FleetSpec) -> FleetSpec:
+    """The spec a starting broker runs (see the module docstring)."""
+    if not own.source_text:  # built in code (tests): nothing to share
+        return own
+    stored = await read(redis)
+    if stored is not None and stored.sha == sha(own.source_text):
+        return own
+    if stored is not None and stored.source == "apply":
+        try:
+            spec = check(stored.text, own)
+        except SpecError as exc:
+            log.error("the applied fleet spec in Redis is invalid here; running the file:\n%s", exc)
+            return own
+        log.warning(
+            "running the fleet spec applied %s%s, not SDB_FLEET (which differs); "
+            "`sdbroker fleet apply` the file to run it",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(stored.at)),
+            f" by {stored.by}" if stored.by else "",
+        )
+        return spec
+    await store(redis, own, source="file")
+    return own
+
+
+def changes(old: FleetSpec | None, new: FleetSpec) -> list[str]:
+    """What applying `new` changes for people and pods, one line each ("" lines never)."""
+    if old is None:
+        return [f"no running spec: all {len(new.profiles)} profiles are new"]
+    out: list[str] = []
+    for field in ("backend", "idle_timeout", "max_session", "timezone", "outputs"):
+        a, b = getattr(old, field), getattr(new, field)
+        if a != b:
+            out.append(f"{field}: {a} -> {b}")
+    before = {p.name: p for p in old.profiles}
+    after = {p.name: p for p in new.profiles}
+    for name in after.keys() - before.keys():
+        p = after[name]
+        out.append(f"profile {name}: added (min {p.min}, buffer {p.buffer}, max {p.max})")
+    for name in before.keys() - after.keys():
+        out.append(f"profile {name}: removed (its pods are retired; claimed ones end)")
+    for name in sorted(before.keys() & after.keys()):
+        a_dump = before[name].model_dump()
+        b_dump = after[name].model_dump()
+        for field in (*SIZE_FIELDS, *sorted(a_dump.keys() - set(SIZE_FIELDS))):
+            if a_dump.get(field) != b_dump.get(field):
+                if field in (*SIZE_FIELDS, "display_name", "gpu", "start_timeout", "probe"):
+                    out.append(f"profile {name}: {field} {a_dump[field]} -> {b_dump[field]}")
+                else:
+                    out.append(f"profile {name}: {field} changed")
+    return sorted(out, key=lambda line: (not line.startswith(("backend", "idle", "max_")), line))
+
+
+def text_diff(old: str, new: str, old_name: str = "running", new_name: str = "file") -> str:
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), old_name, new_name
+        )
+    )
+
+
+class SpecFollower:
+    """Swaps a broker's spec when a `spec` event says a new one was applied.
+
+    The pub/sub handler only sets a flag; `run` (a named task) reads and
+    validates the new text, so a slow Redis never blocks the event listener.
+    A periodic re-check catches a message lost while pub/sub reconnected.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        running: Callable[[], FleetSpec],
+        swap: Callable[[FleetSpec], None],
+    ) -> None:
+        self.redis = redis
+        self.running = running
+        self.swap = swap
+        self.refused = ""  # sha of the last text refused, so it is logged once
+        self._changed = asyncio.Event()
+
+    def on_event(self, kind: str, args: list[str]) -> None:
+        if kind == "spec":
+            self._changed.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), RECHECK)
+            self._changed.clear()
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Swap in the stored spec if it is new and valid; True when swapped."""
+        stored = await read(self.redis)
+        running = self.running()
+        if stored is None or stored.sha == sha(running.source_text) or stored.sha == self.refused:
+            return False
+        try:
+            spec = check(stored.text, running)
+        except SpecError as exc:
+            self.refused = stored.sha
+            log.error(
+                "refused the applied fleet spec %s; keeping the running one:\n%s", stored.sha, exc
+            )
+            return False
+        self.refused = ""
+        self.swap(spec)
+        log.info(
+            "fleet spec %s applied (%d profiles): %s",
+            stored.sha,
+            len(spec.profiles),
+            "; ".join(changes(running, spec)) or "no size changes",
+        )
+        return True
