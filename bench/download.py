@@ -165,7 +165,7 @@ def run(argv: list[str] | None = None) -> Report:
     table.add("broker/direct", f"{ratio:.2f}", "", "")
     report.tables.append(("", table))
     upstream = (f"nginx ({tool_version([nginx, '-v'])})" if nginx
-                else f"bench/tiny_pod.py (nginx could not be installed: {nginx_note})")  # fmt: skip
+                else f"bench/tiny_pod.py (nginx unavailable: {nginx_note})")  # fmt: skip
     report.notes += [
         f"Upstream: {upstream} serving a sparse {fmt_bytes(size)} file; client: one plain socket reading "
         f"into a reused {fmt_bytes(BUFFER)} buffer; {args.reps} interleaved repetitions after one warm-up each.",

@@ -1,39 +1,57 @@
-"""What every benchmark shares: tools, processes, the machine, and tables.
+"""What every benchmark shares: Redis, brokers, pods, and a stack that stops them all.
 
 Processes started here (Redis, brokers, CHP) die with the bench process
-(PR_SET_PDEATHSIG) and are stopped in `Stack.close`; the WebUI pods a broker
-started are killed through their records under the data dir. Only loopback is
-ever a target. Nothing is downloaded at run time except from package
-registries: apt for wrk, nginx and npm, npm for configurable-http-proxy.
+(PR_SET_PDEATHSIG) and are stopped when their `Stack` closes; the WebUI pods
+a broker started are killed through their records under the data dir. Only
+loopback is ever a target. Formatting lives in bench/report.py, tools in
+bench/tools.py, watchers in bench/instruments.py; their names are re-exported
+here for the benchmarks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "bench"
-CACHE = BENCH / ".cache"
+from .instruments import Profiler, RedisMonitor, calls_delta, raise_fd_limit
+from .report import (
+    Report,
+    Table,
+    fmt_bytes,
+    fmt_int,
+    fmt_ms,
+    machine,
+    median,
+    percentile,
+    say,
+    verdict,
+)
+from .tools import BENCH, CACHE, chp_binary, chp_version, locate, tool_version
+
+__all__ = [
+    "BENCH", "CACHE", "NGINX_POD", "REPO", "TINY_POD", "USER_HEADER",
+    "Broker", "Profiler", "RedisMonitor", "RedisServer", "Report", "Stack", "Table",
+    "calls_delta", "chp_binary", "chp_version", "claimed_addr", "fmt_bytes", "fmt_int", "fmt_ms",
+    "free_port", "http_get", "kill_pods", "locate", "machine", "median", "percentile", "pod_records",
+    "raise_fd_limit", "say", "spawn", "stop_process", "tool_version", "verdict", "wait_for",
+    "wait_ready_pods", "write_fleet",
+]  # fmt: skip
+
+REPO = BENCH.parent
 TINY_POD = BENCH / "tiny_pod.py"
 NGINX_POD = BENCH / "nginx_pod.py"
 USER_HEADER = "X-Forwarded-User"
@@ -75,22 +93,14 @@ def http_get(
         return 0, b""
 
 
-def median(values: Iterable[float]) -> float:
-    values = list(values)
-    return statistics.median(values) if values else float("nan")
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted sequence (q in 0..100)."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+# Sets PR_SET_PDEATHSIG, then execs the command: the helper dies with us (a
+# preexec_fn would not be safe, since the benchmarks run threads meanwhile).
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; "
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL); "
+    "os.getppid() == int(sys.argv[1]) or os._exit(1); "
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
 
 
 def spawn(
@@ -98,15 +108,15 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start a helper process that dies with us, its output in `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = [sys.executable, "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *cmd]
     with open(log, "ab") as out:
         return subprocess.Popen(
-            list(cmd),
+            wrapped,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - the bench is single-threaded here
         )
 
 
@@ -119,210 +129,6 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) ->
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def fmt_int(value: float) -> str:
-    return "n/a" if value != value else f"{value:,.0f}"  # noqa: PLR0124 - NaN check
-
-
-def fmt_ms(seconds: float) -> str:
-    if seconds != seconds:  # noqa: PLR0124 - NaN check
-        return "n/a"
-    ms = seconds * 1000
-    return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
-
-
-def fmt_bytes(n: float) -> str:
-    if n != n:  # noqa: PLR0124 - NaN check
-        return "n/a"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n:.0f} B"
-
-
-def verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "MISSED")
-
-
-# --- reports ------------------------------------------------------------------
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-
-    def add(self, *cells: object) -> None:
-        self.rows.append([str(c) for c in cells])
-
-    def markdown(self) -> str:
-        widths = [
-            max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
-            for i, h in enumerate(self.headers)
-        ]
-
-        def line(cells: list[str]) -> str:
-            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-        out = [line(self.headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-        out.extend(line(r) for r in self.rows)
-        return "\n".join(out)
-
-
-@dataclass
-class Report:
-    """One benchmark's result: a title, tables, and notes on how it was measured."""
-
-    title: str
-    tables: list[tuple[str, Table]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def markdown(self) -> str:
-        parts = [f"## {self.title}", ""]
-        for caption, table in self.tables:
-            if caption:
-                parts += [caption, ""]
-            parts += [table.markdown(), ""]
-        parts += [f"- {n}" for n in self.notes]
-        return "\n".join(parts).rstrip() + "\n"
-
-
-def say(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# --- the machine ----------------------------------------------------------------
-
-
-def machine() -> dict[str, str]:
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    try:
-        import aiohttp
-
-        aiohttp_version = aiohttp.__version__
-    except ImportError:
-        aiohttp_version = "not installed"
-    try:
-        import uvloop
-
-        loop = f"uvloop {uvloop.__version__}"
-    except ImportError:
-        loop = "asyncio (uvloop not installed)"
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": f"{os.cpu_count()} logical ({psutil.cpu_count(logical=False) or '?'} physical)",
-        "memory": fmt_bytes(psutil.virtual_memory().total),
-        "cpu": model,
-        "kernel": f"{platform.system()} {platform.release()}",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "broker stack": f"aiohttp {aiohttp_version}, {loop}",
-        "load average at start": load,
-    }
-
-
-# --- tools: wrk, nginx, configurable-http-proxy -----------------------------------
-
-
-def _which(binary: str) -> str | None:
-    return shutil.which(binary) or next(
-        (
-            str(p)
-            for d in ("/usr/sbin", "/usr/local/sbin", "/sbin")
-            if (p := Path(d) / binary).exists()
-        ),
-        None,
-    )
-
-
-_apt_updated = False
-
-
-def apt_install(*packages: str) -> str:
-    """Install Debian packages when we can; returns a note when we cannot."""
-    global _apt_updated
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return f"cannot install {' '.join(packages)}: not root or no apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
-    say(f"installing {' '.join(packages)} with apt-get")
-    for attempt in range(2):
-        done = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=600, check=False
-        )
-        if done.returncode == 0:
-            return ""
-        if attempt == 0 and not _apt_updated:
-            _apt_updated = True
-            subprocess.run(
-                ["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600, check=False
-            )
-            continue
-        break
-    return f"apt-get install {' '.join(packages)} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}"
-
-
-def locate(binary: str, package: str) -> tuple[str | None, str]:
-    """(path, note): the binary, installed from Debian when missing and possible."""
-    path = _which(binary)
-    if path:
-        return path, ""
-    note = apt_install(package)
-    return _which(binary), note
-
-
-def chp_binary() -> tuple[str | None, str]:
-    """configurable-http-proxy under bench/.cache, installed with npm when missing."""
-    binary = CACHE / "node_modules" / ".bin" / "configurable-http-proxy"
-    if binary.exists():
-        return str(binary), ""
-    note = ""
-    if not shutil.which("npm"):
-        note = apt_install("nodejs", "npm")
-    if not shutil.which("npm"):
-        return None, f"configurable-http-proxy unavailable: no npm ({note})"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    say("installing configurable-http-proxy with npm into bench/.cache")
-    done = subprocess.run(
-        [
-            "npm",
-            "install",
-            "--prefix",
-            str(CACHE),
-            "--no-audit",
-            "--no-fund",
-            "configurable-http-proxy",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0 or not binary.exists():
-        return None, f"npm install configurable-http-proxy failed: {done.stderr.strip()[-300:]}"
-    return str(binary), ""
-
-
-def chp_version() -> str:
-    with contextlib.suppress(OSError, ValueError):
-        pkg = CACHE / "node_modules" / "configurable-http-proxy" / "package.json"
-        return json.loads(pkg.read_text())["version"]
-    return "?"
-
-
-def tool_version(cmd: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
-        return "?"
-    text = (done.stdout + done.stderr).strip().splitlines()
-    return text[0] if text else "?"
 
 
 # --- Redis ------------------------------------------------------------------------
@@ -379,11 +185,6 @@ class RedisServer:
             self.proc.wait()
 
 
-def calls_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    delta = {k: v - before.get(k, 0) for k, v in after.items()}
-    return {k: v for k, v in delta.items() if v}
-
-
 # --- the broker ---------------------------------------------------------------------
 
 
@@ -422,9 +223,11 @@ def write_fleet(path: Path, *, command: Sequence[str], outputs: Path, buffer: in
 class Broker:
     """`sdbroker serve` as it ships, configured by SDB_* variables only."""
 
-    def __init__(self, data_dir: Path, fleet: Path, redis_url: str) -> None:
+    def __init__(
+        self, data_dir: Path, fleet: Path, redis_url: str, port: int | None = None
+    ) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.env = {
             **os.environ,
             "SDB_HOST": "127.0.0.1",
@@ -436,7 +239,7 @@ class Broker:
             "SDB_DATA_DIR": str(data_dir),
             "SDB_COOKIE_SECRET": "x",
         }
-        self.log = data_dir / f"broker-{self.port}.log"
+        self.log = data_dir / f"broker-{self.port}-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -529,16 +332,25 @@ class Stack(contextlib.ExitStack):
         self.callback(server.stop)
         return server
 
-    def broker(self, data_dir: Path, fleet: Path, redis_url: str) -> Broker:
+    def redis_monitor(self, server: RedisServer) -> RedisMonitor:
+        monitor = RedisMonitor(server.port)
+        monitor.start()
+        self.callback(monitor.close)
+        return monitor
+
+    def broker(
+        self, data_dir: Path, fleet: Path, redis_url: str, port: int | None = None
+    ) -> Broker:
+        """A started broker; `port` of a running one adds a process on it (SO_REUSEPORT)."""
         self.callback(kill_pods, data_dir)
         for attempt in range(3):
-            broker = Broker(data_dir, fleet, redis_url)
+            broker = Broker(data_dir, fleet, redis_url, port)
             self.callback(broker.stop)
             try:
                 return broker.start()
             except RuntimeError:
                 # A pod started meanwhile may have taken the free port we picked.
-                if attempt == 2 or "address already in use" not in broker.log_text():
+                if port or attempt == 2 or "address already in use" not in broker.log_text():
                     raise
         raise AssertionError("unreachable")
 
@@ -546,50 +358,3 @@ class Stack(contextlib.ExitStack):
         proc = spawn(cmd, log=self.dir / log_name)
         self.callback(stop_process, proc)
         return proc
-
-
-def raise_fd_limit(wanted: int) -> tuple[int, str]:
-    """Raise RLIMIT_NOFILE toward `wanted` (the hard limit too when we may); returns (soft, note)."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    note = ""
-    if hard != resource.RLIM_INFINITY and hard < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
-            soft, hard = wanted, wanted
-        except (ValueError, OSError):
-            note = f"hard fd limit is {hard} and cannot be raised"
-    if soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft, note
-
-
-class Profiler:
-    """py-spy sampling a process while a block runs (`--profile DIR`); a no-op without py-spy."""
-
-    def __init__(self, pid: int, out: Path | None, name: str) -> None:
-        self.pid, self.out, self.name = pid, out, name
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Profiler:
-        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        if self.out is None or not Path(spy).exists():
-            return self
-        self.out.mkdir(parents=True, exist_ok=True)
-        target = self.out / f"{self.name}.txt"
-        cmd = [spy, "record", "--pid", str(self.pid), "--format", "raw", "--output", str(target), "--rate", "250",
-               "--nonblocking"]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)  # let it attach
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()

@@ -8,7 +8,8 @@ hit the very same server. For each size, each repetition runs every target
 repetitions are reported. Redis commands per proxied request are the INFO
 commandstats deltas over the broker's measured runs divided by its requests,
 so everything the broker does meanwhile (controller, pub/sub, activity
-flushes) is counted.
+flushes) is counted; commandstats also counts each command a Lua script runs,
+so a MONITOR count of what clients send (a script call = 1) is shown beside it.
 
     .venv/bin/python bench/proxy.py [--duration 5] [--warmup 1] [--reps 3] [--connections 32]
 """
@@ -67,12 +68,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: 1 KiB,1 MiB")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: 1k,1m")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="broker processes sharing its port (SO_REUSEPORT); 1 = as it ships",
+    )
+    parser.add_argument(
+        "--python-load", action="store_true", help="use the Python load generator, not wrk"
+    )
+    parser.add_argument(
+        "--no-nginx", action="store_true", help="serve the files with bench/tiny_pod.py"
+    )
     parser.add_argument(
         "--profile", type=Path, help="py-spy the broker's measured runs, raw stacks here"
     )
     return parser.parse_args(argv)
+
+
+def size_name(text: str) -> str:
+    """'1 KiB', '1k', '1kib' -> '1 KiB' (and the same for MiB)."""
+    key = text.strip().lower().replace(" ", "").removesuffix("ib").removesuffix("b")
+    for name in SIZES:
+        if name.lower().replace(" ", "").removesuffix("ib") == key:
+            return name
+    raise SystemExit(f"unknown size {text!r}: choose from {', '.join(SIZES)}")
 
 
 def start_chp(stack: Stack, chp: str, upstream: str) -> str:
@@ -87,10 +109,10 @@ def start_chp(stack: Stack, chp: str, upstream: str) -> str:
 
 def run(argv: list[str] | None = None) -> Report:
     args = parse_args(argv)
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    sizes = [size_name(s) for s in args.sizes.split(",") if s.strip()]
     report = Report("Proxy: direct vs broker vs configurable-http-proxy")
-    wrk, wrk_note = locate("wrk", "wrk")
-    nginx, nginx_note = locate("nginx", "nginx")
+    wrk, wrk_note = (None, "--python-load given") if args.python_load else locate("wrk", "wrk")
+    nginx, nginx_note = (None, "--no-nginx given") if args.no_nginx else locate("nginx", "nginx")
     chp, chp_note = chp_binary()
     headers = {USER_HEADER: USER}
 
@@ -105,6 +127,8 @@ def run(argv: list[str] | None = None) -> Report:
         fleet = write_fleet(stack.dir / "fleet.yaml", command=command, outputs=stack.dir / "outputs",
                             buffer=1, max=2, probe="http:/internal/ping")  # fmt: skip
         broker = stack.broker(stack.dir / "data", fleet, redis.url)
+        for _ in range(args.processes - 1):
+            stack.broker(stack.dir / "data", fleet, redis.url, port=broker.port)
         say(f"broker on {broker.url}; waiting for {USER}'s pod")
         probe = f"{broker.url}/{SIZES['1 KiB'][0]}"
         wait_for(
@@ -118,7 +142,9 @@ def run(argv: list[str] | None = None) -> Report:
             urls["CHP"] = start_chp(stack, chp, upstream)
 
         results: dict[str, dict[str, list[LoadResult]]] = {s: {t: [] for t in urls} for s in sizes}
-        redis_calls: dict[str, Counter[str]] = {s: Counter() for s in sizes}
+        redis_calls: dict[str, Counter[str]] = {s: Counter() for s in sizes}  # INFO commandstats
+        sent_calls: dict[str, Counter[str]] = {s: Counter() for s in sizes}  # MONITOR
+        monitor = stack.redis_monitor(redis)
         order = list(urls)
         for size in sizes:
             path = "/" + SIZES[size][0]
@@ -133,6 +159,7 @@ def run(argv: list[str] | None = None) -> Report:
                         headers=headers,
                     )
                     before = redis.command_calls() if target == "broker" else {}
+                    sent_before = monitor.snapshot() if target == "broker" else {}
                     spy = args.profile if target == "broker" else None
                     with Profiler(broker.proc.pid, spy, f"proxy-{SIZES[size][0]}-rep{rep + 1}"):
                         result = run_load(
@@ -144,6 +171,7 @@ def run(argv: list[str] | None = None) -> Report:
                         )
                     if target == "broker":
                         redis_calls[size].update(calls_delta(before, redis.command_calls()))
+                        sent_calls[size].update(calls_delta(sent_before, monitor.snapshot()))
                     results[size][target].append(result)
                     say(f"{size} {target:6} rep {rep + 1}: {result.rps:,.0f} req/s, "
                         f"p50 {fmt_ms(result.p50)}, p99 {fmt_ms(result.p99)}, errors {result.errors}")  # fmt: skip
@@ -209,20 +237,30 @@ def run(argv: list[str] | None = None) -> Report:
         value = sum(redis_calls[size].values()) / max(requests, 1)
         return f"{value:.4f} ({verdict(value <= REDIS_PER_REQUEST)})"
 
-    ratios.add("Redis commands per proxied request", *cells(per_request), f"<= {REDIS_PER_REQUEST}",
-               "nginx+Lua: 2, plus a new Redis connection")  # fmt: skip
+    def sent_per_request(size: str) -> str:
+        requests = sum(r.requests for r in results[size]["broker"])
+        return f"{sum(sent_calls[size].values()) / max(requests, 1):.4f}"
+
+    ratios.add("Redis commands per proxied request (INFO commandstats)", *cells(per_request),
+               f"<= {REDIS_PER_REQUEST}", "nginx+Lua: 2, plus a new Redis connection")  # fmt: skip
+    ratios.add(
+        "... of which sent by the broker (MONITOR; a script call = 1)",
+        *cells(sent_per_request),
+        "",
+        "",
+    )
     report.tables.append(("Ratios (of the medians) and targets:", ratios))
 
     # --- how it was measured ----------------------------------------------------
     load = f"wrk ({tool_version([wrk, '-v'])}), {min(os.cpu_count() or 1, args.connections)} threads" if wrk else (
-        "Python load generator (wrk could not be installed: " + wrk_note + "); its own CPU use dominates, "
-        "so ratios mean little")  # fmt: skip
+        "Python load generator (wrk unavailable: " + wrk_note + "); slower than wrk and on the same "
+        "cores, it understates the direct column, so ratios to direct come out too high")  # fmt: skip
     report.notes.append(
         f"Load: {load}, {args.connections} connections, {args.warmup:g} s warm-up + {args.duration:g} s measured, "
         f"{args.reps} interleaved repetitions, medians; header `{USER_HEADER}: {USER}` on every target."
     )
     upstream_desc = (f"nginx ({tool_version([nginx, '-v'])}, worker_processes auto, sendfile, access log off)"
-                     if nginx else f"bench/tiny_pod.py (nginx could not be installed: {nginx_note})")  # fmt: skip
+                     if nginx else f"bench/tiny_pod.py (nginx unavailable: {nginx_note})")  # fmt: skip
     report.notes.append(
         f"Upstream: {upstream_desc}, the broker's one claimed pod; every column hits it."
     )
@@ -232,11 +270,21 @@ def run(argv: list[str] | None = None) -> Report:
         else f"configurable-http-proxy column missing: {chp_note}"
     )
     report.notes.append(
-        f"Broker: `sdbroker serve` as it ships (header auth, external Redis); RSS at the end {broker_rss / 2**20:.0f} MiB."
+        f"Broker: `sdbroker serve` as it ships (header auth, external Redis); RSS at the end {broker_rss / 2**20:.0f} MiB"
+        + (
+            f"; {args.processes} processes sharing its port (SO_REUSEPORT), RSS of one shown."
+            if args.processes > 1
+            else "."
+        )
     )
     for size in sizes:
-        top = ", ".join(f"{name} {n}" for name, n in redis_calls[size].most_common(6)) or "none"
-        report.notes.append(f"Redis commands during the broker's {size} runs: {top}.")
+        requests = sum(r.requests for r in results[size]["broker"])
+        top = ", ".join(f"{name} {n}" for name, n in redis_calls[size].most_common(8)) or "none"
+        sent = ", ".join(f"{name} {n}" for name, n in sent_calls[size].most_common(8)) or "none"
+        report.notes.append(
+            f"Redis during the broker's {size} runs ({requests:,} requests): commandstats {top}; "
+            f"sent by clients (MONITOR) {sent}. commandstats also counts the commands Lua scripts run."
+        )
     return report
 
 

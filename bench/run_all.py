@@ -18,15 +18,16 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/run_all.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-from bench import claims, download, proxy, websockets  # noqa: E402
+from bench import claims, download, proxy, reaper, websockets  # noqa: E402
 from bench.harness import BENCH, CACHE, Report, Table, machine, say  # noqa: E402
 
 BENCHES = {
     # name: (run, arguments for --quick)
-    "proxy": (proxy.run, ["--duration", "1", "--warmup", "1", "--reps", "1", "--sizes", "1 KiB"]),
+    "proxy": (proxy.run, ["--duration", "1", "--warmup", "1", "--reps", "1", "--sizes", "1k"]),
     "claims": (claims.run, ["--users", "20"]),
     "websockets": (websockets.run, ["--connections", "200"]),
     "download": (download.run, ["--size-mib", "64", "--reps", "1"]),
+    "reaper": (reaper.run, ["--sessions", "2000", "--idle", "10"]),
 }
 
 

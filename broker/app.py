@@ -16,18 +16,19 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from redis.asyncio import Redis
 
 from fleet import (
     REDIS_DOWN,
+    Autoscaler,
     Controller,
     EmbeddedRedis,
     Fleet,
     FleetSpec,
     FleetStore,
+    History,
     Tasks,
     connect_redis,
-    Autoscaler,
-    History,
     listen,
     make_backend,
 )
@@ -42,14 +43,14 @@ from .appkeys import (
     ACTIVITY,
     AUTH,
     AUTOSCALER,
-    EVENT_HANDLERS,
-    HISTORY,
-    SCHEDULER,
     CONTROLLER,
+    EVENT_HANDLERS,
     FLEET,
+    HISTORY,
     HTTP,
     REDIS,
     ROUTER,
+    SCHEDULER,
     SETTINGS,
     SIGNER,
     STORE,

@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("file")
     render.set_defaults(func=cmd_fleet_render)
+    from .fleetcli import add_commands  # diff, apply, status: they talk to Redis
+
+    add_commands(fleet, load_settings)
     reap = sub.add_parser("reap", help="reclaim idle WebUIs: one cycle, one JSON line")
     reap.add_argument("--once", action="store_true", help="run one cycle and exit (required)")
     reap.add_argument("--dry-run", action="store_true", help="report; change nothing")

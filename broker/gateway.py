@@ -17,12 +17,14 @@ from aiohttp import web
 from fleet import REDIS_DOWN, Waiting
 from fleet.activity_rules import classifier_for
 
+from . import chooser, waiting
 from .activity import ActivityRecorder
 from .appkeys import ACCESS, ACTIVITY, AUTH, FLEET, HTTP, ROUTER, SETTINGS, SIGNER, STORE
 from .csrf import CSRF_FIELD, attach_csrf_cookie, csrf_token
 from .headers import upstream_headers
 from .identity import Identity
-from .pages import problem, unauthenticated, waiting, wants_html
+from .metrics import redis_error
+from .pages import problem, unauthenticated, wants_html
 from .proxy import PodTimeout, PodUnreachable, proxy_http, proxy_websocket
 from .redirects import safe_next
 
@@ -143,8 +145,12 @@ async def gateway(request: web.Request) -> web.StreamResponse:
             ended = await session_ended(request, identity.user)
             if ended is not None:
                 return ended
+            choose = await chooser.needs_choice(request, identity.user, request.path_qs)
+            if choose is not None:
+                return choose
         result = await router.route(identity.user)
     except REDIS_DOWN:
+        redis_error()
         log.warning("Redis unreachable while routing %s", identity.user)
         return problem(
             request,
@@ -154,7 +160,7 @@ async def gateway(request: web.Request) -> web.StreamResponse:
             retry_after=5,
         )
     if isinstance(result, Waiting):
-        return waiting(request, result)
+        return await waiting.respond(request, identity, result)
 
     activity = app[ACTIVITY]
     rules = classifier_for(app[FLEET].spec, result.profile)

@@ -27,7 +27,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from fleet import REDIS_DOWN, keys
 
-from .admin.guard import require_admin
 from .appkeys import AUTOSCALER, FLEET, SETTINGS, STORE
 from .identity import Identity
 
@@ -193,6 +192,9 @@ def _in_cidrs(app: web.Application, peer: str | None) -> bool:
 async def metrics_page(request: web.Request) -> web.StreamResponse:
     """The Prometheus text format; fleet gauges are read from Redis for this very scrape."""
     if not _in_cidrs(request.app, request.remote):
+        # Imported here: the gateway (via the admin guard) imports this module's counters.
+        from .admin.guard import require_admin
+
         identity = await require_admin(request)
         if not isinstance(identity, Identity):
             return identity

@@ -1,4 +1,4 @@
-"""Pages the broker serves itself: health, readiness, waiting, and what went wrong.
+"""Pages the broker serves itself: health, readiness, and what went wrong (waiting: waiting.py).
 
 A person always sees a page that says what happened; a script gets JSON with
 the same words and a status code to act on.
@@ -13,12 +13,10 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from fleet import REDIS_DOWN, Waiting
+from fleet import REDIS_DOWN
 
 from .appkeys import AUTH, FLEET, STORE
 from .redirects import safe_next
-
-RETRY_AFTER = 5
 
 
 def wants_html(request: web.Request) -> bool:
@@ -49,39 +47,6 @@ def unauthenticated(request: web.Request) -> web.StreamResponse:
     return problem(request, 401, "Not logged in", "Log in to reach your WebUI.")
 
 
-def waiting(request: web.Request, result: Waiting) -> web.Response:
-    if result.rebuilding:
-        detail = "The broker is recovering its records; your WebUI will be back in a moment."
-    elif result.position:
-        detail = f"All WebUIs are in use. You are number {result.position} in line; a WebUI is starting for you."
-    else:
-        detail = "A WebUI is starting for you."
-    if not wants_html(request):
-        return web.json_response(
-            {
-                "error": "No WebUI ready yet",
-                "detail": detail,
-                "position": result.position,
-                "queue": result.queue_length,
-            },
-            status=503,
-            headers={"Retry-After": str(RETRY_AFTER)},
-        )
-    response = aiohttp_jinja2.render_template(
-        "wait.html",
-        request,
-        {
-            "detail": detail,
-            "position": result.position,
-            "refresh": 3,
-            "next": safe_next(request.path_qs),
-        },
-        status=503,
-    )
-    response.headers["Retry-After"] = str(RETRY_AFTER)
-    return response
-
-
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -96,4 +61,4 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(text=f"ready ({len(fleet.spec.profiles)} profiles)\n")
 
 
-__all__ = ["REDIS_DOWN", "healthz", "problem", "readyz", "unauthenticated", "waiting", "wants_html"]
+__all__ = ["REDIS_DOWN", "healthz", "problem", "readyz", "unauthenticated", "wants_html"]

@@ -43,10 +43,12 @@ from fleet import (
 )
 
 from .appkeys import FLEET, ROUTER, STORE
+from .chooser import needs_choice
 from .identity import Identity
 from .metrics import redis_error
 from .pages import problem, wants_html
 from .redirects import safe_next
+from .routing import Router
 
 log = logging.getLogger(__name__)
 WAIT_PATH = "/_broker/wait"
@@ -106,7 +108,8 @@ class WaitingRoom:
         """Wait until the profile changes or `timeout` passes; True when it changed."""
         event = self._changed.setdefault(profile, asyncio.Event())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: 3.11 can swallow a cancel
+                await event.wait()
             return True
         return False
 
@@ -145,10 +148,12 @@ class WaitingRoom:
         elif eta.phase == "starting":
             message = f"A {profile.display_name} WebUI is starting for you."
         else:
-            message = (
-                f"All {outlook.max} {profile.display_name} WebUIs are in use. "
-                "You get the next one that frees up."
+            every = (
+                f"The {profile.display_name} WebUI is"
+                if outlook.max == 1
+                else f"All {outlook.max} {profile.display_name} WebUIs are"
             )
+            message = f"{every} in use. You get the next one that frees up."
         return {
             "position": result.position,
             "queue": result.queue_length,
@@ -195,8 +200,6 @@ async def wait_page(request: web.Request) -> web.StreamResponse:
     if not isinstance(identity, Identity):
         return identity
     target = safe_next(request.query.get("next"))
-    from .chooser import needs_choice  # chooser and waiting room link to each other
-
     choose = await needs_choice(request, identity.user, target)
     if choose is not None:
         return choose
@@ -229,6 +232,27 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
+async def _next_state(
+    room: WaitingRoom, router: Router, store: FleetStore, user: str, waiting: Waiting | None,
+    must_claim: bool,
+) -> Claim | Waiting:  # fmt: skip
+    """The user's state now, calling the claim script only when it could succeed.
+
+    Every waiting stream wakes on every change of its profile; most of them
+    only refresh their place (one pipelined read). The claim script runs when
+    a Ready pod could be theirs (position <= Ready pods, from the outlook all
+    streams of the profile share), when they are not in line any more, or
+    every CLAIM_EVERY seconds whatever happens.
+    """
+    if waiting is not None and not waiting.rebuilding and not must_claim:
+        seen = await store.see_waiting(user, waiting.profile)
+        if seen is not None:
+            waiting = Waiting(waiting.profile, *seen)
+            if waiting.position > (await room.outlook(waiting.profile)).ready:
+                return waiting
+    return await router.route(user)
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /_broker/events: live position and estimate; `ready` when the pod is the user's."""
     identity = await _identify(request)
@@ -237,38 +261,38 @@ async def events(request: web.Request) -> web.StreamResponse:
     app = request.app
     room, router, store = app[WAITING_ROOM], app[ROUTER], app[STORE]
     target = safe_next(request.query.get("next"))
+    choose = await needs_choice(request, identity.user, target)  # never queue for a default
+    if choose is not None:
+        return choose
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                 "X-Accel-Buffering": "no"}  # fmt: skip
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }  # fmt: skip
     )
     await response.prepare(request)
-    user = identity.user
     waiting: Waiting | None = None
     last_claim = 0.0
-    woke = True
     try:
         await response.write(b"retry: 2000\n\n")
         while True:
             try:
                 now = time.monotonic()
-                seen = None
-                if waiting is not None and not woke and now - last_claim < CLAIM_EVERY:
-                    seen = await store.see_waiting(user, waiting.profile)
-                if seen is not None and waiting is not None:
-                    waiting = Waiting(waiting.profile, *seen)
-                else:
+                must_claim = now - last_claim >= CLAIM_EVERY
+                if must_claim:
                     last_claim = now
-                    result = await router.route(user)
-                    if isinstance(result, Claim):
-                        await response.write(_sse("ready", {"next": target}))
-                        return response
-                    waiting = result
+                state = await _next_state(room, router, store, identity.user, waiting, must_claim)
+                if isinstance(state, Claim):
+                    await response.write(_sse("ready", {"next": target}))
+                    return response
+                waiting = state
                 await response.write(_sse("status", await room.status(waiting)))
             except REDIS_DOWN:
                 redis_error()
                 await response.write(_sse("status", {"phase": "unavailable", "eta": None,
                     "message": "The broker cannot reach its database. Retrying."}))  # fmt: skip
-            woke = await room.changed(waiting.profile if waiting else "", TICK)
+            await room.changed(waiting.profile if waiting else "", TICK)
     except ConnectionResetError:  # the tab closed: its place lasts SDB_QUEUE_GRACE more
         return response
 

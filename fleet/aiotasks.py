@@ -27,6 +27,7 @@ class Tasks:
 
     async def _guard(self, name: str, factory: Factory) -> None:
         while True:
+            raise_if_cancelled()
             try:
                 await factory()
                 log.warning("task %s exited unexpectedly; restarting", name)
@@ -43,3 +44,15 @@ class Tasks:
             done, _ = await asyncio.wait({task}, timeout=timeout)
             if not done:
                 log.error("task %s did not stop within %.1fs", name, timeout)
+
+
+def raise_if_cancelled() -> None:
+    """Stop a loop whose cancel a library swallowed.
+
+    Some client libraries catch CancelledError deep inside a call and carry on;
+    the task then keeps `cancelling()` > 0 while its loop runs forever and
+    shutdown hangs. Long-running loops call this at every turn.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

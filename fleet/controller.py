@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from . import keys
+from .aiotasks import raise_if_cancelled
 from .backends.base import Backend
 from .errors import FleetError
 from .history import History
@@ -99,6 +100,7 @@ class Controller:
         backoff = 0.5
         try:
             while True:
+                raise_if_cancelled()
                 try:
                     self.leading = await self.lock.acquire()
                     if self.leading:
@@ -118,8 +120,11 @@ class Controller:
                     with_timeout = (
                         min(self.interval, WARMING_TICK) if self._warming else self.interval
                     )
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancel that lands as the event fires, and shutdown then hangs.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), with_timeout)
+                    async with asyncio.timeout(with_timeout):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             if self.leading:
@@ -133,14 +138,19 @@ class Controller:
         profiles = {p.name for p in spec.profiles} | {r.profile for r in records.values()}
         index = {p.id: p for p in await self.store.pods(profiles)}
 
-        missing = [
-            r for r in records.values() if r.id not in index and r.phase not in (Phase.GONE,)
-        ]
-        if missing or not built:
-            restored = await self.store.restore(missing, mark_built=not built)
+        alive = [r for r in records.values() if r.phase is not Phase.GONE]
+        # Without the marker, every record goes to the (atomic) restore, which
+        # skips pods already indexed: the marker is only ever set together
+        # with all of them, even if Redis is flushed again meanwhile.
+        adopt = alive if not built else [r for r in alive if r.id not in index]
+        if adopt or not built:
+            restored, conflicts = await self.store.restore(adopt, mark_built=not built)
             if restored or not built:
                 log.warning("index rebuilt from the backend: %d pods adopted", restored)
                 await self.store.publish("rebuild")
+            for pod_id in conflicts:
+                log.error("pod %s is labelled for a user who holds another pod; ending it", pod_id)
+                await self.backend.delete(pod_id)
             index = {p.id: p for p in await self.store.pods(profiles)}
 
         now = self.clock()
@@ -148,7 +158,7 @@ class Controller:
             *(self._check(pod, records.get(pod.id), spec, now) for pod in index.values())
         )
         for rec in records.values():
-            if rec.id not in index and rec.phase is Phase.GONE:
+            if rec.id not in index and rec.phase is Phase.GONE and not rec.terminating:
                 await self.backend.delete(rec.id)
         await self._delete_marked()
         for profile in await self.sizes(spec) if self.sizes else spec.profiles:

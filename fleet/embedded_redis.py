@@ -86,6 +86,7 @@ class EmbeddedRedis:
             return
         self.process.send_signal(signal.SIGTERM)  # redis saves and exits on SIGTERM
         try:
-            await asyncio.wait_for(asyncio.to_thread(self.process.wait), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.to_thread(self.process.wait)
         except TimeoutError:
             os.kill(self.process.pid, signal.SIGKILL)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from . import keys
+from .aiotasks import raise_if_cancelled
 from .store import REDIS_DOWN
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ async def listen(
     """Dispatch every event to every handler until cancelled."""
     backoff = 0.2
     while True:
+        raise_if_cancelled()
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(keys.EVENTS)

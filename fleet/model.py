@@ -65,6 +65,7 @@ class PodRecord:
     created: float = 0.0
     claimed_at: float = 0.0
     reason: str = ""  # why it is failed or still starting (ImagePullBackOff, Unschedulable...)
+    terminating: bool = False  # deletion asked for and under way: do not ask again
     extra: dict[str, str] = field(default_factory=dict)  # backend details kept in Redis
 
 

@@ -6,31 +6,15 @@ restarted or flushed Redis is handled without our help.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-_NAMES = (
-    "claim",
-    "add_pod",
-    "mark_ready",
-    "end_pod",
-    "forget_pod",
-    "leader",
-    "unlock",
-    "reap_candidates",
-    "drop_claim",
-    "strike",
-)
-
 
 def _source(name: str) -> str:
     return resources.files("fleet").joinpath("lua", f"{name}.lua").read_text()
-
-
-_SOURCES = {name: _source(name) for name in _NAMES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +24,7 @@ class Scripts:
     mark_ready: AsyncScript
     end_pod: AsyncScript
     forget_pod: AsyncScript
+    restore: AsyncScript
     leader: AsyncScript
     unlock: AsyncScript
     reap_candidates: AsyncScript
@@ -49,3 +34,7 @@ class Scripts:
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
         return cls(**{name: redis.register_script(src) for name, src in _SOURCES.items()})
+
+
+#: Each field above is the script `fleet/lua/<field>.lua`, read once at import.
+_SOURCES = {f.name: _source(f.name) for f in fields(Scripts)}

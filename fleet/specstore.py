@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from . import keys
+from .aiotasks import raise_if_cancelled
 from .spec import FleetSpec, SpecError, parse_spec
 from .spec_report import SpecIssue
 
@@ -203,8 +204,10 @@ class SpecFollower:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelled()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), RECHECK)
+                async with asyncio.timeout(RECHECK):  # not wait_for: 3.11 can swallow a cancel
+                    await self._changed.wait()
             self._changed.clear()
             await self.reload()
 

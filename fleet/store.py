@@ -222,57 +222,40 @@ class FleetStore:
     async def is_built(self) -> bool:
         return bool(await self.redis.exists(keys.STATE_MARKER))
 
-    async def restore(self, records: Iterable[PodRecord], *, mark_built: bool) -> int:
+    async def restore(
+        self, records: Iterable[PodRecord], *, mark_built: bool
+    ) -> tuple[int, list[str]]:
         """Write pods (and their claims) the index lacks, from the backend's records.
 
-        Used at start-up to adopt pods and after Redis lost its data. One
-        transaction, so claims become visible together with the marker.
+        Used at start-up to adopt pods and after Redis lost its data; one atomic
+        script (fleet/lua/restore.lua). Returns how many were restored and the
+        pods that conflict with a claim the index already has (to be ended).
         """
         now = self.clock()
-        count = 0
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for rec in records:
-                count += 1
-                state = (
+        payload = [
+            {
+                "id": rec.id,
+                "profile": rec.profile,
+                "state": str(
                     PodState.CLAIMED
                     if rec.user
                     else PodState.READY
                     if rec.phase == "ready"
                     else PodState.WARMING
-                )
-                fields = {
-                    "id": rec.id,
-                    "profile": rec.profile,
-                    "state": str(state),
-                    "addr": rec.addr,
-                    "created": repr(rec.created or now),
-                    **rec.extra,
-                }
-                if rec.user:
-                    since = rec.claimed_at or now
-                    fields |= {"user": rec.user, "claimed_at": repr(since)}
-                    pipe.hset(
-                        keys.claim(rec.user),
-                        mapping={
-                            "pod": rec.id,
-                            "profile": rec.profile,
-                            "addr": rec.addr,
-                            "since": repr(since),
-                        },
-                    )
-                    pipe.zadd(keys.claimed(rec.profile), {rec.id: since})
-                    # Activity unknown after a loss: count from now, never reclaim at once.
-                    pipe.zadd(keys.ACTIVITY, {rec.user: now}, nx=True)
-                elif state is PodState.READY:
-                    fields["ready_at"] = repr(now)
-                    pipe.zadd(keys.ready(rec.profile), {rec.id: now})
-                else:
-                    pipe.zadd(keys.warming(rec.profile), {rec.id: rec.created or now})
-                pipe.hset(keys.pod(rec.id), mapping=fields)
-            if mark_built:
-                pipe.set(keys.STATE_MARKER, repr(now))
-            await pipe.execute()
-        return count
+                ),
+                "addr": rec.addr,
+                "created": repr(rec.created or now),
+                "user": rec.user,
+                "since": repr(rec.claimed_at or now),
+                "fields": dict(rec.extra),
+            }
+            for rec in records
+        ]
+        result = await self.scripts.restore(
+            keys=[keys.STATE_MARKER, keys.ACTIVITY],
+            args=[json.dumps(payload), repr(now), keys.PREFIX, "1" if mark_built else "0"],
+        )
+        return int(result[0]), [str(pod) for pod in result[1:]]
 
     async def mark_built(self) -> None:
         await self.redis.set(keys.STATE_MARKER, repr(self.clock()))

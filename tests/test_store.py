@@ -98,7 +98,7 @@ async def test_claims_wait_while_index_is_rebuilt(store: FleetStore) -> None:
     record = PodRecord(
         id="default-x", profile="default", phase=Phase.STARTING, addr="http://a", user="bob"
     )
-    await store.restore([record], mark_built=True)
+    assert await store.restore([record], mark_built=True) == (1, [])
     claim = await store.lookup("bob")
     assert claim is not None and claim.pod == "default-x"
     assert await store.redis.exists(keys.STATE_MARKER)

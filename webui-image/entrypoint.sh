@@ -54,12 +54,13 @@ a1111_command() {
 if [ $# -gt 0 ]; then WEBUI_CMD=("$@"); else a1111_command; fi
 if [ "${SDB_PRINT_COMMAND:-0}" = 1 ]; then printf '%q ' "${WEBUI_CMD[@]}"; echo; exit 0; fi
 
-# ComfyUI writes into the agent's outputs link (see README); make it before
-# ComfyUI can create a real folder at that path.
+# ComfyUI writes through the agent's outputs link (see README); make it, aimed
+# at the holding folder, before ComfyUI could create a real folder there.
 if [ "${SDB_AGENT_WEBUI:-a1111}" = comfyui ]; then
   link=${SDB_AGENT_OUTPUTS_LINK:-/tmp/sdbroker/outputs}
-  mkdir -p "$(dirname "$link")/unclaimed" || die "cannot create $(dirname "$link")/unclaimed"
-  [ -L "$link" ] || ln -s "$(dirname "$link")/unclaimed" "$link" || die "cannot create the outputs link $link"
+  holding=${SDB_AGENT_HOLDING_DIR:-/tmp/sdbroker/unclaimed}
+  mkdir -p "$holding" "$(dirname "$link")" || die "cannot create $holding"
+  [ -L "$link" ] || ln -s "$holding" "$link" || die "cannot create the outputs link $link"
 fi
 
 stopping=0 agent_pid="" webui_pid=""

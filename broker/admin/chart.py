@@ -28,15 +28,19 @@ class Chart:
     width: int
     height: int
     top: int  # the value at the top edge
-    hours: float
+    since: float  # the left edge: the oldest sample shown
     lines: tuple[Line, ...]
     empty: bool
 
 
 def chart(samples: list[SampleView], *, now: float, hours: float) -> Chart:
-    """Lines over the last `hours` ending at `now`; the y axis starts at 0."""
-    start = now - hours * 3600
-    shown = [s for s in samples if s.at >= start]
+    """Lines from the oldest sample of the last `hours` to `now`; the y axis starts at 0.
+
+    The x axis spans the samples there are, so a broker started ten minutes
+    ago shows ten minutes across the whole width rather than a sliver.
+    """
+    shown = [s for s in samples if s.at >= now - hours * 3600]
+    start = min(shown[0].at, now - 60) if shown else now - hours * 3600
     top = max([1, *(getattr(s, name) for s in shown for name, _ in SERIES)])
 
     def x(at: float) -> float:
@@ -54,4 +58,4 @@ def chart(samples: list[SampleView], *, now: float, hours: float) -> Chart:
         )
         for name, color in SERIES
     )
-    return Chart(WIDTH, HEIGHT, top, hours, lines, empty=len(shown) < 2)
+    return Chart(WIDTH, HEIGHT, top, start, lines, empty=len(shown) < 2)

@@ -9,8 +9,10 @@ link cannot put words on an admin's screen.
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -43,8 +45,18 @@ def ago(seconds: float | None) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
-def clock(at: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
+def clock_in(timezone: str) -> Callable[[float | None], str]:
+    """Times as the fleet file's schedules read them: in the spec's timezone."""
+    zone = ZoneInfo(timezone)
+
+    def clock(at: float | None) -> str:
+        return datetime.fromtimestamp(at, zone).strftime("%a %Y-%m-%d %H:%M:%S") if at else "-"
+
+    return clock
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s" if value < 60 else ago(value)
 
 
 async def console(request: web.Request) -> web.StreamResponse:
@@ -75,7 +87,8 @@ async def console(request: web.Request) -> web.StreamResponse:
         "flash": flash,
         "timezone": app[FLEET].spec.timezone,
         "ago": ago,
-        "clock": clock,
+        "seconds": seconds,
+        "clock": clock_in(app[FLEET].spec.timezone),
         "csrf_field": CSRF_FIELD,
         "csrf_token": csrf_token(request, app[SIGNER]),
     }

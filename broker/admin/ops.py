@@ -159,14 +159,19 @@ async def reclaims(app: web.Application, count: int = 30) -> list[AuditView]:
     events = [e for e in await app[STORE].recent_audit(count * 2) if e.get("reason")]
     out = []
     for e in events[:count]:
-        at = e.get("at") or e["id"].split("-")[0]
-        try:
-            when: float | None = float(at) / (1000 if "at" not in e else 1)
-        except ValueError:
-            when = None
         fields = {k: e.get(k, "") for k in ("user", "pod", "profile", "reason", "by", "detail")}
-        out.append(AuditView(id=e["id"], at=when, **fields))
+        out.append(AuditView(id=e["id"], at=_event_time(e), **fields))
     return out
+
+
+def _event_time(event: dict[str, str]) -> float | None:
+    """The event's own `at`, else the stream id's milliseconds (events without one)."""
+    try:
+        if event.get("at"):
+            return float(event["at"])
+        return int(event["id"].split("-")[0]) / 1000
+    except ValueError:
+        return None
 
 
 async def history(app: web.Application, hours: float = 6.0) -> list[HistoryView]:

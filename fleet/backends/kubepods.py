@@ -191,7 +191,8 @@ def pod_record(obj: dict[str, Any], port: int) -> PodRecord:
     annotations = meta.get("annotations") or {}
     status = obj.get("status") or {}
     phase, reason = read_status(status)
-    if meta.get("deletionTimestamp"):
+    terminating = bool(meta.get("deletionTimestamp"))
+    if terminating:
         phase, reason = Phase.GONE, "being deleted"
     ip = status.get("podIP")
     claimed_at = annotations.get(CLAIMED_AT, "")
@@ -204,6 +205,7 @@ def pod_record(obj: dict[str, Any], port: int) -> PodRecord:
         created=_created(meta),
         claimed_at=float(claimed_at) if claimed_at.replace(".", "", 1).isdigit() else 0.0,
         reason=reason,
+        terminating=terminating,
         extra={
             "namespace": meta.get("namespace", ""),
             "node": (obj.get("spec") or {}).get("nodeName") or "",

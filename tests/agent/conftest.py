@@ -33,6 +33,9 @@ ENTRYPOINT = IMAGE_DIR / "entrypoint.sh"
 SLUG = "ann-example-com-0123456789abcdef"
 IDENTITY = "Ann@example.com"
 LIVENESS = 20.0  # generous, only so a hung test fails instead of hanging
+# The interpreter for the agent; point it at a Python 3.10 with aiohttp to run
+# these tests the way the image runs the agent (Ubuntu 22.04's Python).
+AGENT_PYTHON = os.environ.get("SDB_TEST_AGENT_PYTHON", sys.executable)
 
 
 def free_port() -> int:
@@ -101,6 +104,7 @@ class Pod:
         self.outputs = root / "outputs"
         self.podinfo = root / "podinfo"
         self.stub_out = root / "stub-outputs"
+        self.holding = root / "holding"  # pod-local; created by the agent
         for path in (self.outputs, self.podinfo, self.stub_out):
             path.mkdir()
         self.webui_port = free_port()
@@ -127,6 +131,7 @@ class Pod:
             SDB_AGENT_WEBUI_URL=self.webui_url,
             SDB_AGENT_PODINFO_DIR=str(self.podinfo),
             SDB_AGENT_OUTPUTS_ROOT=str(self.outputs),
+            SDB_AGENT_HOLDING_DIR=str(self.holding),
             SDB_AGENT_POLL_INTERVAL="100ms",
             SDB_AGENT_HEALTH_INTERVAL="100ms",
             SDB_AGENT_REQUEST_TIMEOUT="2s",
@@ -134,11 +139,11 @@ class Pod:
         )
 
     def start_agent(self, **extra: str) -> Proc:
-        cmd = [sys.executable, "-m", "agent"]
+        cmd = [AGENT_PYTHON, "-m", "agent"]
         return self._start(Proc("agent", cmd, self.agent_env(**extra), self.root))
 
     def start_entrypoint(self, *webui_cmd: str, **extra: str) -> Proc:
-        env = self.agent_env(SDB_AGENT_PYTHON=sys.executable, SDB_AGENT_HOME=str(IMAGE_DIR))
+        env = self.agent_env(SDB_AGENT_PYTHON=AGENT_PYTHON, SDB_AGENT_HOME=str(IMAGE_DIR))
         env.update(extra)
         cmd = ["bash", str(ENTRYPOINT), *webui_cmd]
         return self._start(Proc("entrypoint", cmd, env, self.root))
@@ -176,6 +181,9 @@ class Pod:
         self.write_downward(labels, {"sdbroker.io/user": identity})
 
     def stop_all(self) -> None:
+        """SIGTERM to all at once, then wait: teardown costs one grace, not one per process."""
+        for proc in self.procs:
+            proc.signal(signal.SIGTERM)
         for proc in reversed(self.procs):
             proc.stop()
 
@@ -231,6 +239,10 @@ def points_at(options: dict[str, Any], folder: Path) -> bool:
 async def ready_status(session: aiohttp.ClientSession, pod: Pod) -> int | None:
     status, _ = await get_json(session, f"{pod.agent_url}/ready")
     return status
+
+
+async def ready_is(session: aiohttp.ClientSession, pod: Pod, want: int) -> bool:
+    return await ready_status(session, pod) == want
 
 
 async def pointed(session: aiohttp.ClientSession, pod: Pod, folder: Path) -> dict[str, Any] | None:

@@ -50,7 +50,7 @@ def iap_keys() -> Iterator[IapKeys]:
     server.stop()
 
 
-_databases = itertools.count(1)
+_databases = itertools.count()  # brokers get databases 1-15; 0 is for store tests
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def start_broker(
               **env: str) -> Broker:  # fmt: skip
         tmp = tmp_path_factory.mktemp("broker")
         fleet = write_fleet(tmp / "fleet.yaml", outputs=tmp / "outputs", buffer=2, max=5)
-        url = identity_redis.url.rsplit("/", 1)[0] + f"/{next(_databases) % 16}"
+        url = identity_redis.url.rsplit("/", 1)[0] + f"/{1 + next(_databases) % 15}"
         client = redis.Redis.from_url(url)
         client.flushdb()
         broker = Broker(tmp / "data", fleet, url, **env)

@@ -266,8 +266,11 @@ def test_allow_lists(broker: Broker, db: str, username: str, allowed: bool) -> N
     marker = f"allow-{username}"
     page = browser.get(f"{broker.url}/stub/whoami?{marker}")
     cookie = {"Cookie": "sdb_session=" + browser.cookies["127.0.0.1"]["sdb_session"]}
-    if allowed:
-        assert page.json()["user"] == email
+    if allowed:  # (503 only while a fresh WebUI warms up for a first-time user)
+        page = wait_for(
+            lambda: (r := browser.get(broker.url + "/stub/whoami")).status != 503 and r, 20
+        )
+        assert page.status == 200 and page.json()["user"] == email
         return
     assert page.status == 403
     assert email in page.text and 'action="/_broker/logout"' in page.text

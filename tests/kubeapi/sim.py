@@ -16,6 +16,7 @@ from aiohttp import web
 from .admin import run_action
 from .agones import AgonesController
 from .clock import Clock, ScaledClock
+from .errors import ApiError
 from .events import EventRecorder
 from .faults import ApiErrorRule, Faults, PodFailure, PodFailureRule
 from .fleets import FleetController, validate_fleetautoscaler
@@ -348,7 +349,7 @@ class KubeSim:
         pods = self.cluster.remove(name)
         self.store.remove(NODES, None, name)
         for ns, pod in pods:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ApiError):
                 self.lifecycle.remove_now(ns, pod)
         return [f"{ns}/{pod}" for ns, pod in pods]
 

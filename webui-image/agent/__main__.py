@@ -30,7 +30,9 @@ async def amain(config: settings.Config) -> int:
         timeout = config.request_timeout
         webui: WebUI
         if config.webui == "comfyui":
-            webui = ComfyUI(session, config.webui_url, timeout, config.outputs_link)
+            webui = ComfyUI(
+                session, config.webui_url, timeout, config.outputs_link, config.holding_dir
+            )
         else:
             webui = A1111(session, config.webui_url, timeout)
         sdk = AgonesSDK(session, config.agones_url, timeout) if config.mode == "agones" else None
@@ -44,9 +46,11 @@ async def amain(config: settings.Config) -> int:
             log.critical("fatal: cannot listen on %s:%d: %s", config.host, config.port, exc)
             return EXIT_FATAL_CONFIG
         try:
-            return await agent.run()
+            code = await agent.run()
         finally:
             await runner.cleanup()
+        log.info("stopped (exit status %d)", code)
+        return code
 
 
 def main() -> int:

@@ -34,6 +34,7 @@ class Config:
     host: str
     port: int
     outputs_root: Path
+    holding_dir: Path
     outputs_link: Path
     podinfo_dir: Path
     agones_url: str
@@ -123,6 +124,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         host=env.get("SDB_AGENT_HOST", "0.0.0.0").strip() or "0.0.0.0",
         port=_port(env, "SDB_AGENT_PORT", 7861),
         outputs_root=_path(env, "SDB_AGENT_OUTPUTS_ROOT", "/outputs"),
+        holding_dir=_path(env, "SDB_AGENT_HOLDING_DIR", "/tmp/sdbroker/unclaimed"),
         outputs_link=_path(env, "SDB_AGENT_OUTPUTS_LINK", "/tmp/sdbroker/outputs"),
         podinfo_dir=podinfo_dir,
         agones_url=f"http://127.0.0.1:{sdk_port}",

@@ -1,8 +1,10 @@
 """The agent's loops and the state they share.
 
-One loop watches the WebUI (ready or not, and re-points its outputs once the
-pod is claimed); one learns the claim (Downward API files, or the Agones
-watch); on Agones two more tell the sidecar Ready once and ping Health. Each
+One loop watches the WebUI (ready or not) and keeps its output folders aimed
+at the right place: the pod-local holding folder until the claim is seen,
+then the user's folder (moving in what was held). One learns the claim
+(Downward API files, or the Agones watch); on Agones two more tell the
+sidecar Ready once and ping Health. Each
 loop is a named task; any task that crashes or a fatal finding stops the
 rest, so the container exits and the pod shows the failure instead of
 lingering half-working.
@@ -21,7 +23,8 @@ from typing import Any
 from .agones import BEFORE_READY, AgonesSDK, SDKError
 from .claims import Claim, ClaimError, DownwardAPI, claim_from_gameserver, gameserver_state
 from .config import Config
-from .webui import REQUEST_ERRORS, WebUI
+from .holding import move_tree
+from .webui import REQUEST_ERRORS, Check, WebUI
 
 log = logging.getLogger("sdb-agent")
 
@@ -129,6 +132,8 @@ class Agent:
             check = await self.webui.check()
             if check.answered:
                 self.last_answer = time.monotonic()
+            if check.ready and self.config.mode != "standalone":  # standalone: readiness only
+                check = await self._settle_outputs(check)
             if check.ready != self.ready or (not check.ready and check.reason != self.reason):
                 level = logging.INFO if check.ready or not self.ready else logging.WARNING
                 log.log(
@@ -137,29 +142,34 @@ class Agent:
             self.ready, self.reason = check.ready, check.reason
             if check.ready:
                 self.became_ready.set()
-                if self.claim is not None:
-                    await self._point_outputs(self.claim)
             await asyncio.sleep(self.config.poll_interval)
 
-    async def _point_outputs(self, claim: Claim) -> None:
-        folder = self.config.outputs_root / claim.slug
+    async def _settle_outputs(self, check: Check) -> Check:
+        """Point the WebUI at the user's folder (or, unclaimed, the holding folder).
+
+        Part of readiness: /ready only says 200 once images would land in the
+        right place, also after the WebUI restarted with its default folders.
+        """
+        holding, claimed = self.config.holding_dir, self.claim is not None
+        folder = self.config.outputs_root / self.claim.slug if self.claim else holding
         try:
-            # in a thread: the outputs volume is often NFS, and a slow mkdir must
-            # not stall the probe endpoints served by this same event loop
-            await asyncio.to_thread(folder.mkdir, mode=0o775, exist_ok=True)
+            # In threads: the outputs volume is often NFS, and slow file calls
+            # must not stall the probe endpoints served by this event loop.
+            await asyncio.to_thread(folder.mkdir, mode=0o775, parents=not claimed, exist_ok=True)
             changed = await self.webui.point_outputs(folder)
+            moved = await asyncio.to_thread(move_tree, holding, folder) if claimed else 0
         except PermissionError as exc:
-            self.fatal(
-                f"cannot create {folder}: {exc} (outputs volume not writable?)", EXIT_FATAL_CONFIG
-            )
-            return
+            self.fatal(f"cannot write {folder}: {exc} (set the pod's fsGroup?)", EXIT_FATAL_CONFIG)
+            return Check(False, f"cannot write {folder}", check.answered)
         except (OSError, *REQUEST_ERRORS) as exc:
-            self._warn_once(f"outputs:{exc}", "could not point outputs at %s yet: %s", folder, exc)
-            return
+            return Check(False, f"cannot point outputs at {folder}: {exc}", check.answered)
         if changed:
             again = self.outputs == folder
             log.info("outputs %s %s", "re-applied (WebUI restarted?) to" if again else "->", folder)
             self.outputs = folder
+        if moved:
+            log.info("moved %d file(s) made before the claim was seen into %s", moved, folder)
+        return check
 
     def on_claim(self, claim: Claim | None) -> None:
         """A pod serves one user, ever: a second, different user is fatal, never obeyed."""

@@ -122,25 +122,32 @@ class ComfyUI:
     """ComfyUI started with ``--output-directory <link>``; readiness is ``/system_stats``.
 
     ComfyUI loads checkpoints on the first prompt, so answering HTTP is all
-    there is to wait for. Before a claim the link points at a pod-local
-    scratch folder, so nothing lands on the shared volume unowned.
+    there is to wait for. Before a claim the link points at the pod-local
+    holding folder, so nothing lands on the shared volume unowned.
     """
 
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, timeout: float, link: Path
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        timeout: float,
+        link: Path,
+        holding: Path,
     ) -> None:
         self.session = session
         self.base = base_url
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.link = link
+        self.holding = holding
 
     async def prepare(self) -> None:
-        scratch = self.link.parent / "unclaimed"
-        scratch.mkdir(parents=True, exist_ok=True)
+        """The entrypoint makes the link before ComfyUI starts; this repairs a run without it."""
+        self.holding.mkdir(parents=True, exist_ok=True)
+        self.link.parent.mkdir(parents=True, exist_ok=True)
         if self.link.is_dir() and not self.link.is_symlink():
             self.link.rmdir()  # ComfyUI made it first; an empty one is ours to replace
         if not self.link.is_symlink():
-            self._swap(scratch)
+            self._swap(self.holding)
 
     async def check(self) -> Check:
         try:
