@@ -31,6 +31,7 @@ from fleet import (
     connect_redis,
     listen,
     make_backend,
+    stop_fleet,
 )
 from fleet.specstore import adopt
 from reaper import ReapCycle, ReaperJob, count_reclaim
@@ -128,7 +129,7 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
         tasks = app[TASKS] = Tasks()
         tasks.start("controller", controller.run)
         handlers = app[EVENT_HANDLERS] = [router.on_event, wake_controller]  # fleetops adds more
-        tasks.start("events", lambda: listen(app[REDIS], handlers))
+        tasks.start("events", lambda: listen(app[REDIS], handlers, on_reconnect=router.clear))
         scheduler = app[SCHEDULER] = AsyncIOScheduler()
         scheduler.add_job(
             activity.flush, "interval", seconds=settings.activity_flush, id="activity-flush"
@@ -156,7 +157,7 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
             await activity.flush()
             await tasks.stop()
             if stop_pods_on_exit(settings):
-                await stop_fleet(store, backend, fleet)
+                await stop_fleet(store, backend, fleet.spec)
             await backend.close()
             await http.close()
 
@@ -176,20 +177,6 @@ def stop_pods_on_exit(settings: Settings) -> bool:
     if settings.stop_pods_on_exit is not None:
         return settings.stop_pods_on_exit
     return settings.redis_url is None  # embedded Redis: this broker owns the whole fleet
-
-
-async def stop_fleet(store: FleetStore, backend, fleet: Fleet) -> None:  # noqa: ANN001
-    """End every claim and stop every pod (the demo's Ctrl-C)."""
-    try:
-        for pod in await store.pods(p.name for p in fleet.spec.profiles):
-            await store.end_pod(pod.id, "shutdown")
-            await backend.delete(pod.id)
-            await store.forget_pod(pod.id)
-    except REDIS_DOWN as exc:
-        log.warning("could not end claims on shutdown: %s", exc)
-    stop_all = getattr(backend, "stop_all", None)
-    if stop_all is not None:
-        await stop_all()
 
 
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:

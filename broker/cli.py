@@ -37,6 +37,15 @@ def load_settings():  # noqa: ANN201 - returns broker.settings.Settings
         raise SystemExit(_fail("\n".join(lines))) from None
 
 
+def raise_fd_limit() -> None:
+    """Every proxied WebSocket holds two sockets: lift the soft limit (1024 under systemd) to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -63,6 +72,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
+    raise_fd_limit()
+    if settings.workers > 1:
+        from .workers import supervise
+
+        print(
+            f"sdbroker: {settings.workers} workers on http://{settings.host}:{settings.port}",
+            flush=True,
+        )
+        return supervise(settings, spec)
     app = build_app(settings, spec)
     print(
         f"sdbroker: serving on http://{settings.host}:{settings.port} ({settings.auth} login)",

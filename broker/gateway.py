@@ -25,7 +25,7 @@ from .headers import upstream_headers
 from .identity import Identity
 from .metrics import redis_error
 from .pages import problem, unauthenticated, wants_html
-from .proxy import PodTimeout, PodUnreachable, proxy_http, proxy_websocket
+from .proxy import BrokerBusy, PodTimeout, PodUnreachable, proxy_http, proxy_websocket
 from .redirects import safe_next
 
 log = logging.getLogger(__name__)
@@ -218,4 +218,13 @@ async def gateway(request: web.Request) -> web.StreamResponse:
             504,
             "Your WebUI is not answering",
             "The WebUI took too long to answer. Try again.",
+        )
+    except BrokerBusy as exc:
+        log.error("broker out of resources while proxying for %s: %s", identity.user, exc)
+        return problem(
+            request,
+            503,
+            "Busy",
+            "The broker is overloaded right now. Try again shortly.",
+            retry_after=5,
         )

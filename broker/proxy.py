@@ -8,6 +8,7 @@ hop-by-hop headers stop here.
 from __future__ import annotations
 
 import asyncio
+import errno
 
 import aiohttp
 from aiohttp import web
@@ -24,6 +25,21 @@ class PodUnreachable(Exception):
 
 class PodTimeout(Exception):
     """The pod did not answer in time."""
+
+
+class BrokerBusy(Exception):
+    """The broker itself ran out of something (file descriptors, memory): not the pod's fault."""
+
+
+_OUR_LIMITS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def _unreachable(exc: aiohttp.ClientError) -> Exception:
+    """Tell a pod that is gone from a broker that cannot open one more socket."""
+    cause = getattr(exc, "os_error", None) or exc
+    if isinstance(cause, OSError) and cause.errno in _OUR_LIMITS:
+        return BrokerBusy(str(exc))
+    return PodUnreachable(str(exc))
 
 
 def target_url(addr: str, request: web.Request, *, websocket: bool = False) -> URL:
@@ -56,7 +72,7 @@ async def proxy_http(
         aiohttp.ServerDisconnectedError,
         aiohttp.ClientOSError,
     ) as exc:
-        raise PodUnreachable(str(exc)) from exc
+        raise _unreachable(exc) from exc
     except TimeoutError as exc:
         raise PodTimeout(str(exc)) from exc
     try:
@@ -121,7 +137,7 @@ async def proxy_websocket(
         aiohttp.ServerDisconnectedError,
         aiohttp.ClientOSError,
     ) as exc:
-        raise PodUnreachable(str(exc)) from exc
+        raise _unreachable(exc) from exc
     except TimeoutError as exc:
         raise PodTimeout(str(exc)) from exc
 

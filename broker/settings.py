@@ -6,6 +6,7 @@ contract with users and later issues, so they do not change.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import secrets
@@ -38,6 +39,16 @@ def _split(value: object) -> object:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _in_networks(peer: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """Cached: asked several times per request, for a handful of distinct peers."""
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SDB_", extra="forbid", validate_default=True)
 
@@ -61,6 +72,7 @@ class Settings(BaseSettings):
     reap_interval: Duration = 30.0  # 0: no in-broker reaper (a CronJob runs python -m reaper)
     reap_missed_probes: int = Field(3, ge=1)
     stop_pods_on_exit: bool | None = None
+    workers: int = Field(1, ge=1, le=64)
     access_log: bool = False
     # Waiting room, admin, metrics (issue 6).
     metrics_cidrs: Annotated[list[IPNetwork], NoDecode] = []
@@ -187,11 +199,7 @@ class Settings(BaseSettings):
     def is_trusted_proxy(self, peer: str | None) -> bool:
         if not peer or not self.trusted_proxies:
             return False
-        try:
-            addr = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.trusted_proxies)
+        return _in_networks(peer, tuple(self.trusted_proxies))
 
     def secret(self) -> bytes:
         """The cookie signing key: SDB_COOKIE_SECRET, else one generated once under the data dir."""

@@ -16,7 +16,7 @@ from .history import History, Sample, samples_kept
 from .model import Claim, Ended, Phase, PodInfo, PodRecord, PodState, Waiting
 from .probes import Probe, make_probe
 from .redis_client import connect_redis
-from .service import Fleet
+from .service import Fleet, stop_fleet
 from .slug import slugify
 from .spec import FleetSpec, Profile, SpecError, load_spec, parse_spec
 from .specstore import SpecFollower
@@ -67,4 +67,5 @@ __all__ = [
     "make_probe",
     "parse_spec",
     "slugify",
+    "stop_fleet",
 ]

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -29,7 +29,7 @@ from .backends.base import Backend
 from .errors import FleetError
 from .history import History
 from .leader import LeaderLock
-from .model import Phase, PodInfo, PodRecord, PodState
+from .model import Claim, Phase, PodInfo, PodRecord, PodState
 from .probes import Probe, make_probe
 from .spec import FleetSpec, Profile
 from .store import REDIS_DOWN, FleetStore
@@ -154,6 +154,7 @@ class Controller:
             index = {p.id: p for p in await self.store.pods(profiles)}
 
         now = self.clock()
+        self._warming = any(p.state is PodState.WARMING for p in index.values())
         await asyncio.gather(
             *(self._check(pod, records.get(pod.id), spec, now) for pod in index.values())
         )
@@ -163,6 +164,28 @@ class Controller:
         await self._delete_marked()
         for profile in await self.sizes(spec) if self.sizes else spec.profiles:
             await self._scale(profile)
+
+    async def _adopt_allocations(
+        self, records: Iterable[PodRecord], index: dict[str, PodInfo]
+    ) -> int:
+        """Allocated pods the index has as unclaimed: an allocation whose answer was lost
+        (agones#607) or a broker that died mid-claim. The user gets the pod on their next
+        request; if they hold another one meanwhile, this one is an orphan and deleted."""
+        adopted = 0
+        for rec in records:
+            pod = index.get(rec.id)
+            if not rec.user or rec.phase is not Phase.READY or pod is None or pod.user:
+                continue
+            bound = await self.store.bind(rec.user, rec)
+            if isinstance(bound, Claim) and bound.pod != rec.id:
+                log.error("pod %s was allocated to %s, who holds %s; deleting it",
+                          rec.id, rec.user, bound.pod)  # fmt: skip
+                await self.store.end_pod(rec.id, "orphan")
+            elif isinstance(bound, Claim):
+                log.warning("pod %s allocated to %s without a claim; claim restored",
+                            rec.id, rec.user)  # fmt: skip
+                adopted += 1
+        return adopted
 
     async def _check(
         self, pod: PodInfo, rec: PodRecord | None, spec: FleetSpec, now: float

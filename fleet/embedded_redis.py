@@ -63,8 +63,9 @@ class EmbeddedRedis:
             "--logfile", str(self.dir / "redis.log"),
             "--daemonize", "no",
         ]  # fmt: skip
-        self.process = await asyncio.to_thread(
-            subprocess.Popen,
+        # Forked from this thread on purpose: PR_SET_PDEATHSIG fires when the
+        # forking *thread* ends, and an executor thread may end long before us.
+        self.process = subprocess.Popen(  # noqa: ASYNC220
             args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -68,6 +68,11 @@ def queue_seen(profile: str) -> str:
     return f"{PREFIX}queue-seen:{profile}"
 
 
+def allocating(user: str) -> str:
+    """String (short TTL): one broker is allocating a pod for this user (Agones); others wait."""
+    return f"{PREFIX}allocating:{user}"
+
+
 def ended(user: str) -> str:
     """String: JSON notice of a session that ended, shown on the user's next visit."""
     return f"{PREFIX}ended:{user}"

@@ -54,6 +54,14 @@ class Waiting:
 
 
 @dataclass(slots=True)
+class Go:
+    """Reserve mode (backends that allocate): the user may have a pod now; allocate one."""
+
+    profile: str
+    queued_at: str = ""
+
+
+@dataclass(slots=True)
 class PodRecord:
     """A pod as its backend records it: the source of truth Redis is rebuilt from."""
 

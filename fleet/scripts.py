@@ -30,6 +30,7 @@ class Scripts:
     reap_candidates: AsyncScript
     drop_claim: AsyncScript
     strike: AsyncScript
+    bind: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

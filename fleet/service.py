@@ -8,7 +8,9 @@ If that second step fails the pod is ended (single-use) and another taken.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 
@@ -16,14 +18,15 @@ import aiohttp
 
 from .backends.base import Backend
 from .errors import FleetError
-from .model import Claim, Ended, Phase, Waiting
+from .model import Claim, Ended, Go, Phase, Waiting
 from .probes import make_probe
 from .slug import slugify
 from .spec import FleetSpec, Profile
-from .store import FleetStore
+from .store import REDIS_DOWN, FleetStore
 
 log = logging.getLogger(__name__)
 BIND_ATTEMPTS = 3
+ALLOCATE_LOCK_TTL = 10.0  # seconds one request may allocate for a user before others retry
 
 
 class Fleet:
@@ -67,6 +70,8 @@ class Fleet:
         """The user's pod, taking a warm one if they have none; else their place in line."""
         name = profile or await self.profile_for(user)
         started = time.perf_counter()
+        if self.backend.allocates:
+            return await self._allocate_claim(user, name, join_queue, started)
         for _ in range(BIND_ATTEMPTS):
             result = await self.store.claim(
                 user, name, queue_grace=self.queue_grace, join_queue=join_queue
@@ -83,6 +88,70 @@ class Fleet:
                     "claim of pod %s for %s failed (%s); taking another", result.pod, user, exc
                 )
                 await self.store.end_pod(result.pod, "claim_failed", only_user=user)
+        return Waiting(name, 0, 0)
+
+    async def _allocate_claim(
+        self, user: str, name: str, join_queue: bool, started: float
+    ) -> Claim | Waiting:
+        """Claim for a backend that picks the pod itself (Agones GameServerAllocation).
+
+        Redis decides whose turn it is (queue rules unchanged), a per-user lock
+        makes concurrent first requests allocate once, the backend allocates
+        (a retry returns the same GameServer), and bind.lua records the claim.
+        """
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + ALLOCATE_LOCK_TTL
+        while True:
+            result = await self.store.claim(
+                user, name, queue_grace=self.queue_grace, join_queue=join_queue, reserve=True
+            )
+            if not isinstance(result, Go):
+                return result
+            if await self.store.lock_user(user, token, ALLOCATE_LOCK_TTL):
+                break
+            if time.monotonic() > deadline:  # another request is allocating for this user
+                return Waiting(name, 0, 0)
+            await asyncio.sleep(0.05)
+        try:
+            return await self._allocate_locked(user, name, join_queue, started)
+        finally:
+            await self.store.unlock_user(user, token)
+
+    async def _allocate_locked(
+        self, user: str, name: str, join_queue: bool, started: float
+    ) -> Claim | Waiting:
+        slug = slugify(user)
+        profile = self.spec.profile(name)
+        for _ in range(BIND_ATTEMPTS):
+            try:
+                rec = await self.backend.allocate(profile, user, slug)
+            except FleetError as exc:  # e.g. answers lost: the controller adopts what was allocated
+                log.warning("allocation for %s failed: %s", user, exc)
+                return Waiting(name, 0, 0)
+            if rec is None:  # nothing Ready on the platform: wait in line
+                if join_queue:
+                    return await self.store.join_queue(user, name)
+                return Waiting(name, 0, 0)
+            bound = await self.store.bind(user, rec)
+            if bound is None:  # our GameServer is being deleted: the next allocation differs
+                await asyncio.sleep(0.1)
+                continue
+            if isinstance(bound, Waiting) or bound.pod != rec.id:
+                return bound  # rebuilding, or the user holds another pod (rec: orphan)
+            try:
+                await asyncio.to_thread(self.backend.prepare_outputs, slug)
+                await make_probe(profile.probe).set_outputs(
+                    self.http, bound.addr, self.backend.outputs_path(slug)
+                )
+            except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("pod %s for %s failed (%s); taking another", rec.id, user, exc)
+                await self.store.end_pod(rec.id, "claim_failed", only_user=user)
+                with contextlib.suppress(FleetError):
+                    await self.backend.delete(rec.id)
+                continue
+            if bound.new and self.on_claimed is not None:
+                self.on_claimed(bound.profile, time.perf_counter() - started)
+            return bound
         return Waiting(name, 0, 0)
 
     async def _bind(self, claim: Claim) -> None:
@@ -127,3 +196,17 @@ class Fleet:
                 detail=reason[:200],
             )
         return ended is not None
+
+
+async def stop_fleet(store: FleetStore, backend: Backend, spec: FleetSpec) -> None:
+    """End every claim and stop every pod: a one-machine broker's Ctrl-C."""
+    try:
+        for pod in await store.pods(p.name for p in spec.profiles):
+            await store.end_pod(pod.id, "shutdown")
+            await backend.delete(pod.id)
+            await store.forget_pod(pod.id)
+    except REDIS_DOWN as exc:
+        log.warning("could not end claims on shutdown: %s", exc)
+    stop_all = getattr(backend, "stop_all", None)
+    if stop_all is not None:
+        await stop_all()

@@ -16,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys
 from .errors import StoreUnavailable
-from .model import Candidate, Claim, Ended, PodInfo, PodRecord, PodState, Waiting
+from .model import Candidate, Claim, Ended, Go, PodInfo, PodRecord, PodState, Waiting
 from .scripts import Scripts
 
 Clock = Callable[[], float]
@@ -44,9 +44,19 @@ class FleetStore:
     # --- claims -------------------------------------------------------------
 
     async def claim(
-        self, user: str, profile: str, *, queue_grace: float, join_queue: bool = True
-    ) -> Claim | Waiting:
-        """Existing claim, a new claim on a Ready pod, or the user's place in the queue."""
+        self,
+        user: str,
+        profile: str,
+        *,
+        queue_grace: float,
+        join_queue: bool = True,
+        reserve: bool = False,
+    ) -> Claim | Waiting | Go:
+        """Existing claim, a new claim on a Ready pod, or the user's place in the queue.
+
+        `reserve` (backends that allocate): `Go` instead of taking a pod when
+        the user may have one now; the caller allocates and calls `bind`.
+        """
         result = await self.scripts.claim(
             keys=[
                 keys.STATE_MARKER,
@@ -65,9 +75,12 @@ class FleetStore:
                 queue_grace,
                 keys.EVENTS,
                 "1" if join_queue else "0",
+                "1" if reserve else "0",
             ],
         )
         kind = result[0]
+        if kind == "go":
+            return Go(profile, result[1] or "")
         if kind == "rebuilding":
             return Waiting(profile, 0, 0, rebuilding=True)
         if kind == "wait":
@@ -77,6 +90,67 @@ class FleetStore:
             queued = data.get("queued_at")
             self.on_claim(profile, self.clock() - float(queued) if queued else None)
         return Claim.from_hash(user, data, new=kind == "new")
+
+    async def bind(self, user: str, rec: PodRecord) -> Claim | Waiting | None:
+        """Record that the platform gave `user` the pod `rec` (bind.lua).
+
+        Returns the new claim, the user's existing claim (maybe on another pod:
+        `rec` is then an orphan), Waiting(rebuilding), or None when the pod is
+        being deleted or belongs to someone else.
+        """
+        now = self.clock()
+        result = await self.scripts.bind(
+            keys=[
+                keys.STATE_MARKER,
+                keys.claim(user),
+                keys.pod(rec.id),
+                *keys.pod_states(rec.profile)[:2],
+                keys.claimed(rec.profile),
+                keys.ACTIVITY,
+                keys.queue(rec.profile),
+                keys.queue_seen(rec.profile),
+            ],
+            args=[
+                user,
+                rec.profile,
+                rec.id,
+                rec.addr,
+                repr(now),
+                repr(rec.created or now),
+                keys.EVENTS,
+                repr(rec.claimed_at or now),
+            ],
+        )
+        kind = result[0]
+        if kind == "rebuilding":
+            return Waiting(rec.profile, 0, 0, rebuilding=True)
+        if kind == "gone":
+            return None
+        data = _pairs(result[1:])
+        if kind == "new" and self.on_claim is not None:
+            queued = data.get("queued_at")
+            self.on_claim(rec.profile, now - float(queued) if queued else None)
+        return Claim.from_hash(user, data, new=kind == "new")
+
+    async def join_queue(self, user: str, profile: str) -> Waiting:
+        """Queue a user whose allocation found nothing Ready (first come, first served)."""
+        now = self.clock()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.queue(profile), {user: now}, nx=True)
+            pipe.zadd(keys.queue_seen(profile), {user: now})
+            pipe.zrank(keys.queue(profile), user)
+            pipe.zcard(keys.queue(profile))
+            added, _, rank, length = await pipe.execute()
+        if added:
+            await self.publish(f"queue {profile} {user}")
+        return Waiting(profile, int(rank or 0) + 1, int(length))
+
+    async def lock_user(self, user: str, token: str, ttl: float) -> bool:
+        """A short per-user lock: one broker allocates for a user at a time."""
+        return bool(await self.redis.set(keys.allocating(user), token, nx=True, px=int(ttl * 1000)))
+
+    async def unlock_user(self, user: str, token: str) -> None:
+        await self.scripts.unlock(keys=[keys.allocating(user)], args=[token])
 
     async def lookup(self, user: str) -> Claim | None:
         data = await self.redis.hgetall(keys.claim(user))

@@ -17,6 +17,10 @@ def make_backend(spec: FleetSpec, data_dir: Path) -> Backend:
         from .kubernetes import KubernetesBackend
 
         return KubernetesBackend(spec)
+    if spec.backend == "agones":
+        from .agones import AgonesBackend
+
+        return AgonesBackend(spec)
     raise NotImplementedError(f"backend {spec.backend!r} is not available yet")
 
 

@@ -23,6 +23,9 @@ class Backend(ABC):
     #: True when pods are created in sets by the platform (Agones Fleets), so
     #: the controller must not create or delete pods one by one.
     manages_replicas: bool = False
+    #: True when the platform picks the pod for a claim (Agones allocation): the
+    #: broker then reserves a turn in Redis, calls `allocate`, and binds its answer.
+    allocates: bool = False
 
     def __init__(self, spec: FleetSpec) -> None:
         self.spec = spec

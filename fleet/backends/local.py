@@ -221,14 +221,20 @@ class LocalBackend(Backend):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
 
+    # File reads and process checks run in a thread: with hundreds of pods they
+    # would otherwise stall the event loop that proxies users' traffic.
+
     async def observe(self) -> list[PodRecord]:
-        return [self._record(d) for d in self._all()]
+        return await asyncio.to_thread(lambda: [self._record(d) for d in self._all()])
 
     async def phase_of(self, pod_id: str) -> PodRecord | None:
-        data = self._read(pod_id)
-        return self._record(data) if data else None
+        data = await asyncio.to_thread(self._read, pod_id)
+        return await asyncio.to_thread(self._record, data) if data else None
 
     async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
+        await asyncio.to_thread(self._mark_claimed, pod_id, user, slug)
+
+    def _mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
         data = self._read(pod_id)
         if data is None or not self._alive(data):
             raise PodGone(f"pod {pod_id} is gone")

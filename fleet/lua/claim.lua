@@ -19,6 +19,9 @@
 -- ARGV[5] queue grace (seconds): waiting users not seen for longer lose their place
 -- ARGV[6] events channel
 -- ARGV[7] "1" to join the queue when no pod is free, "0" to only look
+-- ARGV[8] "1" = reserve mode (backends that allocate themselves, Agones): when
+--         the user may take a pod now, take none and answer {"go", queued_at};
+--         the caller allocates and records the claim with bind.lua
 --
 -- Returns one of
 --   {"rebuilding"}
@@ -26,6 +29,7 @@
 --   {"new", field, value, ...}           the claim hash just written, plus queued_at
 --                                        (when the user joined the queue; "" = never queued)
 --   {"wait", position, queue_length}     1-based position in the queue
+--   {"go", queued_at}                    reserve mode: allocate now
 local user, profile, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local pod_prefix, grace = ARGV[4], tonumber(ARGV[5])
 
@@ -57,6 +61,9 @@ if not ahead then
 end
 
 local queued_at = redis.call('ZSCORE', KEYS[6], user) or ''
+if ARGV[8] == '1' and ahead < redis.call('ZCARD', KEYS[3]) then
+  return {'go', queued_at}
+end
 while ahead < redis.call('ZCARD', KEYS[3]) do
   local popped = redis.call('ZPOPMIN', KEYS[3])
   local pod = popped[1]

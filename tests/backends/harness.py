@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from fleet import (
     connect_redis,
     make_backend,
 )
+from fleet.render import render_profile
 from fleet.spec import parse_spec
 from tests.kubeapi import KubeSim, ProcessRunner
 from tests.support.procs import STUB
@@ -55,6 +57,21 @@ profiles:
       gpus: 1
       volumes: {{models: null, outputs: null}}
 """
+AGONES = """\
+backend: agones
+profiles:
+  - name: default
+    min: {min}
+    buffer: {buffer}
+    max: {max}
+    agones:
+      namespace: sd
+      fleet: webui
+      image: example/sd-webui:test
+      gpus: 1
+      volumes: {{models: null, outputs: null}}
+"""
+AUTOSCALER_SYNC = 0.3  # seconds: the sim's FleetAutoscaler resizes the Fleet this often
 STUB_RUNNER = ProcessRunner(
     [
         "{python}",
@@ -124,12 +141,17 @@ async def harness(kind: str, redis_url: str, tmp: Path, *, min: int = 0, buffer:
             text = LOCAL.format(outputs=tmp / "outputs", min=min, buffer=buffer, max=max, stub=STUB)
         else:
             sim = await stack.enter_async_context(
-                KubeSim(nodes=nodes, gpus_per_node=1, process_runner=STUB_RUNNER, seed=7)
+                KubeSim(
+                    nodes=nodes,
+                    gpus_per_node=1,
+                    process_runner=STUB_RUNNER,
+                    seed=7,
+                    autoscaler_sync=AUTOSCALER_SYNC,
+                )
             )
-            import os
-
             os.environ["KUBECONFIG"] = str(sim.write_kubeconfig(tmp / "kubeconfig", namespace="sd"))
-            text = KUBERNETES.format(min=min, buffer=buffer, max=max)
+            template = AGONES if kind == "agones" else KUBERNETES
+            text = template.format(min=min, buffer=buffer, max=max)
         spec = parse_spec(text)
         redis = connect_redis(redis_url)
         stack.push_async_callback(redis.aclose)
@@ -138,6 +160,8 @@ async def harness(kind: str, redis_url: str, tmp: Path, *, min: int = 0, buffer:
         backend = make_backend(spec, tmp / "data")
         await backend.start()
         stack.push_async_callback(backend.close)
+        if kind == "agones":
+            await install_fleet(backend, spec)
         fleet = Fleet(store, backend, spec, http, queue_grace=60)
         controller = Controller(store, backend, lambda: fleet.spec, http, interval=0.3)
         task = asyncio.create_task(controller.run())
@@ -151,3 +175,16 @@ async def harness(kind: str, redis_url: str, tmp: Path, *, min: int = 0, buffer:
 
         stack.push_async_callback(stop)
         yield Harness(kind, spec, store, backend, controller, fleet, http, sim)
+
+
+async def install_fleet(backend: Backend, spec: FleetSpec) -> None:
+    """What `sdbroker fleet render | kubectl apply -f -` does, with the sim's fast autoscaler."""
+    custom = backend.custom  # type: ignore[attr-defined]
+    for profile in spec.profiles:
+        fleet, autoscaler = render_profile(profile)
+        del autoscaler["spec"]["sync"]  # the simulator's AUTOSCALER_SYNC, not 10 s
+        ns = fleet["metadata"]["namespace"]
+        await custom.create_namespaced_custom_object("agones.dev", "v1", ns, "fleets", fleet)
+        await custom.create_namespaced_custom_object(
+            "autoscaling.agones.dev", "v1", ns, "fleetautoscalers", autoscaler
+        )

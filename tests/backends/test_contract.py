@@ -10,7 +10,7 @@ import pytest
 from fleet import Claim, Waiting, keys
 from tests.backends.harness import harness
 
-BACKENDS = ["local", "kubernetes"]
+BACKENDS = ["local", "kubernetes", "agones"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -54,7 +54,8 @@ async def test_claim_is_written_on_the_pod_record(
         records = {r.id: r for r in await h.backend.observe()}
         assert records[claim.pod].user == "ann@example.com"
         if h.sim is not None:
-            labels = h.sim.pod("sd", claim.pod)["metadata"]["labels"]
+            obj = h.sim.gameserver("sd", claim.pod) if kind == "agones" else h.sim.pod("sd", claim.pod)
+            labels = obj["metadata"]["labels"]
             assert labels["sdbroker.io/state"] == "claimed"
             assert labels["sdbroker.io/user"].startswith("ann-example-com-")
 

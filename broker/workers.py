@@ -1,0 +1,95 @@
+"""`SDB_WORKERS` > 1: several broker processes share one port (SO_REUSEPORT).
+
+One asyncio process proxies on one core; on a machine with more, the kernel
+spreads connections over N identical workers. The workers are stateless, so
+this supervisor only owns what must exist once: the embedded Redis (when no
+SDB_REDIS_URL is given) and, at exit, stopping the fleet the same way a
+single broker does. A worker that dies is started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from fleet import EmbeddedRedis, FleetSpec, FleetStore, connect_redis, make_backend, stop_fleet
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+RESTART_DELAY = 1.0
+STOP_TIMEOUT = 20.0
+
+
+def supervise(settings: Settings, spec: FleetSpec) -> int:
+    settings.secret()  # create the shared cookie key once, before workers race to
+    embedded = EmbeddedRedis(settings.data_dir) if not settings.redis_url else None
+    if embedded is not None:
+        asyncio.run(embedded.start())
+    env = {
+        **os.environ,
+        "SDB_WORKERS": "1",
+        "SDB_REDIS_URL": settings.redis_url or embedded.url,  # type: ignore[union-attr]
+        "SDB_STOP_PODS_ON_EXIT": "false",  # the supervisor stops the fleet, once
+    }
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    workers: list[subprocess.Popen[bytes]] = [_spawn(env) for _ in range(settings.workers)]
+    log.info("supervising %d workers: %s", len(workers), [w.pid for w in workers])
+    try:
+        while not stopping:
+            for i, worker in enumerate(workers):
+                if worker.poll() is not None and not stopping:
+                    log.error(
+                        "worker %s exited with %s; starting another", worker.pid, worker.returncode
+                    )
+                    time.sleep(RESTART_DELAY)
+                    workers[i] = _spawn(env)
+            time.sleep(0.2)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for worker in workers:
+            try:
+                worker.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if _stops_pods(settings):
+            asyncio.run(_stop_fleet(env["SDB_REDIS_URL"], settings, spec))
+        if embedded is not None:
+            asyncio.run(embedded.stop())
+    return 0
+
+
+def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "broker", "serve"], env=env)
+
+
+def _stops_pods(settings: Settings) -> bool:
+    if settings.stop_pods_on_exit is not None:
+        return settings.stop_pods_on_exit
+    return settings.redis_url is None
+
+
+async def _stop_fleet(url: str, settings: Settings, spec: FleetSpec) -> None:
+    redis = connect_redis(url)
+    backend = make_backend(spec, settings.data_dir)
+    try:
+        await backend.start()
+        await stop_fleet(FleetStore(redis), backend, spec)
+    finally:
+        await backend.close()
+        await redis.aclose()

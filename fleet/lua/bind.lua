@@ -1,0 +1,58 @@
+-- bind.lua: record that the platform gave a user a given pod (Agones allocation).
+--
+-- The platform chose the pod; this writes the claim in ONE atomic step, the
+-- way claim.lua does for a pod taken from the ready set. If the user already
+-- holds another pod, that claim is kept and this pod is reported as an orphan.
+--
+-- KEYS[1] state marker       (missing = index being rebuilt: bind nothing)
+-- KEYS[2] claim:{user}
+-- KEYS[3] pod:{pod}
+-- KEYS[4] warming:{profile}
+-- KEYS[5] ready:{profile}
+-- KEYS[6] claimed:{profile}
+-- KEYS[7] activity
+-- KEYS[8] queue:{profile}
+-- KEYS[9] queue-seen:{profile}
+-- ARGV[1] user
+-- ARGV[2] profile
+-- ARGV[3] pod id
+-- ARGV[4] addr
+-- ARGV[5] now
+-- ARGV[6] created (unix seconds)
+-- ARGV[7] events channel
+-- ARGV[8] claimed at (unix seconds, from the pod's record)
+--
+-- Returns one of
+--   {"rebuilding"}
+--   {"existing", field, value, ...}   the user's claim (on this pod, or another: orphan)
+--   {"new", field, value, ...}        the claim just written, plus queued_at
+--   {"gone"}                          the pod is being deleted, or someone else's
+local user, profile, pod, addr, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'rebuilding'}
+end
+local current = redis.call('HGETALL', KEYS[2])
+if #current > 0 then
+  table.insert(current, 1, 'existing')
+  return current
+end
+local state = redis.call('HGET', KEYS[3], 'state')
+local holder = redis.call('HGET', KEYS[3], 'user')
+if state == 'deleting' or (holder and holder ~= user) then
+  return {'gone'}
+end
+local queued_at = redis.call('ZSCORE', KEYS[8], user) or ''
+if not state then
+  redis.call('HSET', KEYS[3], 'id', pod, 'profile', profile, 'created', ARGV[6])
+end
+redis.call('HSET', KEYS[3], 'state', 'claimed', 'user', user, 'claimed_at', ARGV[8], 'addr', addr)
+redis.call('HSET', KEYS[2], 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[8])
+redis.call('ZREM', KEYS[4], pod)
+redis.call('ZREM', KEYS[5], pod)
+redis.call('ZADD', KEYS[6], ARGV[8], pod)
+redis.call('ZADD', KEYS[7], now, user)
+redis.call('ZREM', KEYS[8], user)
+redis.call('ZREM', KEYS[9], user)
+redis.call('PUBLISH', ARGV[7], 'claim ' .. profile .. ' ' .. user)
+return {'new', 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[8], 'queued_at', queued_at}
