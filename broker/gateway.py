@@ -173,7 +173,11 @@ async def gateway(request: web.Request) -> web.StreamResponse:
         identity,
         trusted_peer=trusted,
         websocket=websocket,
-        identity_headers=(settings.auth_header, settings.auth_email_header),
+        identity_headers=(
+            settings.auth_header,
+            settings.auth_email_header,
+            settings.auth_groups_header,
+        ),
     )
     try:
         if websocket:

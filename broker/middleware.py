@@ -18,7 +18,7 @@ async def drop_identity_headers(request: web.Request, handler: Handler) -> web.S
         request["sdb.https"] = True
     clean = without_identity_headers(
         request.headers,
-        extra=(settings.auth_header, settings.auth_email_header),
+        extra=(settings.auth_header, settings.auth_email_header, settings.auth_groups_header),
         keep=request.app[AUTH].kept_headers(request),
     )
     if clean is not None:

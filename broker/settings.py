@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     auth: Literal["dev", "header", "iap", "oidc"] = "dev"
     auth_header: str = "X-Forwarded-User"
     auth_email_header: str = "X-Forwarded-Email"
+    auth_groups_header: str = "X-Forwarded-Groups"
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = []
     data_dir: Path = Path("data")
     cookie_secret: SecretStr | None = None

@@ -20,7 +20,11 @@ class HeaderAuthenticator(Authenticator):
 
     def kept_headers(self, request: web.Request) -> Iterable[str]:
         if self.settings.is_trusted_proxy(request.remote):
-            return (self.settings.auth_header, self.settings.auth_email_header)
+            return (
+                self.settings.auth_header,
+                self.settings.auth_email_header,
+                self.settings.auth_groups_header,
+            )
         return ()
 
     async def identify(self, request: web.Request) -> Identity | None:
@@ -32,4 +36,6 @@ class HeaderAuthenticator(Authenticator):
         email = request.headers.get(self.settings.auth_email_header, "").strip()
         if not email and "@" in user:
             email = user
-        return Identity(user=user, email=email[:256])
+        raw_groups = request.headers.get(self.settings.auth_groups_header, "")
+        groups = tuple(g.strip() for g in raw_groups.split(",") if g.strip())[:256]
+        return Identity(user=user, email=email[:256], groups=groups)

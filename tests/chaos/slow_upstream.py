@@ -5,7 +5,7 @@
 GET /ready      200 at once (the readiness probe)
 GET /whoami     200 {"pod", "user"} at once
 GET /hang       reads the request, then never answers (the socket stays open)
-GET /trickle    headers with Content-Length: 60, then one byte a second
+GET /trickle    ?every=S&count=N (1, 60): headers with Content-Length N, then one byte every S seconds
 """
 
 from __future__ import annotations
@@ -24,15 +24,19 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pod
             path = lines[0].split(" ")[1] if " " in lines[0] else "/"
             headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
             user = next((v for k, v in headers.items() if k.lower() == "x-forwarded-user"), None)
-            path = path.split("?", 1)[0]
+            path, _, query = path.partition("?")
+            params = dict(p.partition("=")[::2] for p in query.split("&") if p)
             if path == "/hang":
                 await asyncio.Event().wait()  # until the client gives up and the task is cancelled
             if path == "/trickle":
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\nContent-Type: text/plain\r\n\r\n")
-                for _ in range(60):
-                    writer.write(b".")
+                count, every = int(params.get("count", 60)), float(params.get("every", 1))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n")
+                writer.write(b"Content-Length: %d\r\n\r\n" % count)
+                for _ in range(count):
                     await writer.drain()
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(every)
+                    writer.write(b".")
+                await writer.drain()
                 continue
             body = json.dumps({"pod": pod, "user": user}).encode()
             status = b"200 OK" if path in ("/ready", "/whoami") else b"404 Not Found"

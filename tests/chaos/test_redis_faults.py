@@ -8,7 +8,6 @@ unavailable" while Redis is down), never a guess.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -87,5 +86,5 @@ async def test_redis_lost_under_traffic_fails_closed_and_rebuilds_claims(
         assert {u: client.hget(keys.claim(u), "pod") for u in USERS} == first
     finally:
         client.close()
-    assert "Traceback" not in broker.log_text() or "Redis" in broker.log_text()
-    _ = time
+    if fault == "restart":  # the controller waited Redis out with backoff, then went on
+        assert "Redis unreachable" in broker.log.read_text(errors="replace")

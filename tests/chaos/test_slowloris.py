@@ -1,0 +1,135 @@
+"""Slowloris clients and oversized headers and bodies at the broker.
+
+Memory stays bounded, oversized input gets a 4xx, and other users keep
+being served the whole time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from broker.admin import Tokens
+from fleet import connect_redis
+from tests.chaos.support import HEADER_AUTH, MB, as_user, pod_of
+from tests.support.procs import Broker
+
+SLOW_CLIENTS = 300
+SLOW_SECONDS = 6.0
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def broker(brokers) -> Broker:
+    return brokers(**HEADER_AUTH)
+
+
+async def slowloris(port: int, stop: float) -> int:
+    """Open a request and send one header line a second, never finishing the headers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sent = 0
+    try:
+        writer.write(b"GET /stub/whoami HTTP/1.1\r\nHost: x\r\nX-Forwarded-User: loris\r\n")
+        while time.monotonic() < stop:
+            await asyncio.sleep(1.0)
+            writer.write(b"X-Slow-%d: %s\r\n" % (sent, b"a" * 100))
+            await writer.drain()
+            sent += 1
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+    return sent
+
+
+async def test_slowloris_sockets_cost_little_and_others_are_served(broker: Broker) -> None:
+    async with aiohttp.ClientSession() as http:
+        pod = await pod_of(http, broker.url, "ann")
+        before = broker.rss()
+        stop = time.monotonic() + SLOW_SECONDS
+        loris = [asyncio.create_task(slowloris(broker.port, stop)) for _ in range(SLOW_CLIENTS)]
+        served, peak = 0, before
+        while time.monotonic() < stop:
+            async with http.get(
+                broker.url + "/stub/whoami", headers=as_user("ann"), timeout=aiohttp.ClientTimeout(total=5)
+            ) as resp:
+                assert resp.status == 200 and (await resp.json())["pod"] == pod
+            served += 1
+            peak = max(peak, broker.rss())
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*loris)
+    assert served > SLOW_SECONDS * 3, f"only {served} answers while under slowloris"
+    growth = (peak - before) / MB
+    assert growth < 40, f"broker grew {growth:.1f} MB for {SLOW_CLIENTS} slow sockets"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Big": "a" * 64 * 1024},  # one value past the 16 KiB field limit
+        {f"X-Many-{i}": "b" * 1000 for i in range(200)},  # 200 KB of headers in total
+    ],
+    ids=["one-huge-value", "many-headers"],
+)
+async def test_oversized_headers_get_a_4xx_and_others_are_unaffected(broker: Broker, headers: dict) -> None:
+    async with aiohttp.ClientSession() as http:
+        pod = await pod_of(http, broker.url, "ann")
+        before = broker.rss()
+        for _ in range(20):
+            try:
+                async with http.get(broker.url + "/stub/whoami", headers=as_user("bob", **headers)) as resp:
+                    status, body = resp.status, await resp.text()
+                assert 400 <= status < 500 and status != 404, (status, body[:200])
+                assert "Traceback" not in body
+            except aiohttp.ServerDisconnectedError:
+                pass  # closing the connection on an oversized header is fine too
+        async with http.get(broker.url + "/stub/whoami", headers=as_user("ann")) as resp:
+            assert resp.status == 200 and (await resp.json())["pod"] == pod
+        assert (broker.rss() - before) / MB < 20
+
+
+async def test_oversized_body_to_the_broker_itself_is_refused(broker: Broker) -> None:
+    redis = connect_redis(broker.env["SDB_REDIS_URL"])
+    try:
+        token = (await Tokens(redis).create("chaos", "tests")).token
+    finally:
+        await redis.aclose()
+    body = b'{"name": "' + b"x" * (70 * MB) + b'"}'
+    async with aiohttp.ClientSession() as http:
+        before = broker.rss()
+        try:
+            async with http.post(
+                broker.url + "/_broker/api/v1/tokens",
+                data=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            ) as resp:
+                assert resp.status == 413, resp.status
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+            pass  # the broker may close the socket while the body is still being sent
+        grew = (broker.rss() - before) / MB
+        async with http.get(broker.url + "/_broker/healthz") as resp:
+            assert resp.status == 200
+    assert grew < 100, f"the broker held {grew:.0f} MB of a refused body"
+
+
+async def test_huge_upload_through_the_proxy_streams(broker: Broker, tmp_path: Path) -> None:
+    """Bodies for the WebUI are not the broker's to hold: they stream to the pod."""
+    size = 128 * MB
+
+    async def body():  # noqa: ANN202
+        chunk = b"\0" * MB
+        for _ in range(size // MB):
+            yield chunk
+
+    async with aiohttp.ClientSession() as http:
+        await pod_of(http, broker.url, "ann")
+        before = broker.rss()
+        async with http.post(broker.url + "/stub/upload", data=body(), headers=as_user("ann")) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["bytes"] == size
+        assert (broker.rss() - before) / MB < 40
