@@ -8,7 +8,9 @@ hop-by-hop headers stop here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+from collections.abc import Iterator
 
 import aiohttp
 from aiohttp import web
@@ -32,6 +34,21 @@ class BrokerBusy(Exception):
 
 
 _OUR_LIMITS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+@contextlib.contextmanager
+def connecting() -> Iterator[None]:
+    """Connecting to the pod: its failures become PodUnreachable, PodTimeout or BrokerBusy."""
+    try:
+        yield
+    except (
+        aiohttp.ClientConnectorError,
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientOSError,
+    ) as exc:
+        raise _unreachable(exc) from exc
+    except TimeoutError as exc:
+        raise PodTimeout(str(exc)) from exc
 
 
 def _unreachable(exc: aiohttp.ClientError) -> Exception:
@@ -58,7 +75,7 @@ async def proxy_http(
     timeout: aiohttp.ClientTimeout,
 ) -> web.StreamResponse:
     data = request.content if request.body_exists else None
-    try:
+    with connecting():
         upstream = await http.request(
             request.method,
             target_url(addr, request),
@@ -67,14 +84,6 @@ async def proxy_http(
             allow_redirects=False,
             timeout=timeout,
         )
-    except (
-        aiohttp.ClientConnectorError,
-        aiohttp.ServerDisconnectedError,
-        aiohttp.ClientOSError,
-    ) as exc:
-        raise _unreachable(exc) from exc
-    except TimeoutError as exc:
-        raise PodTimeout(str(exc)) from exc
     try:
         out_headers = downstream_headers(upstream.headers)
         length = upstream.content_length
@@ -120,26 +129,21 @@ async def proxy_websocket(
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]
-    try:
-        upstream = await http.ws_connect(
-            target_url(addr, request, websocket=True),
-            headers=headers,  # type: ignore[arg-type]
-            protocols=protocols,
-            autoping=False,
-            max_msg_size=0,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
-            compress=0,
-        )
-    except aiohttp.WSServerHandshakeError as exc:
-        raise web.HTTPBadGateway(text=f"The WebUI refused the WebSocket ({exc.status}).") from exc
-    except (
-        aiohttp.ClientConnectorError,
-        aiohttp.ServerDisconnectedError,
-        aiohttp.ClientOSError,
-    ) as exc:
-        raise _unreachable(exc) from exc
-    except TimeoutError as exc:
-        raise PodTimeout(str(exc)) from exc
+    with connecting():
+        try:
+            upstream = await http.ws_connect(
+                target_url(addr, request, websocket=True),
+                headers=headers,  # type: ignore[arg-type]
+                protocols=protocols,
+                autoping=False,
+                max_msg_size=0,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
+                compress=0,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise web.HTTPBadGateway(
+                text=f"The WebUI refused the WebSocket ({exc.status})."
+            ) from exc
 
     client = web.WebSocketResponse(
         protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=0

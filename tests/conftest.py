@@ -64,3 +64,17 @@ def chromium_path() -> str:
             pytest.fail("CI=true but /usr/bin/chromium is missing: .ci/run installs it")
         pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it")
     return path
+
+
+@pytest.fixture
+def browser(chromium_path: str):  # noqa: ANN201 - a playwright Browser
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium_path,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
+        )
+        yield browser
+        browser.close()

@@ -5,8 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
+import aiohttp_jinja2
 from aiohttp import web
 
+from ..csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
 from ..identity import Identity
 from ..settings import Settings
 from ..signing import Signer
@@ -39,3 +41,23 @@ class Authenticator(ABC):
 
     async def startup(self, app: web.Application) -> None:
         """Fetch discovery documents, keys... (called from the app's cleanup context)."""
+
+    async def logout_page(self, request: web.Request) -> web.Response:
+        """A form, not a link: logging out is a POST with a CSRF token."""
+        response = aiohttp_jinja2.render_template(
+            "logout.html",
+            request,
+            {
+                "identity": await self.identify(request),
+                "csrf_field": CSRF_FIELD,
+                "csrf_token": csrf_token(request, self.signer),
+            },
+        )
+        attach_csrf_cookie(request, response)
+        return response
+
+    async def logout_form(self, request: web.Request) -> None:
+        """Read the logout POST; a missing or forged CSRF token is 403."""
+        form = await request.post()
+        if not csrf_ok(request, self.signer, str(form.get(CSRF_FIELD, ""))):
+            raise web.HTTPForbidden(text="The logout form expired; reload the page and try again.")

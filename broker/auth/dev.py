@@ -72,24 +72,8 @@ class DevAuthenticator(Authenticator):
         )
         return response
 
-    async def logout_page(self, request: web.Request) -> web.Response:
-        identity = await self.identify(request)
-        response = aiohttp_jinja2.render_template(
-            "logout.html",
-            request,
-            {
-                "identity": identity,
-                "csrf_field": CSRF_FIELD,
-                "csrf_token": csrf_token(request, self.signer),
-            },
-        )
-        attach_csrf_cookie(request, response)
-        return response
-
     async def logout(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        if not csrf_ok(request, self.signer, str(form.get(CSRF_FIELD, ""))):
-            raise web.HTTPForbidden(text="The logout form expired; reload the page and try again.")
+        await self.logout_form(request)
         response = web.HTTPFound("/_broker/login")
         end_session(request, response)
         return response

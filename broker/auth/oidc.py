@@ -29,7 +29,6 @@ from fleet import REDIS_DOWN
 
 from ..appkeys import HTTP, REDIS
 from ..cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, set_cookie
-from ..csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
 from ..identity import Identity
 from ..pages import problem
 from ..redirects import safe_next
@@ -268,24 +267,9 @@ class OidcAuthenticator(Authenticator):
             sub=claims["sub"],
         )
 
-    async def logout_page(self, request: web.Request) -> web.Response:
-        response = aiohttp_jinja2.render_template(
-            "logout.html",
-            request,
-            {
-                "identity": await self.identify(request),
-                "csrf_field": CSRF_FIELD,
-                "csrf_token": csrf_token(request, self.signer),
-            },
-        )
-        attach_csrf_cookie(request, response)
-        return response
-
     async def logout(self, request: web.Request) -> web.Response:
         """End the broker session, then the provider's when it has an end_session_endpoint."""
-        form = await request.post()
-        if not csrf_ok(request, self.signer, str(form.get(CSRF_FIELD, ""))):
-            raise web.HTTPForbidden(text="The logout form expired; reload the page and try again.")
+        await self.logout_form(request)
         ticket = request.cookies.get(SESSION_COOKIE)
         session = await self.sessions.get(ticket)
         if ticket:

@@ -54,8 +54,18 @@ def api_errors(what: str) -> Iterator[None]:
 
 
 async def read_json(response: Any) -> dict[str, Any]:
-    """The body of a call made with _preload_content=False."""
+    """The body of a call made with _preload_content=False.
+
+    kubernetes_asyncio raises ApiException for an error status only when it
+    preloads the body; here we must, or a 409/500 would read as a success.
+    """
     try:
-        return json.loads(await response.read())
+        data = await response.read()
+        if not 200 <= response.status <= 299:
+            exc = ApiException(status=response.status, reason=response.reason)
+            exc.body = data
+            exc.headers = response.headers
+            raise exc
+        return json.loads(data)
     finally:
         response.release()

@@ -3,27 +3,15 @@ everyone else; a POST without the console's CSRF token changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.admin.support import fleet_file
 from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def browser(chromium_path: str) -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium_path,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
-        )
-        yield browser
-        browser.close()
 
 
 def log_in(browser: Browser, base: str, name: str, then: str) -> Page:

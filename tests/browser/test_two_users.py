@@ -6,23 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from fleet import slugify
 from tests.support.procs import wait_for, write_fleet
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def browser(chromium_path: str):
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium_path,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
-        )
-        yield browser
-        browser.close()
 
 
 def log_in(browser: Browser, base: str, name: str) -> Page:

@@ -1,0 +1,48 @@
+"""Kubernetes-only behaviours: stuck pods reported fast, claim conflicts, watch resumption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleet import Claim
+from tests.backends.harness import harness
+
+
+async def test_image_pull_failure_is_reported_and_replaced(redis_url: str, tmp_path: Path) -> None:
+    async with harness("kubernetes", redis_url, tmp_path, buffer=1, max=2) as h:
+        assert h.sim is not None
+        h.sim.inject_pod_failure("image_pull", count=1)
+        await h.until(
+            lambda: "ImagePull" in h.controller.health.get("default").last_error
+            if "default" in h.controller.health
+            else False,
+            within=15,
+            what="image pull error reported",
+        )
+        await h.ready(1)  # replaced (with backoff) by a pod that starts
+
+
+async def test_claim_conflict_takes_another_pod(redis_url: str, tmp_path: Path) -> None:
+    async with harness("kubernetes", redis_url, tmp_path, buffer=2, max=4) as h:
+        await h.ready(2)
+        assert h.sim is not None
+        h.sim.inject_api_error(409, verb="patch", resource="pods", count=3)
+        claim = await h.claim("ann")
+        assert isinstance(claim, Claim)
+        labels = h.sim.pod("sd", claim.pod)["metadata"]["labels"]
+        assert labels["sdbroker.io/state"] == "claimed"
+
+
+async def test_dropped_watch_resumes(redis_url: str, tmp_path: Path) -> None:
+    async with harness("kubernetes", redis_url, tmp_path, buffer=1, max=3) as h:
+        await h.ready(1)
+        assert h.sim is not None
+        h.sim.drop_watches(abrupt=True)
+        claim = await h.claim("ann")
+        assert isinstance(claim, Claim)
+        h.sim.evict("sd", claim.pod)  # only a resumed watch sees this
+        await h.until(lambda: _no_claim(h, "ann"), what="eviction seen after the watch dropped")
+
+
+async def _no_claim(h, user: str) -> bool:  # noqa: ANN001
+    return await h.store.lookup(user) is None
