@@ -55,15 +55,15 @@ class Result:
 def visits(users: int, rng: random.Random) -> list[Visit]:
     out = []
     for user in range(users):
-        for _ in range(rng.choice([0, 1, 1, 2, 2, 3])):
+        for _ in range(rng.choice([0, 0, 1, 1, 1, 2])):
             r = rng.random()
             if r < 0.5:
-                t = rng.gauss(9.5 * 3600, 3600)  # the morning peak
+                t = rng.gauss(9.5 * 3600, 5400)  # the morning peak
             elif r < 0.85:
-                t = rng.gauss(14 * 3600, 5400)
+                t = rng.gauss(14 * 3600, 7200)
             else:
                 t = rng.uniform(6 * 3600, 22 * 3600)
-            active = min(4 * 3600, rng.lognormvariate(7.6, 0.7))  # ~35 min median
+            active = min(4 * 3600, rng.lognormvariate(7.2, 0.7))  # ~22 min median
             tab = rng.lognormvariate(8.3, 0.8) if rng.random() < 0.4 else 0.0  # idle tails
             out.append(Visit(user, max(0.0, min(DAY - 3600, t)), active, tab))
     return sorted(out, key=lambda v: v.arrive)
@@ -149,7 +149,7 @@ def main() -> None:
         r = run(policy, plan, args.gpus, args.seed)
         w = r.waits
         print(
-            f"{policy.name:<50} {pct(w, .5):>5.0f}s {pct(w, .9):>5.0f}s {pct(w, .99):>5.0f}s "
+            f"{policy.name:<50} {pct(w, 0.5):>5.0f}s {pct(w, 0.9):>5.0f}s {pct(w, 0.99):>5.0f}s "
             f"{max(w, default=0):>5.0f}s {100 * r.warm / max(1, len(w)):>5.1f}% "
             f"{r.idle_gpu_seconds / 60:>13.0f}"
         )

@@ -92,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         print=None,
-        shutdown_timeout=10,
+        shutdown_timeout=settings.drain_timeout,
         reuse_port=True,
     )
     return 0

@@ -7,6 +7,9 @@ Started after the fleet context, it adds:
   controller at that moment (the sizes themselves come from fleet.autoscale);
 - history: a sample of every profile's counts per SDB_HISTORY_INTERVAL
   (replicas share one series; the Lua call skips a sample taken already);
+- the fleet file: when SDB_FLEET changes on disk (an edited file, a new
+  ConfigMap), it is validated and applied like `sdbroker fleet apply`; an
+  invalid edit is refused and the running fleet kept;
 - the waiting room's wake-ups and the metrics hooks.
 """
 
@@ -17,7 +20,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from fleet import REDIS_DOWN, FleetSpec, SpecFollower
+from fleet import REDIS_DOWN, FleetSpec, SpecError, SpecFollower, load_spec
+from fleet.specstore import sha
+from fleet.specstore import store as store_spec
 
 from . import metrics
 from .appkeys import (
@@ -36,6 +41,7 @@ from .waiting import WAITING_ROOM, WaitingRoom
 
 log = logging.getLogger(__name__)
 HISTORY_JOB = "history-sample"
+FILE_JOB = "fleet-file"
 
 
 async def fleetops_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -57,6 +63,39 @@ async def fleetops_ctx(app: web.Application) -> AsyncIterator[None]:
     jobs = autoscaler.install(scheduler, fleet.spec, controller.wake)
     if jobs:
         log.info("%d schedule entries armed (timezone %s)", jobs, fleet.spec.timezone)
+
+    seen_file = {"sha": sha(_read(settings.fleet))}
+
+    async def reload_file() -> None:
+        text = _read(settings.fleet)
+        digest = sha(text)
+        if not text or digest == seen_file["sha"]:
+            return
+        seen_file["sha"] = digest
+        try:
+            spec = load_spec(settings.fleet)
+        except SpecError as exc:
+            log.error(
+                "%s changed but is invalid; keeping the running fleet:\n%s", settings.fleet, exc
+            )
+            return
+        try:
+            await store_spec(app[REDIS], spec, source="file")  # every broker's follower swaps it in
+        except REDIS_DOWN as exc:
+            seen_file["sha"] = ""  # try again next time
+            log.warning("could not apply the changed %s: %s", settings.fleet, exc)
+            return
+        log.info("%s changed: applied (%d profiles)", settings.fleet, len(spec.profiles))
+
+    if settings.fleet_reload:
+        scheduler.add_job(
+            reload_file,
+            "interval",
+            seconds=settings.fleet_reload,
+            id=FILE_JOB,
+            coalesce=True,
+            max_instances=1,
+        )
 
     async def sample() -> None:
         try:
@@ -84,3 +123,11 @@ async def fleetops_ctx(app: web.Application) -> AsyncIterator[None]:
         for job in (HISTORY_JOB,):
             if scheduler.get_job(job) is not None:
                 scheduler.remove_job(job)
+
+
+def _read(path: object) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:  # type: ignore[call-overload]
+            return f.read()
+    except OSError:
+        return ""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from ipaddress import ip_address
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -178,20 +177,9 @@ async def fleet_families(app: web.Application) -> list[Metric]:
     return [pods, queue, size]
 
 
-def _in_cidrs(app: web.Application, peer: str | None) -> bool:
-    cidrs = app[SETTINGS].metrics_cidrs
-    if not peer or not cidrs:
-        return False
-    try:
-        addr = ip_address(peer)
-    except ValueError:
-        return False
-    return any(addr in net for net in cidrs)
-
-
 async def metrics_page(request: web.Request) -> web.StreamResponse:
     """The Prometheus text format; fleet gauges are read from Redis for this very scrape."""
-    if not _in_cidrs(request.app, request.remote):
+    if not request.app[SETTINGS].may_scrape_metrics(request.remote):
         # Imported here: the gateway (via the admin guard) imports this module's counters.
         from .admin.guard import require_admin
 

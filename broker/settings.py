@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     redis_url: str | None = None
     fleet: Path = Path("fleet.yaml")
+    fleet_reload: Duration = 10.0
     auth: Literal["dev", "header", "iap", "oidc"] = "dev"
     auth_header: str = "X-Forwarded-User"
     auth_email_header: str = "X-Forwarded-Email"
@@ -74,6 +75,7 @@ class Settings(BaseSettings):
     reap_missed_probes: int = Field(3, ge=1)
     stop_pods_on_exit: bool | None = None
     workers: int = Field(1, ge=1, le=64)
+    drain_timeout: Duration = 10.0
     access_log: bool = False
     # Waiting room, admin, metrics (issue 6).
     metrics_cidrs: Annotated[list[IPNetwork], NoDecode] = []
@@ -196,6 +198,10 @@ class Settings(BaseSettings):
     @property
     def host_is_loopback(self) -> bool:
         return is_loopback(self.host)
+
+    def may_scrape_metrics(self, peer: str | None) -> bool:
+        """Peers in SDB_METRICS_CIDRS read /_broker/metrics without logging in (in every mode)."""
+        return bool(peer and self.metrics_cidrs and _in_networks(peer, tuple(self.metrics_cidrs)))
 
     def is_trusted_proxy(self, peer: str | None) -> bool:
         if not peer or not self.trusted_proxies:

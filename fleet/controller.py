@@ -153,9 +153,12 @@ class Controller:
                 await self.backend.delete(pod_id)
             index = {p.id: p for p in await self.store.pods(profiles)}
 
-        if self.backend.allocates and built:
-            if await self._adopt_allocations(records.values(), index):
-                index = {p.id: p for p in await self.store.pods(profiles)}
+        if (
+            self.backend.allocates
+            and built
+            and await self._adopt_allocations(records.values(), index)
+        ):
+            index = {p.id: p for p in await self.store.pods(profiles)}
 
         now = self.clock()
         self._warming = any(p.state is PodState.WARMING for p in index.values())

@@ -180,6 +180,9 @@ class PodSettings(_Model):
     service_account: str | None = None
     volumes: KubernetesVolumes = Field(default_factory=KubernetesVolumes)
     readiness_path: AbsPath = "/internal/ping"
+    readiness_port: Port | None = (
+        None  # the in-pod agent's port (7861 in webui-image); null: the WebUI's
+    )
     pod_template: dict[str, Any] = {}
 
 

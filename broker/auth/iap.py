@@ -39,6 +39,7 @@ PLAIN_ID = "x-goog-authenticated-user-id"
 NAMESPACE = re.compile(r"^[A-Za-z0-9._/-]+:")
 #: The only path that answers without a token.
 OPEN_PATHS = frozenset({"/_broker/healthz"})
+METRICS_PATH = "/_broker/metrics"  # open only to SDB_METRICS_CIDRS
 _VERIFIED = "sdb.iap_identity"
 
 
@@ -66,6 +67,8 @@ class IapAuthenticator(Authenticator):
         async def iap_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
             if request.path in OPEN_PATHS:
                 return await handler(request)
+            if request.path == METRICS_PATH and self.settings.may_scrape_metrics(request.remote):
+                return await handler(request)  # Prometheus carries no IAP token
             identity = await self._verify(request)
             if identity is None:
                 return problem(

@@ -85,9 +85,7 @@ class AgonesBackend(Backend):
 
     def _fleets(self) -> dict[tuple[str, str], Profile]:
         """(namespace, fleet) -> profile."""
-        return {
-            (p.agones.namespace, p.agones.fleet): p for p in self.spec.profiles if p.agones
-        }
+        return {(p.agones.namespace, p.agones.fleet): p for p in self.spec.profiles if p.agones}
 
     async def start(self) -> None:
         self.api = await api_client()
@@ -279,7 +277,10 @@ class AgonesBackend(Backend):
                 **current,
                 "metadata": {
                     **current["metadata"],
-                    "labels": {**(current["metadata"].get("labels") or {}), **meta.get("labels", {})},
+                    "labels": {
+                        **(current["metadata"].get("labels") or {}),
+                        **meta.get("labels", {}),
+                    },
                     "annotations": {
                         **(current["metadata"].get("annotations") or {}),
                         **meta.get("annotations", {}),

@@ -57,7 +57,12 @@ def pod_template(settings: PodSettings) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "webui",
         "image": settings.image,
-        "ports": [{"name": "http", "containerPort": settings.port}],
+        "ports": [{"name": "http", "containerPort": settings.port}]
+        + (
+            [{"name": "agent", "containerPort": settings.readiness_port}]
+            if settings.readiness_port
+            else []
+        ),
         "env": [{"name": k, "value": v} for k, v in sorted(settings.env.items())],
         "resources": resources,
         "volumeMounts": [{"name": "podinfo", "mountPath": PODINFO, "readOnly": True}],
@@ -118,7 +123,10 @@ def build_pod(profile: Profile, pod_id: str) -> dict[str, Any]:
     assert settings is not None
     spec = pod_template(settings)
     spec["containers"][0]["readinessProbe"] = {
-        "httpGet": {"path": settings.readiness_path, "port": settings.port},
+        "httpGet": {
+            "path": settings.readiness_path,
+            "port": settings.readiness_port or settings.port,
+        },
         "periodSeconds": 2,
         "failureThreshold": 2,
     }

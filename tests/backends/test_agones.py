@@ -20,7 +20,9 @@ def labelled(h: Harness, user: str) -> list[str]:
     ]
 
 
-async def test_retried_allocation_returns_the_same_gameserver(redis_url: str, tmp_path: Path) -> None:
+async def test_retried_allocation_returns_the_same_gameserver(
+    redis_url: str, tmp_path: Path
+) -> None:
     async with harness("agones", redis_url, tmp_path, buffer=2, max=4) as h:
         await h.ready(2)
         profile = h.spec.profiles[0]

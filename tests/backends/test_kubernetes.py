@@ -13,9 +13,11 @@ async def test_image_pull_failure_is_reported_and_replaced(redis_url: str, tmp_p
         assert h.sim is not None
         h.sim.inject_pod_failure("image_pull", count=1)
         await h.until(
-            lambda: "ImagePull" in h.controller.health.get("default").last_error
-            if "default" in h.controller.health
-            else False,
+            lambda: (
+                "ImagePull" in h.controller.health.get("default").last_error
+                if "default" in h.controller.health
+                else False
+            ),
             within=15,
             what="image pull error reported",
         )
