@@ -32,7 +32,9 @@ def whoami(base: str, user: str) -> dict | None:
     return json.loads(body) if status == 200 else None
 
 
-def test_claim_refills_the_buffer_at_once_not_on_a_timer(brokers, redis_url: str, tmp_path: Path) -> None:
+def test_claim_refills_the_buffer_at_once_not_on_a_timer(
+    brokers, redis_url: str, tmp_path: Path
+) -> None:
     fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=1, max=3)
     # The periodic reconcile never runs during this test: only events can refill.
     broker = brokers(fleet=fleet, SDB_CONTROLLER_INTERVAL="1h", **HEADER_AUTH)
@@ -65,7 +67,9 @@ profiles:
     pinned = set()
     for rec in records:
         environ = Path(f"/proc/{rec['pid']}/environ").read_bytes().split(b"\0")
-        pinned |= {e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"CUDA_VISIBLE_DEVICES=")}
+        pinned |= {
+            e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"CUDA_VISIBLE_DEVICES=")
+        }
     assert pinned == {"3", "5"}
 
 
@@ -96,7 +100,9 @@ def test_waiting_page_when_the_fleet_is_full(brokers, tmp_path: Path) -> None:
     status, body = get(broker.url, "/sdapi/v1/options", "bob")
     assert status == 503
     assert json.loads(body)["position"] == 1
-    req = urllib.request.Request(broker.url + "/", headers={"X-Forwarded-User": "bob", "Accept": "text/html"})
+    req = urllib.request.Request(
+        broker.url + "/", headers={"X-Forwarded-User": "bob", "Accept": "text/html"}
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code == 503
@@ -109,7 +115,17 @@ LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 @pytest.mark.parametrize(
     "identity",
-    ["ann", "Ann@Example.com", "ann@example.com", "../../etc/passwd", "ünïcødé", "a" * 300, "", "--", "x y/z"],
+    [
+        "ann",
+        "Ann@Example.com",
+        "ann@example.com",
+        "../../etc/passwd",
+        "ünïcødé",
+        "a" * 300,
+        "",
+        "--",
+        "x y/z",
+    ],
 )
 def test_slugs_are_safe_for_paths_and_labels(identity: str) -> None:
     slug = slugify(identity)
@@ -119,5 +135,11 @@ def test_slugs_are_safe_for_paths_and_labels(identity: str) -> None:
 
 
 def test_slugs_never_collide_for_different_identities() -> None:
-    identities = ["Ann@Example.com", "ann@example.com", "ann@example.com ", "ann@example-com", "ann"]
+    identities = [
+        "Ann@Example.com",
+        "ann@example.com",
+        "ann@example.com ",
+        "ann@example-com",
+        "ann",
+    ]
     assert len({slugify(i) for i in identities}) == len(identities)

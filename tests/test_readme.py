@@ -15,5 +15,9 @@ def test_readme_opens_with_the_two_commands() -> None:
 
 
 def test_every_setting_is_documented() -> None:
-    missing = [f"SDB_{name.upper()}" for name in Settings.model_fields if f"`SDB_{name.upper()}`" not in README]
+    missing = [
+        f"SDB_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`SDB_{name.upper()}`" not in README
+    ]
     assert not missing, f"README lacks: {missing}"

@@ -24,18 +24,27 @@ def whoami(base: str, user: str) -> dict | None:
 def test_workers_share_the_port_and_stop_everything(brokers, tmp_path: Path) -> None:
     fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=2, max=4)
     broker = brokers(
-        fleet=fleet, redis=None, SDB_WORKERS="2", SDB_AUTH="header", SDB_TRUSTED_PROXIES="127.0.0.1/32"
+        fleet=fleet,
+        redis=None,
+        SDB_WORKERS="2",
+        SDB_AUTH="header",
+        SDB_TRUSTED_PROXIES="127.0.0.1/32",
     )
     supervisor = psutil.Process(broker.proc.pid)
     workers = [c for c in supervisor.children() if "broker" in " ".join(c.cmdline())]
     assert len(workers) == 2
     listening = {
-        p.pid for p in workers if any(c.laddr.port == broker.port for c in p.net_connections(kind="tcp"))
+        p.pid
+        for p in workers
+        if any(c.laddr.port == broker.port for c in p.net_connections(kind="tcp"))
     }
     wait_for(lambda: len(listening | {
         p.pid for p in workers if any(c.laddr.port == broker.port for c in p.net_connections(kind="tcp"))
     }) == 2, 20, what="both workers listening")  # fmt: skip
-    pods = {u: wait_for(lambda u=u: whoami(broker.url, u), 20, what=u)["pod"] for u in ("ann", "bob", "cat")}
+    pods = {
+        u: wait_for(lambda u=u: whoami(broker.url, u), 20, what=u)["pod"]
+        for u in ("ann", "bob", "cat")
+    }
     assert len(set(pods.values())) == 3
     for _ in range(10):  # whichever worker answers, everyone stays on their own pod
         assert {u: whoami(broker.url, u)["pod"] for u in pods} == pods

@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from ..errors import BackendError, PodGone
+from ..errors import BackendError, Conflict, PodGone
 from ..model import Phase, PodRecord
 from ..spec import FleetSpec, Profile
 from .base import Backend
@@ -238,6 +238,10 @@ class LocalBackend(Backend):
         data = self._read(pod_id)
         if data is None or not self._alive(data):
             raise PodGone(f"pod {pod_id} is gone")
+        if data.get("user") and data["user"] != user:
+            # Single-use: a pod once labelled for someone is never anyone else's, even
+            # when Redis was flushed between the Lua claim and this label.
+            raise Conflict(f"pod {pod_id} is already claimed by someone else")
         data |= {"user": user, "slug": slug, "claimed_at": time.time()}
         self._write(data)
 

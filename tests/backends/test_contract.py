@@ -54,7 +54,11 @@ async def test_claim_is_written_on_the_pod_record(
         records = {r.id: r for r in await h.backend.observe()}
         assert records[claim.pod].user == "ann@example.com"
         if h.sim is not None:
-            obj = h.sim.gameserver("sd", claim.pod) if kind == "agones" else h.sim.pod("sd", claim.pod)
+            obj = (
+                h.sim.gameserver("sd", claim.pod)
+                if kind == "agones"
+                else h.sim.pod("sd", claim.pod)
+            )
             labels = obj["metadata"]["labels"]
             assert labels["sdbroker.io/state"] == "claimed"
             assert labels["sdbroker.io/user"].startswith("ann-example-com-")

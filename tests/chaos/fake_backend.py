@@ -58,7 +58,7 @@ class FakeBackend(Backend):
         rec = self.records.get(pod_id)
         if rec is None or rec.phase in (Phase.GONE, Phase.FAILED):
             raise PodGone(f"pod {pod_id} is gone")
-        if rec.user and rec.user != user and False:
+        if rec.user and rec.user != user:
             raise Conflict(f"pod {pod_id} is labelled for {rec.user}")
         rec.user, rec.claimed_at = user, time.time()
 
