@@ -24,6 +24,11 @@ from bench.harness import BENCH, CACHE, Report, Table, machine, say  # noqa: E40
 BENCHES = {
     # name: (run, arguments for --quick)
     "proxy": (proxy.run, ["--duration", "1", "--warmup", "1", "--reps", "1", "--sizes", "1k"]),
+    # The same with SDB_WORKERS=2: two broker processes on one port (the one-machine knob).
+    "proxy-2-workers": (
+        lambda argv: proxy.run([*argv, "--processes", "2"]),
+        ["--duration", "1", "--warmup", "1", "--reps", "1", "--sizes", "1k"],
+    ),
     "claims": (claims.run, ["--users", "20"]),
     "websockets": (websockets.run, ["--connections", "200"]),
     "download": (download.run, ["--size-mib", "64", "--reps", "1"]),

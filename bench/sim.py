@@ -1,12 +1,14 @@
 """A simulated day of a 50-GPU fleet and 500 users: the published policy against ours.
 
-Prints, never asserts. Method (stated in the output too): a discrete-time
+Prints, never asserts. Headline: the REAL fleet code (kubernetes backend on
+the KubeSim test API server, FleetStore on redis-server, Fleet, Controller,
+ReapCycle) on one scaled clock, see bench/sim_real.py. Secondary table: a discrete-time
 model (1 s steps) of the fleet's pods, queue and users, run twice on the SAME
 seeded arrivals, once per policy. It does not drive the kubernetes backend
 on the simulator (that is left to do); the pod lifecycle it models is the
 simulator's: start 60-120 s, one pod per GPU, single-use pods.
 
-    .venv/bin/python -m bench.sim [--users 500 --gpus 50 --seed 1]
+    .venv/bin/python -m bench.sim [--users 500 --gpus 50 --seed 1 --span 18000 --scale 200 --no-model]
 """
 
 from __future__ import annotations
@@ -133,7 +135,18 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=500)
     ap.add_argument("--gpus", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--buffer", type=int, default=BUFFER)
+    ap.add_argument("--span", type=float, default=4 * 3600, help="simulated seconds (real-code run)")
+    ap.add_argument("--scale", type=float, default=200, help="ScaledClock factor (real-code run)")
+    ap.add_argument("--no-model", action="store_true", help="skip the discrete-time model table")
     args = ap.parse_args()
+    from .sim_real import main_real
+
+    main_real(args, pct)
+    if args.no_model:
+        return
+    print()
+    print("SECONDARY: the discrete-time MODEL (not the real code), a whole simulated day:")
     plan = visits(args.users, random.Random(args.seed))
     policies = [
         Policy("published (Buffer/30s, reaper 5m, HTTP silence)", 30, 300, True),

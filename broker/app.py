@@ -67,7 +67,7 @@ from .signing import Signer
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
-CLIENT_MAX_SIZE = 64 * 1024 * 1024  # forms and JSON the broker itself reads; proxied bodies stream
+CLIENT_MAX_SIZE = 1024 * 1024  # forms and JSON the broker itself reads; proxied bodies stream
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
@@ -47,7 +49,16 @@ def brokers(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Broker]]:
 
     yield start
     for broker in started:
+        # Pods are the broker's children (in sessions of their own): take them
+        # down too, even those whose record was never written.
+        children = []
+        if broker.proc and broker.proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                children = psutil.Process(broker.proc.pid).children(recursive=True)
         broker.kill()
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
     for data in data_dirs:
         kill_pods(data)
 

@@ -41,8 +41,13 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pod
             body = json.dumps({"pod": pod, "user": user}).encode()
             status = b"200 OK" if path in ("/ready", "/whoami") else b"404 Not Found"
             writer.write(
-                b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
-                + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                b"HTTP/1.1 "
+                + status
+                + b"\r\nContent-Type: application/json\r\n"
+                + b"Content-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
             )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):

@@ -50,17 +50,40 @@ FLEET_KEYS = ["backend", "profiles", "name", "min", "max", "buffer", "probe", "l
               "at", "days", "image", "template"]  # fmt: skip
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 FLEET_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 10**6) | st.sampled_from(
-        ["local", "kubernetes", "agones", "15m", "-1s", "50%", "a1111", "http:/x", "default", "", "{port}"]
-    ) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FLEET_KEYS), inner, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**6)
+    | st.sampled_from(
+        [
+            "local",
+            "kubernetes",
+            "agones",
+            "15m",
+            "-1s",
+            "50%",
+            "a1111",
+            "http:/x",
+            "default",
+            "",
+            "{port}",
+        ]
+    )
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(FLEET_KEYS), inner, max_size=5)
+    ),
     max_leaves=20,
 )
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def check_spec(text: str) -> None:
@@ -157,9 +180,9 @@ API_PATHS = ["/fleet", "/sessions", "/sessions/ann/reclaim", "/sessions/%2e%2e/r
     method=st.sampled_from(["POST", "PUT", "PATCH", "DELETE"]),
     path=st.sampled_from(API_PATHS),
     body=JSON.map(lambda v: json.dumps(v).encode())
-    | st.fixed_dictionaries({}, optional={"min": JSON, "max": JSON, "buffer": JSON, "name": JSON}).map(
-        lambda v: json.dumps(v).encode()
-    )
+    | st.fixed_dictionaries(
+        {}, optional={"min": JSON, "max": JSON, "buffer": JSON, "name": JSON}
+    ).map(lambda v: json.dumps(v).encode())
     | st.binary(max_size=64),
     query=st.sampled_from(["", "?count=-1", "?hours=1e999", "?busy=maybe", "?count=%00"]),
 )
@@ -172,7 +195,10 @@ def test_admin_api_bodies_never_500(dev_broker: Broker, admin_token: str, method
         except ValueError:
             doc = None
         if isinstance(doc, dict):
-            doc = {k: min(v, 2) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in doc.items()}
+            doc = {
+                k: min(v, 2) if isinstance(v, int) and not isinstance(v, bool) else v
+                for k, v in doc.items()
+            }
             body = json.dumps(doc).encode()
     head = [
         f"{method} /_broker/api/v1{path}{query} HTTP/1.1".encode(),
@@ -270,7 +296,9 @@ def test_huge_or_binary_header_values_never_500(header_broker: Broker) -> None:
     for value in HEADER_VALUES:
         for name in (b"X-Forwarded-User", b"X-Forwarded-Email", b"Cookie", b"Accept", b"Host",
                      b"X-Forwarded-For", b"Authorization", b"Upgrade"):  # fmt: skip
-            status, body = get(header_broker.port, b"/stub/whoami", b"X-Forwarded-User: ann", name + b": " + value)
+            status, body = get(
+                header_broker.port, b"/stub/whoami", b"X-Forwarded-User: ann", name + b": " + value
+            )
             assert_sane(status, body, (name, value[:30]))
             assert status != 500, (name, value[:30], status, body[:200])
 
@@ -280,8 +308,15 @@ def test_huge_or_binary_header_values_never_500(header_broker: Broker) -> None:
 KEY = ECKey.generate_key("P-256", parameters={"kid": "k1"})
 B64 = st.binary(max_size=80).map(lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode())
 HEADERS = st.dictionaries(
-    st.sampled_from(["alg", "kid", "typ", "crit", "b64", "jku", "x5u", "zip", "cty"]), JSON, max_size=4
-) | st.fixed_dictionaries({"alg": st.sampled_from(["ES256", "none", "HS256", "RS256"]), "kid": st.sampled_from(["k1", "k2"])})
+    st.sampled_from(["alg", "kid", "typ", "crit", "b64", "jku", "x5u", "zip", "cty"]),
+    JSON,
+    max_size=4,
+) | st.fixed_dictionaries(
+    {
+        "alg": st.sampled_from(["ES256", "none", "HS256", "RS256"]),
+        "kid": st.sampled_from(["k1", "k2"]),
+    }
+)
 
 
 def segment(value: object) -> str:
@@ -292,9 +327,9 @@ TOKENS = (
     st.text(max_size=200)
     | st.builds(lambda h, p, s: f"{segment(h)}.{segment(p)}.{s}", HEADERS, JSON, B64)
     | st.builds(lambda a, b, c: f"{a}.{b}.{c}", B64, B64, B64)
-    | st.dictionaries(st.sampled_from(["iss", "aud", "exp", "iat", "sub", "email", "nbf"]), JSON).map(
-        lambda claims: jwt.encode({"alg": "ES256", "kid": "k1"}, claims, KEY)
-    )
+    | st.dictionaries(
+        st.sampled_from(["iss", "aud", "exp", "iat", "sub", "email", "nbf"]), JSON
+    ).map(lambda claims: jwt.encode({"alg": "ES256", "kid": "k1"}, claims, KEY))
 )
 
 

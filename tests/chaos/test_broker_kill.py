@@ -59,7 +59,9 @@ async def one_user(
         base = urls[n % len(urls)]
         try:
             async with http.ws_connect(
-                base + "/stub/ws-echo?push=0.5", headers=as_user(user), timeout=aiohttp.ClientWSTimeout(ws_close=2)
+                base + "/stub/ws-echo?push=0.5",
+                headers=as_user(user),
+                timeout=aiohttp.ClientWSTimeout(ws_close=2),
             ) as ws:
                 while time.monotonic() < stop:
                     await ws.send_str(f"{user}:{n}")
@@ -87,7 +89,9 @@ async def one_user(
 async def test_killed_broker_other_keeps_serving_everyone_on_their_own_pod(
     brokers, redis_url: str, tmp_path: Path
 ) -> None:
-    fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", min=USERS, buffer=0, max=USERS)
+    fleet = write_fleet(
+        tmp_path / "fleet.yaml", outputs=tmp_path / "out", min=USERS, buffer=0, max=USERS
+    )
     doomed: Broker = brokers(fleet=fleet, **HEADER_AUTH)
     survivor: Broker = brokers(fleet=fleet, **HEADER_AUTH)
     wait_for(lambda: ready_count(redis_url) >= USERS, 90, interval=0.5, what=f"{USERS} warm pods")
@@ -103,7 +107,9 @@ async def test_killed_broker_other_keeps_serving_everyone_on_their_own_pod(
 
         killed = asyncio.Event()
         stop = time.monotonic() + TRAFFIC_SECONDS
-        traffic = [asyncio.create_task(one_user(http, u, home[u], ledger, killed, stop)) for u in users]
+        traffic = [
+            asyncio.create_task(one_user(http, u, home[u], ledger, killed, stop)) for u in users
+        ]
         await asyncio.sleep(KILL_AT)
         doomed.kill()
         killed.set()

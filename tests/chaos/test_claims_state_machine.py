@@ -16,7 +16,13 @@ import aiohttp
 import redis as sync_redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from broker.routing import Router
 from fleet import Claim, Controller, Fleet, FleetStore, PodState, connect_redis, parse_spec
@@ -178,4 +184,3 @@ def test_one_pod_per_user_one_user_per_pod_ever(redis_url: str) -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
-

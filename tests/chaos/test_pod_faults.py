@@ -26,7 +26,9 @@ def kill_pod(broker: Broker, pod: str) -> None:
     os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
-async def test_pod_killed_mid_download_and_mid_stream(brokers, redis_url: str, tmp_path: Path) -> None:
+async def test_pod_killed_mid_download_and_mid_stream(
+    brokers, redis_url: str, tmp_path: Path
+) -> None:
     fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=2, max=4)
     broker = brokers(fleet=fleet, SDB_CONTROLLER_INTERVAL=f"{INTERVAL}s", **HEADER_AUTH)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -36,7 +38,9 @@ async def test_pod_killed_mid_download_and_mid_stream(brokers, redis_url: str, t
         got, events = 0, []
         async with (
             http.get(broker.url + f"/stub/bytes?size={size}", headers=as_user("ann")) as download,
-            http.get(broker.url + "/stub/sse?count=100&interval=0.1", headers=as_user("bob")) as sse,
+            http.get(
+                broker.url + "/stub/sse?count=100&interval=0.1", headers=as_user("bob")
+            ) as sse,
         ):
             assert download.status == 200 and sse.status == 200
             while got < 4 * MB:
@@ -45,7 +49,9 @@ async def test_pod_killed_mid_download_and_mid_stream(brokers, redis_url: str, t
             kill_pod(broker, ann)
             kill_pod(broker, bob)
             killed_at = time.monotonic()
-            with pytest.raises(aiohttp.ClientPayloadError):  # truncated, never a short "complete" body
+            with pytest.raises(
+                aiohttp.ClientPayloadError
+            ):  # truncated, never a short "complete" body
                 async for chunk in download.content.iter_any():
                     got += len(chunk)
             with pytest.raises(aiohttp.ClientPayloadError):  # the chunked stream never ends cleanly
@@ -56,8 +62,13 @@ async def test_pod_killed_mid_download_and_mid_stream(brokers, redis_url: str, t
         assert len(ticks) < 100, "the SSE stream of a dead pod looked complete"
 
         # The controller ends both claims within one probe interval (plus one pass).
-        while client.hget(keys.claim("ann"), "pod") == ann or client.hget(keys.claim("bob"), "pod") == bob:
-            assert time.monotonic() - killed_at < 2 * INTERVAL + 2, "claim of a dead pod outlived the probe"
+        while (
+            client.hget(keys.claim("ann"), "pod") == ann
+            or client.hget(keys.claim("bob"), "pod") == bob
+        ):
+            assert time.monotonic() - killed_at < 2 * INTERVAL + 2, (
+                "claim of a dead pod outlived the probe"
+            )
             await asyncio.sleep(0.05)
 
         # Retrying: a clear page at most, then a fresh pod.
@@ -86,7 +97,9 @@ async def test_dead_pod_gets_a_502_page_before_the_controller_notices(
         assert await pod_of(http, broker.url, "ann") != dead
 
 
-async def test_hanging_and_trickling_upstreams_time_out_and_spare_others(brokers, tmp_path: Path) -> None:
+async def test_hanging_and_trickling_upstreams_time_out_and_spare_others(
+    brokers, tmp_path: Path
+) -> None:
     fleet = slow_fleet(tmp_path / "fleet.yaml", tmp_path / "out", buffer=3, max=5)
     broker = brokers(fleet=fleet, SDB_PROXY_READ_TIMEOUT="2s", **HEADER_AUTH)
     async with aiohttp.ClientSession() as http:
@@ -140,7 +153,9 @@ async def test_a_slow_but_steady_trickle_streams_through(brokers, tmp_path: Path
                     break
             await asyncio.sleep(0.1)
         started = time.monotonic()
-        async with http.get(broker.url + "/trickle?every=1&count=4", headers=as_user("ann")) as resp:
+        async with http.get(
+            broker.url + "/trickle?every=1&count=4", headers=as_user("ann")
+        ) as resp:
             assert resp.status == 200
             body = await resp.read()
         assert body == b"...."

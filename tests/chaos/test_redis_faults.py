@@ -45,10 +45,18 @@ async def hammer(http: aiohttp.ClientSession, base: str, user: str, stop: asynci
 async def test_redis_lost_under_traffic_fails_closed_and_rebuilds_claims(
     brokers, own_redis: RedisServer, tmp_path: Path, fault: str
 ) -> None:
-    fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=len(USERS), max=len(USERS) + 2)
+    fleet = write_fleet(
+        tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=len(USERS), max=len(USERS) + 2
+    )
     broker = brokers(fleet=fleet, redis=own_redis.url, SDB_ROUTE_CACHE_TTL="0.2s", **HEADER_AUTH)
     async with aiohttp.ClientSession() as http:
-        first = dict(zip(USERS, await asyncio.gather(*(pod_of(http, broker.url, u) for u in USERS)), strict=True))
+        first = dict(
+            zip(
+                USERS,
+                await asyncio.gather(*(pod_of(http, broker.url, u) for u in USERS)),
+                strict=True,
+            )
+        )
         assert len(set(first.values())) == len(USERS)
 
         seen: list[tuple[str, int, object]] = []

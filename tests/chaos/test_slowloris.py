@@ -56,7 +56,9 @@ async def test_slowloris_sockets_cost_little_and_others_are_served(broker: Broke
         served, peak = 0, before
         while time.monotonic() < stop:
             async with http.get(
-                broker.url + "/stub/whoami", headers=as_user("ann"), timeout=aiohttp.ClientTimeout(total=5)
+                broker.url + "/stub/whoami",
+                headers=as_user("ann"),
+                timeout=aiohttp.ClientTimeout(total=5),
             ) as resp:
                 assert resp.status == 200 and (await resp.json())["pod"] == pod
             served += 1
@@ -76,13 +78,17 @@ async def test_slowloris_sockets_cost_little_and_others_are_served(broker: Broke
     ],
     ids=["one-huge-value", "many-headers"],
 )
-async def test_oversized_headers_get_a_4xx_and_others_are_unaffected(broker: Broker, headers: dict) -> None:
+async def test_oversized_headers_get_a_4xx_and_others_are_unaffected(
+    broker: Broker, headers: dict
+) -> None:
     async with aiohttp.ClientSession() as http:
         pod = await pod_of(http, broker.url, "ann")
         before = broker.rss()
         for _ in range(20):
             try:
-                async with http.get(broker.url + "/stub/whoami", headers=as_user("bob", **headers)) as resp:
+                async with http.get(
+                    broker.url + "/stub/whoami", headers=as_user("bob", **headers)
+                ) as resp:
                     status, body = resp.status, await resp.text()
                 assert 400 <= status < 500 and status != 404, (status, body[:200])
                 assert "Traceback" not in body
@@ -129,7 +135,9 @@ async def test_huge_upload_through_the_proxy_streams(broker: Broker, tmp_path: P
     async with aiohttp.ClientSession() as http:
         await pod_of(http, broker.url, "ann")
         before = broker.rss()
-        async with http.post(broker.url + "/stub/upload", data=body(), headers=as_user("ann")) as resp:
+        async with http.post(
+            broker.url + "/stub/upload", data=body(), headers=as_user("ann")
+        ) as resp:
             assert resp.status == 200
             assert (await resp.json())["bytes"] == size
         assert (broker.rss() - before) / MB < 40
