@@ -136,7 +136,9 @@ def main() -> None:
     ap.add_argument("--gpus", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--buffer", type=int, default=BUFFER)
-    ap.add_argument("--span", type=float, default=4 * 3600, help="simulated seconds (real-code run)")
+    ap.add_argument(
+        "--span", type=float, default=4 * 3600, help="simulated seconds (real-code run)"
+    )
     ap.add_argument("--scale", type=float, default=200, help="ScaledClock factor (real-code run)")
     ap.add_argument("--no-model", action="store_true", help="skip the discrete-time model table")
     args = ap.parse_args()

@@ -48,7 +48,9 @@ profiles:
       volumes: {{models: null, outputs: null}}
 """
 POLL = 5.0  # a waiting browser asks again this often (simulated s)
-TOUCH_EVERY = 15.0  # activity is flushed to Redis this often (simulated s), as the broker batches it
+TOUCH_EVERY = (
+    15.0  # activity is flushed to Redis this often (simulated s), as the broker batches it
+)
 SAMPLE_EVERY = 10.0  # GPU accounting step (simulated s)
 
 
@@ -89,7 +91,11 @@ def morning(users: int, span: float, rng: random.Random) -> list[User]:
     """Arrivals peaking ~1.5 h in (a 9:30 peak if the run starts at 8:00); varied sessions, idle tails."""
     out = []
     for i in range(users):
-        t = rng.gauss(0.3 * span, 0.18 * span) if rng.random() < 0.8 else rng.uniform(0, 0.75 * span)
+        t = (
+            rng.gauss(0.3 * span, 0.18 * span)
+            if rng.random() < 0.8
+            else rng.uniform(0, 0.75 * span)
+        )
         active = min(2 * 3600, rng.lognormvariate(6.9, 0.7))  # ~17 min median
         tab = rng.lognormvariate(7.8, 0.8) if rng.random() < 0.5 else 0.0  # ~40 min median tail
         out.append(User(f"user{i:03d}", max(0.0, min(0.8 * span, t)), active, tab))

@@ -155,6 +155,12 @@ class Fleet:
         return Waiting(name, 0, 0)
 
     async def _bind(self, claim: Claim) -> None:
+        """Record the claim on the pod, then point its WebUI at the user's folder.
+
+        In this order, never side by side: when the pod turns out to be someone
+        else's (mark_claimed raises Conflict), their WebUI must not have been
+        pointed at this user's outputs.
+        """
         slug = slugify(claim.user)
         await self.backend.mark_claimed(claim.pod, claim.user, slug)
         profile = self.spec.profile(claim.profile)

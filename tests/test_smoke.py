@@ -28,6 +28,12 @@ def test_user_lands_in_own_pod(brokers) -> None:
     )
     me = json.loads(body)
     assert me["user"] == "ann"
-    status, body = get(broker.url + "/stub/whoami", **{"X-Forwarded-User": "bob"})
-    assert status == 200
+    # The second warm pod may still be starting: bob waits (503) until it is Ready.
+    status, body = wait_for(
+        lambda: (
+            (r := get(broker.url + "/stub/whoami", **{"X-Forwarded-User": "bob"}))[0] == 200 and r
+        ),
+        20,
+    )
+    assert json.loads(body)["user"] == "bob"
     assert json.loads(body)["pod"] != me["pod"]
