@@ -26,7 +26,7 @@ BENCHES = {
     "proxy": (proxy.run, ["--duration", "1", "--warmup", "1", "--reps", "1", "--sizes", "1k"]),
     # The same with SDB_WORKERS=2: two broker processes on one port (the one-machine knob).
     "proxy-2-workers": (
-        lambda argv: proxy.run([*argv, "--processes", "2"]),
+        lambda argv: two_workers(proxy.run([*argv, "--processes", "2"])),
         ["--duration", "1", "--warmup", "1", "--reps", "1", "--sizes", "1k"],
     ),
     "claims": (claims.run, ["--users", "20"]),
@@ -34,6 +34,11 @@ BENCHES = {
     "download": (download.run, ["--size-mib", "64", "--reps", "1"]),
     "reaper": (reaper.run, ["--sessions", "2000", "--idle", "10"]),
 }
+
+
+def two_workers(report: Report) -> Report:
+    report.title += ", SDB_WORKERS=2 (two broker processes on one port)"
+    return report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
