@@ -24,6 +24,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from broker.settings import Settings
+from fleet import load_spec
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 
@@ -153,18 +156,16 @@ def test_compose_fleet_file_is_valid():
         assert script.is_absolute() and script.parts[:2] == ("/", "app")
         # The image copies webui-image/stub to /app/webui-image/stub.
         assert (REPO / script.relative_to("/app")).is_file(), f"{script} is not in the repo"
-    fleet_spec = pytest.importorskip("fleet.spec", reason="fleet.spec not written yet")
-    assert fleet_spec.load_spec(path).backend == "local"
+    assert load_spec(path).backend == "local"
 
 
 def test_broker_settings_accept_the_compose_env(monkeypatch):
-    settings = pytest.importorskip("broker.settings", reason="broker.settings not written yet")
     env = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["broker"]["environment"]
     for key in [k for k in os.environ if k.startswith("SDB_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
-    parsed = settings.Settings()
+    parsed = Settings()
     assert parsed.is_trusted_proxy(env["SDB_TRUSTED_PROXIES"].split("/")[0])
     assert not parsed.is_trusted_proxy("172.28.80.11")
 

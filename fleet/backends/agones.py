@@ -24,10 +24,9 @@ from kubernetes_asyncio import client
 from ..errors import BackendError, Conflict, PodGone
 from ..model import Phase, PodRecord
 from ..spec import FleetSpec, Profile
-from .base import Backend
-from .kubeclient import api_client, api_errors, read_json
+from .kubeclient import api_errors, read_json
 from .kubepods import CLAIMED_AT, STATE, USER, _created
-from .kubewatch import ObjectWatch
+from .kubewatch import WatchingBackend
 
 log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
@@ -69,7 +68,7 @@ def gameserver_phase(gs: dict[str, Any]) -> tuple[Phase, str]:
     return Phase.STARTING, state
 
 
-class AgonesBackend(Backend):
+class AgonesBackend(WatchingBackend):
     name = "agones"
     probes_readiness = False  # the SDK's Ready() (the in-pod agent) says it
     manages_replicas = True
@@ -77,9 +76,7 @@ class AgonesBackend(Backend):
 
     def __init__(self, spec: FleetSpec) -> None:
         super().__init__(spec)
-        self.api: client.ApiClient | None = None
         self.custom: client.CustomObjectsApi | None = None
-        self.watches: dict[str, ObjectWatch] = {}
         self._fleet_replicas: dict[tuple[str, str], tuple[float, int]] = {}
         self._said_no_zero = False
 
@@ -87,40 +84,19 @@ class AgonesBackend(Backend):
         """(namespace, fleet) -> profile."""
         return {(p.agones.namespace, p.agones.fleet): p for p in self.spec.profiles if p.agones}
 
-    async def start(self) -> None:
-        self.api = await api_client()
-        self.custom = client.CustomObjectsApi(self.api)
-        for namespace in sorted({ns for ns, _ in self._fleets()}):
-            self._watch(namespace)
-        await asyncio.gather(*(w.synced.wait() for w in self.watches.values()))
+    def _namespaces(self) -> set[str]:
+        return {ns for ns, _ in self._fleets()}
 
-    def _watch(self, namespace: str) -> None:
+    def _connected(self, api: client.ApiClient) -> None:
+        self.custom = client.CustomObjectsApi(api)
+
+    def _listing(self, namespace: str) -> tuple[Any, tuple[Any, ...], str]:
         assert self.custom is not None
-        watch = ObjectWatch(
+        return (
             self.custom.list_namespaced_custom_object,
-            *AGONES,
-            namespace,
-            "gameservers",
-            label_selector=FLEET_LABEL,
-            on_change=self._changed,
+            (*AGONES, namespace, "gameservers"),
+            FLEET_LABEL,
         )
-        self.watches[namespace] = watch
-        watch.start()
-
-    def _changed(self, kind: str, obj: dict[str, Any]) -> None:
-        if self.on_change is not None and kind != "SYNC":
-            self.on_change()
-
-    def update_spec(self, spec: FleetSpec) -> None:
-        self.spec = spec
-        if self.custom is not None:
-            for namespace in {ns for ns, _ in self._fleets()} - set(self.watches):
-                self._watch(namespace)
-
-    async def close(self) -> None:
-        await asyncio.gather(*(w.stop() for w in self.watches.values()))
-        if self.api is not None:
-            await self.api.close()
 
     def _record(self, gs: dict[str, Any]) -> PodRecord | None:
         meta = gs.get("metadata", {})

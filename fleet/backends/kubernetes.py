@@ -7,7 +7,6 @@ a resourceVersion precondition, so two brokers can never both label one pod.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -17,24 +16,21 @@ from kubernetes_asyncio import client
 from ..errors import BackendError, Conflict, PodGone
 from ..model import PodRecord
 from ..spec import FleetSpec, Profile
-from .base import Backend
-from .kubeclient import api_client, api_errors, read_json
+from .kubeclient import api_errors, read_json
 from .kubepods import CLAIMED_AT, SELECTOR, STATE, USER, build_pod, pod_record
-from .kubewatch import ObjectWatch
+from .kubewatch import WatchingBackend
 
 log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 
 
-class KubernetesBackend(Backend):
+class KubernetesBackend(WatchingBackend):
     name = "kubernetes"
     probes_readiness = False  # the pod's readiness probe and Ready condition say it
 
     def __init__(self, spec: FleetSpec) -> None:
         super().__init__(spec)
-        self.api: client.ApiClient | None = None
         self.core: client.CoreV1Api | None = None
-        self.watches: dict[str, ObjectWatch] = {}
 
     def _namespaces(self) -> set[str]:
         return {p.kubernetes.namespace for p in self.spec.profiles if p.kubernetes is not None}
@@ -46,38 +42,12 @@ class KubernetesBackend(Backend):
             settings = None
         return settings.port if settings is not None else 7860
 
-    async def start(self) -> None:
-        self.api = await api_client()
-        self.core = client.CoreV1Api(self.api)
-        for namespace in sorted(self._namespaces()):
-            self._watch(namespace)
-        await asyncio.gather(*(w.synced.wait() for w in self.watches.values()))
+    def _connected(self, api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api)
 
-    def _watch(self, namespace: str) -> None:
+    def _listing(self, namespace: str) -> tuple[Any, tuple[Any, ...], str]:
         assert self.core is not None
-        watch = ObjectWatch(
-            self.core.list_namespaced_pod,
-            namespace,
-            label_selector=SELECTOR,
-            on_change=self._changed,
-        )
-        self.watches[namespace] = watch
-        watch.start()
-
-    def _changed(self, kind: str, obj: dict[str, Any]) -> None:
-        if self.on_change is not None and kind != "SYNC":
-            self.on_change()
-
-    def update_spec(self, spec: FleetSpec) -> None:
-        self.spec = spec
-        if self.core is not None:
-            for namespace in self._namespaces() - set(self.watches):
-                self._watch(namespace)
-
-    async def close(self) -> None:
-        await asyncio.gather(*(w.stop() for w in self.watches.values()))
-        if self.api is not None:
-            await self.api.close()
+        return self.core.list_namespaced_pod, (namespace,), SELECTOR
 
     def _record(self, obj: dict[str, Any]) -> PodRecord:
         labels = obj.get("metadata", {}).get("labels") or {}

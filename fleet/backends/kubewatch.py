@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kubernetes_asyncio import watch
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .kubeclient import read_json
+from ..spec import FleetSpec
+from .base import Backend
+from .kubeclient import api_client, read_json
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -126,3 +129,57 @@ def _rv(obj: Obj) -> int:
         return int(obj.get("metadata", {}).get("resourceVersion", 0))
     except (TypeError, ValueError):
         return 0
+
+
+class WatchingBackend(Backend):
+    """What the kubernetes and agones backends share: the API client and one watch per namespace.
+
+    A subclass says which namespaces it needs and what to list there; the
+    watches follow spec changes (a new namespace gets a watch) and wake the
+    controller on every real change.
+    """
+
+    def __init__(self, spec: FleetSpec) -> None:
+        super().__init__(spec)
+        self.api: client.ApiClient | None = None
+        self.watches: dict[str, ObjectWatch] = {}
+
+    @abstractmethod
+    def _namespaces(self) -> set[str]:
+        """Namespaces the spec's profiles live in."""
+
+    @abstractmethod
+    def _connected(self, api: client.ApiClient) -> None:
+        """Make the typed API objects this backend calls."""
+
+    @abstractmethod
+    def _listing(self, namespace: str) -> tuple[ListCall, tuple[Any, ...], str]:
+        """(list call, its arguments, label selector) of the objects to watch in a namespace."""
+
+    async def start(self) -> None:
+        self.api = await api_client()
+        self._connected(self.api)
+        for namespace in sorted(self._namespaces()):
+            self._watch(namespace)
+        await asyncio.gather(*(w.synced.wait() for w in self.watches.values()))
+
+    def _watch(self, namespace: str) -> None:
+        call, args, selector = self._listing(namespace)
+        watch = ObjectWatch(call, *args, label_selector=selector, on_change=self._changed)
+        self.watches[namespace] = watch
+        watch.start()
+
+    def _changed(self, kind: str, obj: Obj) -> None:
+        if self.on_change is not None and kind != "SYNC":
+            self.on_change()
+
+    def update_spec(self, spec: FleetSpec) -> None:
+        self.spec = spec
+        if self.api is not None:
+            for namespace in self._namespaces() - set(self.watches):
+                self._watch(namespace)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(w.stop() for w in self.watches.values()))
+        if self.api is not None:
+            await self.api.close()
