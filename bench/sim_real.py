@@ -24,6 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from fleet import Claim, Controller, Fleet, FleetStore, connect_redis, make_backend
+from fleet.aiotasks import raise_if_cancelled
 from fleet.events import listen
 from fleet.probes import Probe
 from fleet.spec import parse_spec
@@ -84,6 +85,7 @@ class RealResult:
     claim_calls: int = 0
     lag_max: float = 0.0  # simulated seconds the loop ran late (worst)
     lag_mean: float = 0.0
+    stuck_tasks: int = 0  # tasks that ignored their cancel at the end (a library swallowed it)
     wall: float = 0.0
 
 
@@ -171,6 +173,7 @@ async def run_real(
             await clock.sleep(u.arrive - now())
             first = True
             while True:
+                raise_if_cancelled()
                 res.claim_calls += 1
                 result = await fleet.claim(u.name)
                 if isinstance(result, Claim):
@@ -186,6 +189,7 @@ async def run_real(
 
         async def touches() -> None:
             while True:
+                raise_if_cancelled()
                 t = now()
                 seen = {}
                 for name, at in claimed_at.items():
@@ -198,6 +202,7 @@ async def run_real(
 
         async def reaper() -> None:
             while True:
+                raise_if_cancelled()
                 await clock.sleep(policy.reap_every)
                 summary = await cycle.run()
                 for entry in summary.ended:
@@ -208,6 +213,7 @@ async def run_real(
 
         async def sample() -> None:
             while True:
+                raise_if_cancelled()
                 counts = await store.counts("default")
                 t = now()
                 active = sum(1 for n, at in claimed_at.items() if t < at + by_name[n].active)
@@ -221,6 +227,7 @@ async def run_real(
 
         async def lag() -> None:
             while True:
+                raise_if_cancelled()
                 before = time.monotonic()
                 await asyncio.sleep(0.01)
                 lags.append((time.monotonic() - before - 0.01) * scale)
@@ -232,7 +239,8 @@ async def run_real(
         await clock.sleep(span)
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(tasks, timeout=30)  # bounded: never hang the report
+        res.stuck_tasks = len(stuck)
         end = now()
         res.unserved = [end - u.arrive for u in plan if u.arrive < end and u.name not in served]
         res.wall = time.monotonic() - started_wall
