@@ -48,3 +48,36 @@ async def test_dropped_watch_resumes(redis_url: str, tmp_path: Path) -> None:
 
 async def _no_claim(h, user: str) -> bool:  # noqa: ANN001
     return await h.store.lookup(user) is None
+
+
+async def test_pods_of_no_pool_are_removed(redis_url: str, tmp_path: Path) -> None:
+    """A managed pod whose profile no longer exists belongs to no claim and no pool: deleted."""
+    from kubernetes_asyncio import client
+
+    async with harness("kubernetes", redis_url, tmp_path, buffer=1, max=2) as h:
+        await h.ready(1)
+        stray = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "gone-profile-1",
+                "labels": {
+                    "app.kubernetes.io/managed-by": "sdbroker",
+                    "sdbroker.io/profile": "gone-profile",
+                    "sdbroker.io/state": "ready",
+                },
+            },
+            "spec": {"containers": [{"name": "webui", "image": "example/sd-webui:test"}]},
+        }
+        core = client.CoreV1Api(h.backend.api)  # type: ignore[attr-defined]
+        await core.create_namespaced_pod("sd", stray)
+        await h.until(
+            lambda: (
+                h.sim.pod("sd", "gone-profile-1") is None
+                or bool(h.sim.pod("sd", "gone-profile-1")["metadata"].get("deletionTimestamp"))
+            ),
+            within=20,
+            what="the stray pod deleted",
+        )
+        assert await h.store.lookup("anyone") is None
+        assert (await h.counts())["ready"] >= 1  # the real pool is untouched
