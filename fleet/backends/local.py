@@ -60,6 +60,7 @@ class LocalBackend(Backend):
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._recent_ports: deque[int] = deque(maxlen=_RECENT_PORTS)
         self._creating = asyncio.Lock()  # a slot is chosen and recorded before the next is chosen
+        self._in_flight: set[asyncio.Task[PodRecord]] = set()
 
     async def start(self) -> None:
         self.records_dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +152,17 @@ class LocalBackend(Backend):
         raise BackendError(f"profile {profile.name}: every GPU slot is in use")
 
     async def create(self, profile: Profile, pod_id: str) -> PodRecord:
+        """Start a pod; runs to its record even if the caller is cancelled meanwhile.
+
+        A process spawned but never recorded would be invisible to stop_all
+        and outlive the broker, so the spawn-and-record step is shielded.
+        """
+        task = asyncio.ensure_future(self._create_serialised(profile, pod_id))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(task)
+
+    async def _create_serialised(self, profile: Profile, pod_id: str) -> PodRecord:
         async with self._creating:
             return await self._create(profile, pod_id)
 
@@ -250,6 +262,8 @@ class LocalBackend(Backend):
 
     async def stop_all(self) -> None:
         """Stop every pod (demo exit): the caller ends their claims first."""
+        if self._in_flight:  # let pods being started get their records, then stop them too
+            await asyncio.wait(set(self._in_flight), timeout=30)
         await asyncio.gather(*(self.delete(d["id"]) for d in self._all()))
 
     def update_spec(self, spec: FleetSpec) -> None:
