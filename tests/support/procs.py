@@ -204,9 +204,21 @@ class Broker:
 
 
 def kill_pods(data_dir: Path) -> None:
-    """Kill every pod process group recorded under a data dir (test teardown)."""
+    """Kill every pod of a data dir (test teardown).
+
+    By record, and also by environment: pods inherit the broker's
+    SDB_DATA_DIR, which finds even a pod spawned by a broker killed before it
+    could write that pod's record.
+    """
+    pids: set[int] = set()
     for path in (data_dir / "pods").glob("*.json"):
         with contextlib.suppress(ValueError, OSError, KeyError):
-            pid = int(json.loads(path.read_text())["pid"])
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            pids.add(int(json.loads(path.read_text())["pid"]))
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error):
+            env = proc.environ()
+            if "SDB_POD_ID" in env and env.get("SDB_DATA_DIR") == str(data_dir):
+                pids.add(proc.pid)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
