@@ -139,12 +139,11 @@ class Controller:
         index = {p.id: p for p in await self.store.pods(profiles)}
 
         alive = [r for r in records.values() if r.phase is not Phase.GONE]
-        # Without the marker, every record goes to the (atomic) restore, which
-        # skips pods already indexed: the marker is only ever set together
-        # with all of them, even if Redis is flushed again meanwhile.
-        adopt = alive if not built else [r for r in alive if r.id not in index]
-        if adopt or not built:
-            restored, conflicts = await self.store.restore(adopt, mark_built=not built)
+        # Whenever anything is missing, EVERY live record goes to the (atomic)
+        # restore, which skips pods already indexed: so it may always set the
+        # marker, even when Redis was flushed after `built` was read above.
+        if not built or any(r.id not in index for r in alive):
+            restored, conflicts = await self.store.restore(alive, mark_built=True)
             if restored or not built:
                 log.warning("index rebuilt from the backend: %d pods adopted", restored)
                 await self.store.publish("rebuild")

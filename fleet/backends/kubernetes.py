@@ -79,11 +79,20 @@ class KubernetesBackend(WatchingBackend):
         for namespace in namespaces:
             try:
                 with api_errors(f"delete pod {pod_id}"):
-                    await self.core.delete_namespaced_pod(
-                        pod_id, namespace, grace_period_seconds=10, _preload_content=False
+                    gone = await read_json(
+                        await self.core.delete_namespaced_pod(
+                            pod_id, namespace, grace_period_seconds=10, _preload_content=False
+                        )
                     )
             except PodGone:
+                self.watches[namespace].apply("DELETED", {"metadata": {"name": pod_id}})
                 continue
+            # Into the cache at once, so no reconcile before the watch event
+            # can mistake a pod being deleted for one to adopt.
+            if gone.get("kind") == "Pod":
+                self.watches[namespace].apply("MODIFIED", gone)
+            else:
+                self.watches[namespace].apply("DELETED", {"metadata": {"name": pod_id}})
             return
 
     async def observe(self) -> list[PodRecord]:
