@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from broker.cli import main as cli_main
 from fleet.durations import format_duration, parse_duration
 from fleet.spec import (
     FleetSpec,
@@ -505,10 +506,9 @@ def test_kubernetes_defaults() -> None:
 
 
 def test_cli_fleet_validate(capsys: pytest.CaptureFixture[str]) -> None:
-    cli = pytest.importorskip("broker.cli")
     bad = SPECS / "min_gt_max.yaml"
-    assert cli.main(["fleet", "validate", str(LOCAL)]) == 0
-    assert cli.main(["fleet", "validate", str(bad)]) == 2
+    assert cli_main(["fleet", "validate", str(LOCAL)]) == 0
+    assert cli_main(["fleet", "validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [f"{bad}:{line}" for line in BROKEN["min_gt_max.yaml"]]
 
