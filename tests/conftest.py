@@ -42,10 +42,17 @@ def brokers(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Broker]]:
               **env: str) -> Broker:  # fmt: skip
         data = data_dir or tmp_path / "data"
         fleet_file = fleet or write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "outputs")
-        broker = Broker(data, fleet_file, redis, **env)
-        started.append(broker)
         data_dirs.add(data)
-        return broker.start()
+        for attempt in range(3):
+            broker = Broker(data, fleet_file, redis, **env)
+            started.append(broker)
+            try:
+                return broker.start()
+            except RuntimeError:
+                # A pod started meanwhile may have taken the free port picked for us.
+                if attempt == 2 or "address already in use" not in broker.log_text():
+                    raise
+        raise AssertionError("unreachable")
 
     yield start
     for broker in started:
