@@ -7,15 +7,16 @@ plain requests.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import aiohttp_jinja2
 from aiohttp import web
 
 from fleet import REDIS_DOWN, Waiting
-from fleet.activity_rules import classifier_for
+from fleet.activity_rules import ActivityClassifier, classifier_for
 
 from . import chooser, waiting
 from .activity import ActivityRecorder
@@ -29,7 +30,6 @@ from .proxy import BrokerBusy, PodTimeout, PodUnreachable, proxy_http, proxy_web
 from .redirects import safe_next
 
 log = logging.getLogger(__name__)
-USER_FRAMES = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)  # pings are not a person
 ENDED_REFRESH = 10  # seconds the "your session ended" page stays before going on
 ENDED_DETAIL = {
     "idle": "Your session ended after {idle} without activity; its GPU went back to the pool.",
@@ -119,23 +119,60 @@ def minutes(value: object) -> str:
     return "1 minute" if count == 1 else f"{count} minutes"
 
 
-def client_activity(activity: ActivityRecorder, user: str) -> Callable[[aiohttp.WSMessage], None]:
-    """Browser-sent WebSocket messages are activity; the pod's never reach this callback."""
-
-    def seen(msg: aiohttp.WSMessage) -> None:
-        if msg.type in USER_FRAMES:
-            activity.saw(user)
-
-    return seen
+def client_activity(activity: ActivityRecorder, user: str) -> Callable[[], None]:
+    """A text or binary message from the browser is activity (pings are not a person);
+    the pod's messages never reach this callback."""
+    return lambda: activity.saw(user)
 
 
 def is_websocket(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket" and request.method == "GET"
 
 
-async def gateway(request: web.Request) -> web.StreamResponse:
+@functools.cache
+def proxy_timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+
+
+def forward(
+    request: web.Request,
+    identity: Identity,
+    addr: str,
+    *,
+    websocket: bool,
+    rules: ActivityClassifier,
+) -> Awaitable[web.StreamResponse]:
+    """The proxying to start. A plain function, so that the headers it builds are
+    held by the proxy alone, which lets them go once a WebSocket is set up."""
     app = request.app
     settings = app[SETTINGS]
+    headers = upstream_headers(
+        request,
+        identity,
+        trusted_peer=settings.is_trusted_proxy(request.remote),
+        websocket=websocket,
+        identity_headers=(
+            settings.auth_header,
+            settings.auth_email_header,
+            settings.auth_groups_header,
+        ),
+    )
+    timeout = proxy_timeout(settings.proxy_connect_timeout, settings.proxy_read_timeout)
+    if websocket:
+        counts = rules.counts_ws(request.path)
+        return proxy_websocket(
+            request,
+            app[HTTP],
+            addr,
+            headers,
+            on_client_frame=client_activity(app[ACTIVITY], identity.user) if counts else None,
+            timeout=timeout,
+        )
+    return proxy_http(request, app[HTTP], addr, headers, timeout=timeout)
+
+
+async def gateway(request: web.Request) -> web.StreamResponse:
+    app = request.app
     identity = await authenticate(request)
     if not isinstance(identity, Identity):
         return identity
@@ -167,41 +204,8 @@ async def gateway(request: web.Request) -> web.StreamResponse:
     websocket = is_websocket(request)
     if not websocket and rules.counts(request.method, request.path, navigation=wants_html(request)):
         activity.saw(identity.user)
-    trusted = settings.is_trusted_proxy(request.remote)
-    headers = upstream_headers(
-        request,
-        identity,
-        trusted_peer=trusted,
-        websocket=websocket,
-        identity_headers=(
-            settings.auth_header,
-            settings.auth_email_header,
-            settings.auth_groups_header,
-        ),
-    )
     try:
-        if websocket:
-            return await proxy_websocket(
-                request,
-                app[HTTP],
-                result.addr,
-                headers,
-                on_client_message=client_activity(activity, identity.user)
-                if rules.counts_ws(request.path)
-                else None,
-                connect_timeout=settings.proxy_connect_timeout,
-            )
-        return await proxy_http(
-            request,
-            app[HTTP],
-            result.addr,
-            headers,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=settings.proxy_connect_timeout,
-                sock_read=settings.proxy_read_timeout,
-            ),
-        )
+        return await forward(request, identity, result.addr, websocket=websocket, rules=rules)
     except PodUnreachable as exc:
         router.forget(identity.user)
         ended = await app[FLEET].pod_unreachable(result)

@@ -25,14 +25,6 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-WEBSOCKET_HANDSHAKE = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-accept",
-    }
-)
 
 
 def _hop_by_hop(headers: CIMultiDict[str] | web.Request) -> set[str]:
@@ -65,8 +57,6 @@ def upstream_headers(
     from the X-Forwarded-User/Email set here."""
     drop = _hop_by_hop(request.headers)  # type: ignore[arg-type]
     extra = frozenset(normalise(h) for h in identity_headers)
-    if websocket:
-        drop |= WEBSOCKET_HANDSHAKE | {"sec-websocket-protocol"}
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
         lname = name.lower()
@@ -87,6 +77,9 @@ def upstream_headers(
     out["X-Forwarded-User"] = identity.user
     if identity.email:
         out["X-Forwarded-Email"] = identity.email
+    if websocket:  # the browser's Sec-WebSocket-* pass as sent: it and the pod shake hands
+        out["Connection"] = "Upgrade"
+        out["Upgrade"] = "websocket"
     return out
 
 

@@ -7,16 +7,16 @@ hop-by-hop headers stop here.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from .headers import downstream_headers
+from .splice import Splice
 
 SMALL_BODY = 64 * 1024  # answers with a known length below this are sent in one write
 
@@ -84,6 +84,13 @@ async def proxy_http(
             allow_redirects=False,
             timeout=timeout,
         )
+    return await relay_answer(request, upstream)
+
+
+async def relay_answer(
+    request: web.Request, upstream: aiohttp.ClientResponse
+) -> web.StreamResponse:
+    """Send the pod's answer on to the browser, streamed unless it is small."""
     try:
         out_headers = downstream_headers(upstream.headers)
         length = upstream.content_length
@@ -122,69 +129,45 @@ async def proxy_websocket(
     addr: str,
     headers: object,
     *,
-    on_client_message: object,
-    connect_timeout: float,
-) -> web.WebSocketResponse:
-    """Bridge a WebSocket both ways; the pod is connected first so a dead pod gets an HTTP error."""
-    protocols = [
-        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
-    ]
+    on_client_frame: Callable[[], None] | None,
+    timeout: aiohttp.ClientTimeout,
+) -> web.StreamResponse:
+    """Pass the browser's handshake to the pod; once it answers 101, splice the two
+    sockets. Any other answer (a dead pod's error, a pod's refusal) is an HTTP one."""
     with connecting():
-        try:
-            upstream = await http.ws_connect(
-                target_url(addr, request, websocket=True),
-                headers=headers,  # type: ignore[arg-type]
-                protocols=protocols,
-                autoping=False,
-                max_msg_size=0,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
-                compress=0,
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            raise web.HTTPBadGateway(
-                text=f"The WebUI refused the WebSocket ({exc.status})."
-            ) from exc
-
-    client = web.WebSocketResponse(
-        protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=0
-    )
-    await client.prepare(request)
-    seen = on_client_message if callable(on_client_message) else None
-
-    async def pump(
-        source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-        sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-        from_client: bool,
-    ) -> None:
-        async for msg in source:
-            if from_client and seen is not None:
-                seen(msg)
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                await sink.send_str(msg.data)
-            elif msg.type is aiohttp.WSMsgType.BINARY:
-                await sink.send_bytes(msg.data)
-            elif msg.type is aiohttp.WSMsgType.PING:
-                await sink.ping(msg.data)
-            elif msg.type is aiohttp.WSMsgType.PONG:
-                await sink.pong(msg.data)
-            elif msg.type in (
-                aiohttp.WSMsgType.CLOSE,
-                aiohttp.WSMsgType.CLOSING,
-                aiohttp.WSMsgType.ERROR,
-            ):
-                break
-
-    tasks = [
-        asyncio.create_task(pump(client, upstream, True)),
-        asyncio.create_task(pump(upstream, client, False)),
-    ]
+        upstream = await http.request(
+            "GET",
+            target_url(addr, request),
+            headers=headers,  # type: ignore[arg-type]
+            allow_redirects=False,
+            read_until_eof=False,
+            timeout=timeout,
+        )
+    del headers
+    request.protocol.keep_alive(False)  # this connection is a WebSocket or it ends
+    if upstream.status != 101:
+        return await relay_answer(request, upstream)
+    connection = upstream.connection
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if connection is None or connection.protocol is None or connection.transport is None:
+            raise PodUnreachable("the pod closed the WebSocket during the handshake")
+        if request.transport is None:
+            raise web.HTTPBadRequest(text="The browser left during the handshake.")
+        accepted = downstream_headers(upstream.headers)
+        accepted["Connection"] = "Upgrade"
+        accepted["Upgrade"] = "websocket"
+        response = web.StreamResponse(status=101, reason="Switching Protocols", headers=accepted)
+        del accepted
+        await response.prepare(request)
+        splice = Splice(request.transport, on_browser_frame=on_client_frame)
+        connection.protocol.set_parser(splice.pod, splice.pod)
+        await splice.take_pod(connection.transport)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        code = upstream.close_code or 1000
-        await client.close(code=code if 1000 <= code < 5000 else 1011)
-        await upstream.close()
-    return client
+        upstream.close()
+    del upstream, connection
+    request.protocol.set_parser(splice.browser)  # type: ignore[arg-type]
+    try:
+        await splice.done
+    finally:
+        splice.close()
+    return response

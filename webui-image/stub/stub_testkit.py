@@ -103,9 +103,13 @@ class TestKit:
         return web.json_response({"bytes": total, "sha256": digest.hexdigest()})
 
     async def ws_echo(self, request: web.Request) -> web.StreamResponse:
-        """Echo text and binary frames; ``?push=S`` also sends a message every S seconds."""
+        """Echo text and binary frames; ``?push=S`` also sends a message every S seconds;
+        ``?protocols=a,b`` are the subprotocols this end accepts."""
         push = _number(request, "push", 0.0, 0.0, 3600.0)
-        ws = web.WebSocketResponse()
+        offered = request.query.get("protocols", "")
+        ws = web.WebSocketResponse(
+            protocols=[p for p in offered.split(",") if p], max_msg_size=64 * 1024 * 1024
+        )
         if not ws.can_prepare(request).ok:
             return web.json_response({"detail": "WebSocket upgrade required"}, status=400)
         await ws.prepare(request)
