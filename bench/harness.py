@@ -221,11 +221,13 @@ def write_fleet(path: Path, *, command: Sequence[str], outputs: Path, buffer: in
 
 
 class Broker:
-    """`sdbroker serve` as it ships, configured by SDB_* variables only."""
+    """`sdbroker serve` as it ships, configured by SDB_* variables only; one process
+    (SDB_WORKERS=1): a bench that wants several starts them on one port itself."""
 
     def __init__(
-        self, data_dir: Path, fleet: Path, redis_url: str, port: int | None = None
-    ) -> None:
+        self, data_dir: Path, fleet: Path, redis_url: str, port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.data_dir = data_dir
         self.port = port or free_port()
         self.env = {
@@ -238,6 +240,8 @@ class Broker:
             "SDB_FLEET": str(fleet),
             "SDB_DATA_DIR": str(data_dir),
             "SDB_COOKIE_SECRET": "x",
+            "SDB_WORKERS": "1",
+            **(env or {}),
         }
         self.log = data_dir / f"broker-{self.port}-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -339,12 +343,14 @@ class Stack(contextlib.ExitStack):
         return monitor
 
     def broker(
-        self, data_dir: Path, fleet: Path, redis_url: str, port: int | None = None
-    ) -> Broker:
-        """A started broker; `port` of a running one adds a process on it (SO_REUSEPORT)."""
+        self, data_dir: Path, fleet: Path, redis_url: str, port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Broker:  # fmt: skip
+        """A started broker; `port` of a running one adds a process on it (SO_REUSEPORT);
+        `env`: more SDB_* settings."""
         self.callback(kill_pods, data_dir)
         for attempt in range(3):
-            broker = Broker(data_dir, fleet, redis_url, port)
+            broker = Broker(data_dir, fleet, redis_url, port, env)
             self.callback(broker.stop)
             try:
                 return broker.start()

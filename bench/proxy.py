@@ -48,6 +48,7 @@ from bench.harness import (  # noqa: E402
     write_fleet,
 )
 from bench.loadgen import LoadResult, run_load  # noqa: E402
+from broker.settings import AUTO_WORKERS, usable_cpus  # noqa: E402
 
 USER = "bench"
 SIZES = {"1 KiB": ("1k.bin", 1024), "1 MiB": ("1m.bin", 1 << 20)}
@@ -58,6 +59,12 @@ REFERENCE = {  # measured on a 2-core machine, quoted by the issue
 }
 CHP_FACTOR = 1.3
 REDIS_PER_REQUEST = 0.02
+
+
+def shipped_workers() -> int:
+    """What SDB_WORKERS=auto starts on this machine (the bench starts them itself,
+    one process each, so that it can measure each)."""
+    return min(usable_cpus(), AUTO_WORKERS)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,8 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--processes",
         type=int,
-        default=1,
-        help="broker processes sharing its port (SO_REUSEPORT); 1 = as it ships",
+        default=0,
+        help="broker processes sharing its port (SO_REUSEPORT); 0 = as it ships "
+        "(SDB_WORKERS=auto: one per usable CPU)",
     )
     parser.add_argument(
         "--python-load", action="store_true", help="use the Python load generator, not wrk"
@@ -109,6 +117,7 @@ def start_chp(stack: Stack, chp: str, upstream: str) -> str:
 
 def run(argv: list[str] | None = None) -> Report:
     args = parse_args(argv)
+    args.processes = args.processes or shipped_workers()
     sizes = [size_name(s) for s in args.sizes.split(",") if s.strip()]
     report = Report("Proxy: direct vs broker vs configurable-http-proxy")
     wrk, wrk_note = (None, "--python-load given") if args.python_load else locate("wrk", "wrk")
@@ -269,13 +278,13 @@ def run(argv: list[str] | None = None) -> Report:
         if has_chp
         else f"configurable-http-proxy column missing: {chp_note}"
     )
+    shipped = shipped_workers()
     report.notes.append(
-        f"Broker: `sdbroker serve` as it ships (header auth, external Redis); RSS at the end {broker_rss / 2**20:.0f} MiB"
-        + (
-            f"; {args.processes} processes sharing its port (SO_REUSEPORT), RSS of one shown."
-            if args.processes > 1
-            else "."
-        )
+        f"Broker: `sdbroker serve` (header auth, external Redis), {args.processes} "
+        f"process{'es' if args.processes > 1 else ''} on its port; as it ships, SDB_WORKERS=auto "
+        f"starts {shipped} on this machine ({'this run' if args.processes == shipped else 'not this run'}). "
+        "The bench starts each process itself (SDB_WORKERS=1, SO_REUSEPORT), as the supervisor would. "
+        f"RSS at the end {broker_rss / 2**20:.0f} MiB{' (one process)' if args.processes > 1 else ''}."
     )
     for size in sizes:
         requests = sum(r.requests for r in results[size]["broker"])

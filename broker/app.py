@@ -123,7 +123,9 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
         )
 
         def wake_controller(kind: str, args: list[str]) -> None:
-            if kind in ("claim", "release", "queue", "scale", "spec"):
+            if kind in ("claim", "release", "queue"):
+                controller.scale_soon()  # counts changed: a light pass, gathered over a burst
+            elif kind in ("scale", "spec"):
                 controller.wake()
 
         tasks = app[TASKS] = Tasks()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -46,6 +47,14 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+async def freeze_heap(app: object) -> None:
+    """Leave everything built at start-up (modules, templates, the app) out of
+    future garbage collections: a full collection then scans only what requests
+    made, which keeps its pauses off the proxy's tail latency."""
+    gc.collect()
+    gc.freeze()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -73,15 +82,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     raise_fd_limit()
-    if settings.workers > 1:
+    if settings.worker_count > 1:
         from .workers import supervise
 
         print(
-            f"sdbroker: {settings.workers} workers on http://{settings.host}:{settings.port}",
+            f"sdbroker: {settings.worker_count} workers on http://{settings.host}:{settings.port}",
             flush=True,
         )
         return supervise(settings, spec)
     app = build_app(settings, spec)
+    app.on_startup.append(freeze_heap)  # after the cleanup contexts: the app is up
     print(
         f"sdbroker: serving on http://{settings.host}:{settings.port} ({settings.auth} login)",
         flush=True,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
+import os
 import re
 import secrets
 from pathlib import Path
@@ -22,6 +24,34 @@ from fleet.durations import Duration
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
 DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}")
+
+
+AUTO_WORKERS = 8  # SDB_WORKERS=auto never starts more (each process holds ~70 MiB)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity, bounded by a cgroup CPU quota
+    (a container limited to 2 CPUs on a 64-core node gets 2 workers, not 64)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = count or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(count, math.ceil(quota))) if quota else count
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs the container's cgroup (v2, else v1) allows, or None for no limit."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        try:
+            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
+            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        return int(quota) / int(period) if quota not in ("max", "-1") else None
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 def is_loopback(host: str) -> bool:
@@ -74,7 +104,7 @@ class Settings(BaseSettings):
     reap_interval: Duration = 30.0  # 0: no in-broker reaper (a CronJob runs python -m reaper)
     reap_missed_probes: int = Field(3, ge=1)
     stop_pods_on_exit: bool | None = None
-    workers: int = Field(1, ge=1, le=64)
+    workers: int | Literal["auto"] = "auto"
     drain_timeout: Duration = 10.0
     access_log: bool = False
     # Waiting room, admin, metrics (issue 6).
@@ -202,6 +232,20 @@ class Settings(BaseSettings):
     def may_scrape_metrics(self, peer: str | None) -> bool:
         """Peers in SDB_METRICS_CIDRS read /_broker/metrics without logging in (in every mode)."""
         return bool(peer and self.metrics_cidrs and _in_networks(peer, tuple(self.metrics_cidrs)))
+
+    @property
+    def worker_count(self) -> int:
+        """SDB_WORKERS, with `auto` as the CPUs this process may use (at most AUTO_WORKERS)."""
+        if self.workers == "auto":
+            return min(usable_cpus(), AUTO_WORKERS)
+        return self.workers
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_in_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("a number of processes from 1 to 64, or auto")
+        return value
 
     def is_trusted_proxy(self, peer: str | None) -> bool:
         if not peer or not self.trusted_proxies:

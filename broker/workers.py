@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+from prometheus_client import multiprocess
+
 from fleet import EmbeddedRedis, FleetSpec, FleetStore, connect_redis, make_backend, stop_fleet
 
+from .metrics import MULTIPROC_DIR
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,8 +35,12 @@ def supervise(settings: Settings, spec: FleetSpec) -> int:
     embedded = EmbeddedRedis(settings.data_dir) if not settings.redis_url else None
     if embedded is not None:
         asyncio.run(embedded.start())
+    metrics = settings.data_dir / "metrics" / str(os.getpid())
+    shutil.rmtree(metrics.parent, ignore_errors=True)  # counts of an earlier run are not ours
+    metrics.mkdir(parents=True)
     env = {
         **os.environ,
+        MULTIPROC_DIR: str(metrics),
         "SDB_WORKERS": "1",
         "SDB_REDIS_URL": settings.redis_url or embedded.url,  # type: ignore[union-attr]
         "SDB_STOP_PODS_ON_EXIT": "false",  # the supervisor stops the fleet, once
@@ -45,7 +53,7 @@ def supervise(settings: Settings, spec: FleetSpec) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    workers: list[subprocess.Popen[bytes]] = [_spawn(env) for _ in range(settings.workers)]
+    workers: list[subprocess.Popen[bytes]] = [_spawn(env) for _ in range(settings.worker_count)]
     log.info("supervising %d workers: %s", len(workers), [w.pid for w in workers])
     try:
         while not stopping:
@@ -54,6 +62,7 @@ def supervise(settings: Settings, spec: FleetSpec) -> int:
                     log.error(
                         "worker %s exited with %s; starting another", worker.pid, worker.returncode
                     )
+                    multiprocess.mark_process_dead(worker.pid, str(metrics))
                     time.sleep(RESTART_DELAY)
                     workers[i] = _spawn(env)
             time.sleep(0.2)
@@ -71,6 +80,7 @@ def supervise(settings: Settings, spec: FleetSpec) -> int:
             asyncio.run(_stop_fleet(env["SDB_REDIS_URL"], settings, spec))
         if embedded is not None:
             asyncio.run(embedded.stop())
+        shutil.rmtree(metrics, ignore_errors=True)
     return 0
 
 

@@ -1,14 +1,21 @@
 """Keeps every profile at min/buffer/max and the Redis index true to the backend.
 
 One controller leads at a time (a Redis leader lock), so N broker replicas
-never start the same pod twice. It wakes on events (a claim, a release, a
-queue join) and on a periodic tick, and each pass is one `reconcile`:
+never start the same pod twice. A full pass is one `reconcile`:
 
 1. adopt pods the index lacks (broker restart, or Redis lost its data);
 2. end pods that died or failed, and claims whose pod is gone;
 3. probe starting pods and offer the ready ones;
 4. delete what is marked for deletion;
 5. create or retire pods toward the target of each profile.
+
+It reads every pod (O(pods)), so it runs on a tick (`interval`, faster while
+pods warm) and on `wake()` (a platform event, a new spec, a schedule firing),
+never less than MIN_FULL_GAP after the last one. A claim, release or queue
+join only needs steps 4 and 5 (`rescale`: a few Redis commands per profile):
+those events call `scale_soon()`, and a burst of them is gathered into one
+such light pass per SCALE_GAP (a full pass per claim event kept the leader
+reconciling through a whole claim burst at a few hundred pods).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from .store import REDIS_DOWN, FleetStore
 log = logging.getLogger(__name__)
 
 WARMING_TICK = 0.25  # probe starting pods this often: a Ready pod is offered within it
+MIN_FULL_GAP = 0.25  # seconds between the end of a full pass and the start of the next, at least
+SCALE_GAP = 0.1  # claims, releases and queue joins gathered this long into one light pass
 ORPHAN_GRACE = 30.0  # an indexed pod without a record may be one being created right now
 MAX_BACKOFF = 60.0
 
@@ -81,13 +90,19 @@ class Controller:
         self.health: dict[str, ProfileHealth] = {}
         self.on_reclaim: Callable[[str, str, str, float], None] | None = None
         self._wake = asyncio.Event()
+        self._full = True  # the next pass is a full one
         self._probes: dict[str, Probe] = {}
         self._warming = False
         self.leading = False
         backend.on_change = self.wake
 
     def wake(self) -> None:
-        """Reconcile now (a claim, release or queue join happened)."""
+        """A full pass soon (a platform event, a new spec, a schedule firing)."""
+        self._full = True
+        self._wake.set()
+
+    def scale_soon(self) -> None:
+        """A claim, release or queue join: delete what ended and scale, without a full pass."""
         self._wake.set()
 
     def probe(self, profile: Profile) -> Probe:
@@ -98,13 +113,26 @@ class Controller:
     async def run(self) -> None:
         """Lead when we can and reconcile until cancelled; Redis outages are waited out."""
         backoff = 0.5
+        next_full = 0.0  # monotonic time the next full pass is due on the tick
+        earliest_full = 0.0  # a wake-up brings no full pass before this
+        woke = False  # events since the last pass
         try:
             while True:
                 raise_if_cancelled()
                 try:
-                    self.leading = await self.lock.acquire()
-                    if self.leading:
+                    self.leading = await self.lock.acquire()  # taken or renewed
+                    now = time.monotonic()
+                    if self.leading and (now >= next_full or (self._full and now >= earliest_full)):
+                        self._full = woke = False
                         await self.reconcile()
+                        done = time.monotonic()
+                        tick = min(self.interval, WARMING_TICK) if self._warming else self.interval
+                        earliest_full, next_full = done + MIN_FULL_GAP, done + tick
+                    elif self.leading and woke:
+                        woke = False
+                        await self.rescale()
+                        if self._warming:  # it created pods: probe them on the warming tick
+                            next_full = min(next_full, now + WARMING_TICK)
                     backoff = 0.5
                 except REDIS_DOWN as exc:
                     self.leading = False
@@ -115,21 +143,43 @@ class Controller:
                     backoff = min(backoff * 2, 10.0)
                     continue
                 if not self.leading:
-                    with_timeout = self.lock.ttl / 3
-                else:
-                    with_timeout = (
-                        min(self.interval, WARMING_TICK) if self._warming else self.interval
-                    )
+                    # Events are the leader's business: a follower only tries for the lock,
+                    # and starts with a full pass when it gets it.
+                    next_full = 0.0
+                    await asyncio.sleep(self.lock.ttl / 3)
+                    self._wake.clear()
+                    continue
+                due = max(earliest_full, time.monotonic()) if self._full else next_full
+                due = min(due, time.monotonic() + self.lock.ttl / 3)  # renew the lock in time
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
                 # cancel that lands as the event fires, and shutdown then hangs.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(with_timeout):
+                    async with asyncio.timeout(max(0.0, due - time.monotonic())):
                         await self._wake.wait()
+                        woke = True
                 self._wake.clear()
+                if woke:
+                    # Let the rest of a burst arrive: one pass for all of it.
+                    await asyncio.sleep(SCALE_GAP)
+                    self._wake.clear()
         finally:
             if self.leading:
                 with contextlib.suppress(REDIS_DOWN):
                     await self.lock.release()
+
+    async def rescale(self) -> None:
+        """The light pass: delete what is marked, then scale each profile (no per-pod work).
+
+        Claims and releases change only counts; a full pass is due when the
+        index is not built (its counts would be wrong), so that is done instead.
+        """
+        if not await self.store.is_built():
+            await self.reconcile()
+            return
+        await self._delete_marked()
+        spec = self.spec()
+        for profile in await self.sizes(spec) if self.sizes else spec.profiles:
+            await self._scale(profile)
 
     async def reconcile(self) -> None:
         spec = self.spec()
@@ -162,7 +212,11 @@ class Controller:
         now = self.clock()
         self._warming = any(p.state is PodState.WARMING for p in index.values())
         await asyncio.gather(
-            *(self._check(pod, records.get(pod.id), spec, now) for pod in index.values())
+            *(
+                self._check(pod, records.get(pod.id), spec, now)
+                for pod in index.values()
+                if not self._settled(pod, records.get(pod.id))
+            )
         )
         for rec in records.values():
             if rec.id not in index and rec.phase is Phase.GONE and not rec.terminating:
@@ -192,6 +246,19 @@ class Controller:
                             rec.id, rec.user)  # fmt: skip
                 adopted += 1
         return adopted
+
+    def _settled(self, pod: PodInfo, rec: PodRecord | None) -> bool:
+        """Nothing to do for this pod this pass (offered or claimed, and alive: most pods).
+
+        Decided here without a task per pod: with hundreds of pods, a task each
+        was a good part of a pass. The rest go to `_check`.
+        """
+        if pod.state is PodState.DELETING:
+            return True
+        if rec is None or rec.phase in (Phase.GONE, Phase.FAILED) or pod.state is PodState.WARMING:
+            return False
+        self.health.setdefault(pod.profile, ProfileHealth()).problems.pop(pod.id, None)
+        return True
 
     async def _check(
         self, pod: PodInfo, rec: PodRecord | None, spec: FleetSpec, now: float

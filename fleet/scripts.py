@@ -31,6 +31,7 @@ class Scripts:
     drop_claim: AsyncScript
     strike: AsyncScript
     bind: AsyncScript
+    pods: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

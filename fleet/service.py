@@ -159,12 +159,20 @@ class Fleet:
 
         In this order, never side by side: when the pod turns out to be someone
         else's (mark_claimed raises Conflict), their WebUI must not have been
-        pointed at this user's outputs.
+        pointed at this user's outputs. Creating the folder tells no pod
+        anything, so it runs beside the record.
         """
         slug = slugify(claim.user)
-        await self.backend.mark_claimed(claim.pod, claim.user, slug)
         profile = self.spec.profile(claim.profile)
-        await asyncio.to_thread(self.backend.prepare_outputs, slug)
+        marked, prepared = await asyncio.gather(
+            self.backend.mark_claimed(claim.pod, claim.user, slug),
+            asyncio.to_thread(self.backend.prepare_outputs, slug),
+            return_exceptions=True,
+        )
+        # The record's failure first: it is the one that says why (Conflict, PodGone).
+        for outcome in (marked, prepared):
+            if isinstance(outcome, BaseException):
+                raise outcome
         await make_probe(profile.probe).set_outputs(
             self.http, claim.addr, self.backend.outputs_path(slug)
         )

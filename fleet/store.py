@@ -1,11 +1,13 @@
 """The fleet's Redis index: pods by state, claims, activity, audit.
 
 Every state change that must not race is one Lua call (fleet/lua/); reads are
-plain commands, pipelined.
+plain commands, pipelined, except the whole-fleet read (pods.lua: one JSON
+text instead of thousands of values to parse in Python).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +24,7 @@ from .scripts import Scripts
 Clock = Callable[[], float]
 
 AUDIT_MAXLEN = 10_000
+PODS_PER_READ = 500  # pod hashes per pods.lua call: Redis is never held more than a moment
 STRIKES_FIELD = "reap_strikes"  # pod hash field: busy probes in a row without an answer
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -269,13 +272,13 @@ class FleetStore:
             pipe.smembers(keys.DELETING)
             groups = await pipe.execute()
         ids = sorted({pod_id for group in groups for pod_id in group})
-        if not ids:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pod_id in ids:
-                pipe.hgetall(keys.pod(pod_id))
-            hashes = await pipe.execute()
-        return [PodInfo.from_hash(h) for h in hashes if h and "id" in h]
+        texts = await asyncio.gather(
+            *(
+                self.scripts.pods(args=[keys.POD_PREFIX, *ids[i : i + PODS_PER_READ]])
+                for i in range(0, len(ids), PODS_PER_READ)
+            )
+        )
+        return [PodInfo.from_hash(h) for text in texts for h in json.loads(text)]
 
     async def deleting(self) -> set[str]:
         return set(await self.redis.smembers(keys.DELETING))

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from fleet import Claim, FleetStore, PodRecord, Waiting, connect_redis, keys
+import fleet.store
+from fleet import Claim, FleetStore, PodRecord, PodState, Waiting, connect_redis, keys
 from fleet.model import Phase
 
 
@@ -102,6 +103,29 @@ async def test_claims_wait_while_index_is_rebuilt(store: FleetStore) -> None:
     claim = await store.lookup("bob")
     assert claim is not None and claim.pod == "default-x"
     assert await store.redis.exists(keys.STATE_MARKER)
+
+
+async def test_pods_come_back_whole_in_batches(
+    store: FleetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """store.pods reads the hashes with pods.lua, one JSON text per batch of ids."""
+    monkeypatch.setattr(fleet.store, "PODS_PER_READ", 3)
+    assert await store.pods(["default"]) == []
+    ids = await ready_pods(store, 7)
+    odd = 'Zoë "the \\ admin" ✓ /x'  # JSON escapes must not change a name
+    claim = await store.claim(odd, "default", queue_grace=60)
+    assert isinstance(claim, Claim)
+    await store.set_pod_fields(ids[1], pid="123", port="4567")
+    ended = await store.end_pod(ids[2], "admin")
+    assert ended is not None
+    pods = await store.pods(["default"])
+    assert [p.id for p in pods] == ids
+    by_id = {p.id: p for p in pods}
+    assert by_id[claim.pod].user == odd and by_id[claim.pod].state is PodState.CLAIMED
+    assert by_id[ids[1]].extra == {"pid": "123", "port": "4567"}
+    assert by_id[ids[1]].addr == "http://127.0.0.1:20001" and by_id[ids[1]].ready_at > 0
+    assert by_id[ids[2]].state is PodState.DELETING
+    assert [p.id for p in await store.pods(["other"])] == [ids[2]]  # deleting: every profile
 
 
 async def test_add_pod_respects_max(store: FleetStore) -> None:

@@ -21,6 +21,16 @@ def whoami(base: str, user: str) -> dict | None:
         return None
 
 
+def proxied_ok(base: str) -> float:
+    with urllib.request.urlopen(base + "/_broker/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('sdbroker_proxy_requests_total{code="200"}')
+    )
+
+
 def test_workers_share_the_port_and_stop_everything(brokers, tmp_path: Path) -> None:
     fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=2, max=4)
     broker = brokers(
@@ -29,6 +39,7 @@ def test_workers_share_the_port_and_stop_everything(brokers, tmp_path: Path) -> 
         SDB_WORKERS="2",
         SDB_AUTH="header",
         SDB_TRUSTED_PROXIES="127.0.0.1/32",
+        SDB_METRICS_CIDRS="127.0.0.1/32",
     )
     supervisor = psutil.Process(broker.proc.pid)
     workers = [c for c in supervisor.children() if "broker" in " ".join(c.cmdline())]
@@ -48,6 +59,10 @@ def test_workers_share_the_port_and_stop_everything(brokers, tmp_path: Path) -> 
     assert len(set(pods.values())) == 3
     for _ in range(10):  # whichever worker answers, everyone stays on their own pod
         assert {u: whoami(broker.url, u)["pod"] for u in pods} == pods
+
+    # Whichever worker a scrape lands on, it counts every worker's requests.
+    answered = {proxied_ok(broker.url) for _ in range(8)}
+    assert len(answered) == 1 and answered.pop() >= 33, answered
 
     pod_pids = [int(r["pid"]) for r in broker.pod_records()]
     everything = [p.pid for p in supervisor.children(recursive=True)] + pod_pids

@@ -61,6 +61,9 @@ class LocalBackend(Backend):
         self._recent_ports: deque[int] = deque(maxlen=_RECENT_PORTS)
         self._creating = asyncio.Lock()  # a slot is chosen and recorded before the next is chosen
         self._in_flight: set[asyncio.Task[PodRecord]] = set()
+        self._outputs: tuple[str, Path] = ("", Path())  # (spec.outputs, resolved)
+        #: file name -> ((inode, mtime, size), parsed record): what _all read last time.
+        self._parsed: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
     async def start(self) -> None:
         self.records_dir.mkdir(parents=True, exist_ok=True)
@@ -84,19 +87,36 @@ class LocalBackend(Backend):
         tmp.replace(path)
 
     def _all(self) -> list[dict[str, Any]]:
-        found = []
-        for path in sorted(self.records_dir.glob("*.json")):
-            data = self._read(path.stem)
+        """Every record, by name. A file unchanged since the last call (same inode, mtime
+        and size: a record is only ever replaced whole) is not read and parsed again, so
+        the controller's pass costs a stat per pod. Read the dicts, never change them."""
+        try:
+            with os.scandir(self.records_dir) as it:
+                entries = sorted((e for e in it if e.name.endswith(".json")), key=lambda e: e.name)
+        except FileNotFoundError:
+            return []
+        known, parsed = self._parsed, {}
+        for entry in entries:
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            hit = known.get(entry.name)
+            data = hit[1] if hit is not None and hit[0] == stamp else self._read(entry.name[:-5])
             if data:
-                found.append(data)
-        return found
+                parsed[entry.name] = (stamp, data)
+        self._parsed = parsed
+        return [data for _, data in parsed.values()]
 
     # --- processes ------------------------------------------------------------
 
     def _alive(self, data: dict[str, Any]) -> bool:
         child = self._children.get(data["id"])
-        if child is not None and child.poll() is not None:
-            return False
+        if child is not None:
+            # Our own child: not reaped means running (a zombie is reaped by poll), and
+            # its pid cannot be reused meanwhile. 60x cheaper than asking /proc.
+            return child.poll() is None
         try:
             proc = psutil.Process(int(data["pid"]))
             return (
@@ -258,7 +278,11 @@ class LocalBackend(Backend):
         self._write(data)
 
     def outputs_path(self, slug: str) -> str:
-        return str((Path(self.spec.outputs) / slug).resolve())
+        # The base is resolved once per spec (resolving stats every component, in the
+        # event loop); a slug is one safe path component, never a link we made.
+        if self._outputs[0] != self.spec.outputs:
+            self._outputs = (self.spec.outputs, Path(self.spec.outputs).resolve())
+        return str(self._outputs[1] / slug)
 
     async def stop_all(self) -> None:
         """Stop every pod (demo exit): the caller ends their claims first."""

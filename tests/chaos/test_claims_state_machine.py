@@ -4,7 +4,7 @@ Claims, releases, reclaims, pod deaths, Redis flushes (also in the middle of a
 claim) and broker restarts in any order; after every step: a user holds at
 most one pod, a pod serves at most one user, and a pod id once served to one
 user is never served to another, ever. A fake backend (tests/chaos/fake_backend.py)
-keeps it fast: the real FleetStore, Lua, Fleet, Controller.reconcile and Router.
+keeps it fast: the real FleetStore, Lua, Fleet, Controller (both passes) and Router.
 """
 
 from __future__ import annotations
@@ -116,6 +116,11 @@ class ClaimsMachine(RuleBasedStateMachine):
     @rule()
     def reconcile(self) -> None:
         self.run(self.controller.reconcile())
+
+    @rule()
+    def rescale(self) -> None:
+        """The light pass a claim, release or queue join brings."""
+        self.run(self.controller.rescale())
 
     @rule()
     def time_passes(self) -> None:

@@ -136,6 +136,8 @@ class Broker:
             "SDB_COOKIE_SECRET": "test-secret-shared-by-all-brokers",
             "SDB_CONTROLLER_INTERVAL": "0.5s",
             "SDB_LOG_LEVEL": "INFO",
+            # One process to address (pid, RSS, kill -9); tests/test_workers.py covers several.
+            "SDB_WORKERS": "1",
             **env,
         }
         if redis_url:
