@@ -30,6 +30,7 @@ class Claim:
     addr: str
     since: float
     new: bool = False  # taken by this very call, not found existing
+    binding: bool = False  # its claimer is still preparing the pod: send nobody yet
 
     @classmethod
     def from_hash(cls, user: str, data: dict[str, str], *, new: bool = False) -> Claim:
@@ -40,6 +41,7 @@ class Claim:
             addr=data.get("addr", ""),
             since=float(data.get("since", 0)),
             new=new,
+            binding=data.get("binding") == "1",
         )
 
 

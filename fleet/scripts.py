@@ -31,6 +31,7 @@ class Scripts:
     drop_claim: AsyncScript
     strike: AsyncScript
     bind: AsyncScript
+    bound: AsyncScript
     pods: AsyncScript
 
     @classmethod

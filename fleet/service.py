@@ -27,6 +27,8 @@ from .store import REDIS_DOWN, FleetStore
 log = logging.getLogger(__name__)
 BIND_ATTEMPTS = 3
 ALLOCATE_LOCK_TTL = 10.0  # seconds one request may allocate for a user before others retry
+BIND_WAIT = 15.0  # a claim still binding after this long lost its claimer: bind it here
+BIND_POLL = 0.02
 
 
 class Fleet:
@@ -67,11 +69,48 @@ class Fleet:
     async def claim(
         self, user: str, profile: str | None = None, *, join_queue: bool = True
     ) -> Claim | Waiting:
-        """The user's pod, taking a warm one if they have none; else their place in line."""
+        """The user's pod, taking a warm one if they have none; else their place in line.
+
+        A claim another broker made a moment ago is returned once that broker has
+        prepared the pod (its record, the user's outputs folder), never before:
+        a request sent earlier could save a picture outside the user's folder.
+        """
         name = profile or await self.profile_for(user)
         started = time.perf_counter()
         if self.backend.allocates:
-            return await self._allocate_claim(user, name, join_queue, started)
+            result = await self._allocate_claim(user, name, join_queue, started)
+        else:
+            result = await self._claim_pod(user, name, join_queue, started)
+        if isinstance(result, Claim) and result.binding:
+            return await self._when_bound(result)
+        return result
+
+    async def _when_bound(self, claim: Claim) -> Claim | Waiting:
+        """Wait for the claimer to finish binding; if it never does (it died), bind here.
+
+        Binding twice is harmless: both steps are idempotent for the same user.
+        """
+        deadline = time.monotonic() + BIND_WAIT
+        while time.monotonic() < deadline:
+            await asyncio.sleep(BIND_POLL)
+            current = await self.store.lookup(claim.user)
+            if current is None or current.pod != claim.pod:
+                return Waiting(claim.profile, 0, 0)  # it failed: the next request claims again
+            if not current.binding:
+                return current
+        log.warning("claim of pod %s for %s left unbound; binding it here", claim.pod, claim.user)
+        try:
+            await self._bind(claim)
+        except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("pod %s for %s failed (%s)", claim.pod, claim.user, exc)
+            await self.store.end_pod(claim.pod, "claim_failed", only_user=claim.user)
+            return Waiting(claim.profile, 0, 0)
+        await self.store.mark_bound(claim)
+        return claim
+
+    async def _claim_pod(
+        self, user: str, name: str, join_queue: bool, started: float
+    ) -> Claim | Waiting:
         for _ in range(BIND_ATTEMPTS):
             result = await self.store.claim(
                 user, name, queue_grace=self.queue_grace, join_queue=join_queue
@@ -80,6 +119,7 @@ class Fleet:
                 return result
             try:
                 await self._bind(result)
+                await self.store.mark_bound(result)
                 if self.on_claimed is not None:
                     self.on_claimed(result.profile, time.perf_counter() - started)
                 return result
@@ -143,6 +183,7 @@ class Fleet:
                 await make_probe(profile.probe).set_outputs(
                     self.http, bound.addr, self.backend.outputs_path(slug)
                 )
+                await self.store.mark_bound(bound)
             except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("pod %s for %s failed (%s); taking another", rec.id, user, exc)
                 await self.store.end_pod(rec.id, "claim_failed", only_user=user)

@@ -155,6 +155,12 @@ class FleetStore:
     async def unlock_user(self, user: str, token: str) -> None:
         await self.scripts.unlock(keys=[keys.allocating(user)], args=[token])
 
+    async def mark_bound(self, claim: Claim) -> bool:
+        """The claimer is done preparing the pod: people may be sent to it (bound.lua)."""
+        done = await self.scripts.bound(keys=[keys.claim(claim.user)], args=[claim.pod])
+        claim.binding = False
+        return bool(done)
+
     async def lookup(self, user: str) -> Claim | None:
         data = await self.redis.hgetall(keys.claim(user))
         return Claim.from_hash(user, data) if data else None

@@ -47,7 +47,9 @@ if not state then
   redis.call('HSET', KEYS[3], 'id', pod, 'profile', profile, 'created', ARGV[6])
 end
 redis.call('HSET', KEYS[3], 'state', 'claimed', 'user', user, 'claimed_at', ARGV[8], 'addr', addr)
-redis.call('HSET', KEYS[2], 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[8])
+-- 'binding' until the WebUI is pointed at the user's folder (bound.lua), as in claim.lua.
+redis.call('HSET', KEYS[2], 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[8],
+           'binding', '1')
 redis.call('ZREM', KEYS[4], pod)
 redis.call('ZREM', KEYS[5], pod)
 redis.call('ZADD', KEYS[6], ARGV[8], pod)

@@ -71,7 +71,10 @@ while ahead < redis.call('ZCARD', KEYS[3]) do
   if redis.call('HGET', pod_key, 'state') == 'ready' and redis.call('HEXISTS', pod_key, 'user') == 0 then
     local addr = redis.call('HGET', pod_key, 'addr') or ''
     redis.call('HSET', pod_key, 'state', 'claimed', 'user', user, 'claimed_at', ARGV[3])
-    redis.call('HSET', KEYS[2], 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[3])
+    -- 'binding' until the claimer has recorded the claim on the pod and pointed its
+    -- WebUI at the user's folder (bound.lua): nobody is sent to the pod before that.
+    redis.call('HSET', KEYS[2], 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[3],
+               'binding', '1')
     redis.call('ZADD', KEYS[4], now, pod)
     redis.call('ZADD', KEYS[5], now, user)
     redis.call('ZREM', KEYS[6], user)

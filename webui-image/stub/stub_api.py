@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,9 @@ class WebUIApi:
         return _json(self.engine.options)
 
     async def set_options(self, request: web.Request) -> web.Response:
-        """Merge like ``shared.opts.set``; an unknown checkpoint fails as in A1111."""
+        """Merge like ``shared.opts.set``; an unknown checkpoint fails as in A1111.
+        ``$STUB_OPTIONS_DELAY`` seconds first, as A1111 takes when an option loads a model."""
+        await asyncio.sleep(float(os.environ.get("STUB_OPTIONS_DELAY", "0")))
         body = await _body(request)
         if not isinstance(body, dict):
             return _json({"detail": "body must be a JSON object"}, status=422)

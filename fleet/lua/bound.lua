@@ -1,0 +1,13 @@
+-- bound.lua: the claimer has finished binding the user's pod: people may be sent to it.
+--
+-- Only while the claim still names that pod: a claim ended and made again
+-- meanwhile (another pod) stays binding until its own claimer is done.
+--
+-- KEYS[1] claim:{user}
+-- ARGV[1] pod id
+-- Returns 1 when the claim was marked bound, 0 when it names another pod or is gone.
+if redis.call('HGET', KEYS[1], 'pod') ~= ARGV[1] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], 'binding')
+return 1

@@ -1,0 +1,44 @@
+"""A claim made on one broker is not used by another before its pod is ready for the user.
+
+Making a claim is one Lua call, then the claimer records it on the pod and
+points the WebUI at the user's folder. A second broker that gets the same
+person's request in between must wait for that, or a picture made by that
+request would be saved outside the person's folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.procs import wait_for, write_fleet
+
+HEADER_AUTH = {"SDB_AUTH": "header", "SDB_TRUSTED_PROXIES": "127.0.0.1/32"}
+OPTIONS_DELAY = 1.5  # the pod takes this long to take its outputs folder
+
+
+async def test_a_second_broker_waits_until_the_pod_is_the_users(brokers, tmp_path: Path) -> None:
+    fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=1, max=2)
+    env = {**HEADER_AUTH, "STUB_OPTIONS_DELAY": str(OPTIONS_DELAY)}
+    first, second = brokers(fleet=fleet, **env), brokers(fleet=fleet, **env)
+    wait_for(lambda: len(first.pod_records()) >= 1, 20, what="a warm pod")
+    headers = {"X-Forwarded-User": "ann"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+
+        async def get(url: str) -> tuple[int, dict]:
+            async with http.get(url) as resp:
+                return resp.status, await resp.json(content_type=None)
+
+        async def options_later() -> tuple[int, dict]:
+            await asyncio.sleep(OPTIONS_DELAY / 3)  # the claim exists; its pod is not ready
+            return await get(second.url + "/sdapi/v1/options")
+
+        (status, whoami), (status2, options) = await asyncio.gather(
+            get(first.url + "/stub/whoami"), options_later()
+        )
+    assert status == 200 and whoami["user"] == "ann"
+    assert status2 == 200, options
+    # The second broker's request reached the pod after it was told ann's folder.
+    assert options["outdir_txt2img_samples"].startswith(str((tmp_path / "out").resolve() / "ann"))
