@@ -22,11 +22,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import psutil
+
 if __package__ in (None, ""):  # run as `python bench/proxy.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from bench.harness import (  # noqa: E402
     NGINX_POD,
     USER_HEADER,
+    Broker,
     Profiler,
     Report,
     Stack,
@@ -59,6 +62,17 @@ REFERENCE = {  # measured on a 2-core machine, quoted by the issue
 }
 CHP_FACTOR = 1.3
 REDIS_PER_REQUEST = 0.02
+
+
+def serving(broker: Broker) -> list[psutil.Process]:
+    """The processes listening on the broker's port: itself, or its supervisor's workers."""
+    assert broker.proc is not None
+    top = psutil.Process(broker.proc.pid)
+    return [
+        p
+        for p in [top, *top.children()]
+        if any(c.laddr.port == broker.port for c in p.net_connections(kind="tcp"))
+    ]
 
 
 def shipped_workers() -> int:
@@ -135,9 +149,11 @@ def run(argv: list[str] | None = None) -> Report:
                    "--nginx", nginx or "", "--tmp-base", str(stack.dir / "nginx")]  # fmt: skip
         fleet = write_fleet(stack.dir / "fleet.yaml", command=command, outputs=stack.dir / "outputs",
                             buffer=1, max=2, probe="http:/internal/ping")  # fmt: skip
-        broker = stack.broker(stack.dir / "data", fleet, redis.url)
-        for _ in range(args.processes - 1):
-            stack.broker(stack.dir / "data", fleet, redis.url, port=broker.port)
+        workers = {"SDB_WORKERS": str(args.processes)}
+        broker = stack.broker(stack.dir / "data", fleet, redis.url, env=workers)
+        wait_for(
+            lambda: len(serving(broker)) == args.processes, 30, "every broker worker listening"
+        )
         say(f"broker on {broker.url}; waiting for {USER}'s pod")
         probe = f"{broker.url}/{SIZES['1 KiB'][0]}"
         wait_for(
@@ -170,7 +186,9 @@ def run(argv: list[str] | None = None) -> Report:
                     before = redis.command_calls() if target == "broker" else {}
                     sent_before = monitor.snapshot() if target == "broker" else {}
                     spy = args.profile if target == "broker" else None
-                    with Profiler(broker.proc.pid, spy, f"proxy-{SIZES[size][0]}-rep{rep + 1}"):
+                    with Profiler(
+                        serving(broker)[0].pid, spy, f"proxy-{SIZES[size][0]}-rep{rep + 1}"
+                    ):
                         result = run_load(
                             wrk,
                             url,
@@ -184,7 +202,7 @@ def run(argv: list[str] | None = None) -> Report:
                     results[size][target].append(result)
                     say(f"{size} {target:6} rep {rep + 1}: {result.rps:,.0f} req/s, "
                         f"p50 {fmt_ms(result.p50)}, p99 {fmt_ms(result.p99)}, errors {result.errors}")  # fmt: skip
-        broker_rss = broker.rss()
+        broker_rss = max(p.memory_info().rss for p in serving(broker))
 
     # --- tables ---------------------------------------------------------------
     figures = Table(["size", "path", "req/s (median)", "p50", "p99", "req/s of each run", "errors"])
@@ -283,7 +301,7 @@ def run(argv: list[str] | None = None) -> Report:
         f"Broker: `sdbroker serve` (header auth, external Redis), {args.processes} "
         f"process{'es' if args.processes > 1 else ''} on its port; as it ships, SDB_WORKERS=auto "
         f"starts {shipped} on this machine ({'this run' if args.processes == shipped else 'not this run'}). "
-        "The bench starts each process itself (SDB_WORKERS=1, SO_REUSEPORT), as the supervisor would. "
+        f"Started as `SDB_WORKERS={args.processes}`{' (a supervisor and its workers)' if args.processes > 1 else ''}. "
         f"RSS at the end {broker_rss / 2**20:.0f} MiB{' (one process)' if args.processes > 1 else ''}."
     )
     for size in sizes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from http.cookies import CookieError, SimpleCookie
 
@@ -9,7 +10,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .cookies import COOKIE_PREFIX
-from .identity import Identity, is_identity_header, normalise
+from .identity import Identity, is_identity_header, normalised
 
 #: RFC 9110 7.6.1 hop-by-hop headers, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -27,14 +28,16 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def _hop_by_hop(headers: CIMultiDict[str] | web.Request) -> set[str]:
+def _hop_by_hop(headers: CIMultiDict[str] | web.Request) -> frozenset[str]:
     """The fixed set plus every header the Connection header names."""
-    named = {
-        token.strip().lower()
-        for value in headers.getall("Connection", [])  # type: ignore[union-attr]
-        for token in value.split(",")
-    }
-    return HOP_BY_HOP | named
+    values = headers.getall("Connection", ())  # type: ignore[union-attr]
+    return _with_named(tuple(values)) if values else HOP_BY_HOP
+
+
+@functools.lru_cache(maxsize=256)
+def _with_named(connection: tuple[str, ...]) -> frozenset[str]:
+    """Memoised: a client sends the same Connection header ("keep-alive") each time."""
+    return HOP_BY_HOP | {t.strip().lower() for value in connection for t in value.split(",")}
 
 
 def strip_broker_cookies(cookie_header: str) -> str:
@@ -56,7 +59,7 @@ def upstream_headers(
     assertion, a trusted proxy's user header): the pod learns who it serves only
     from the X-Forwarded-User/Email set here."""
     drop = _hop_by_hop(request.headers)  # type: ignore[arg-type]
-    extra = frozenset(normalise(h) for h in identity_headers)
+    extra = normalised(tuple(identity_headers))
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
         lname = name.lower()

@@ -7,6 +7,7 @@ a browser must never be able to claim to be someone else.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -38,9 +39,17 @@ def normalise(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_identity_header(name: str, extra: frozenset[str] = frozenset()) -> bool:
+    """Memoised: the same few header names come with every request (and a client
+    sending many odd names only cycles this bounded cache)."""
     n = normalise(name)
     return n in IDENTITY_HEADERS or n in extra or n.startswith(IDENTITY_PREFIXES)
+
+
+@functools.lru_cache(maxsize=64)
+def normalised(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(normalise(n) for n in names)
 
 
 def without_identity_headers(
@@ -52,7 +61,7 @@ def without_identity_headers(
     still goes when `X-Forwarded-User` is kept, or it could ride along to a pod
     whose framework reads `_` as `-`.
     """
-    extra_n = frozenset(normalise(e) for e in extra)
+    extra_n = normalised(tuple(extra))
     keep_n = frozenset(k.lower() for k in keep)
     if not any(is_identity_header(k, extra_n) and k.lower() not in keep_n for k in headers):
         return None
