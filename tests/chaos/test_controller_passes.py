@@ -7,6 +7,8 @@ the warm buffer, and must fall back to a full pass while the index is not built.
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from fleet import Claim, Controller, Fleet, FleetStore, PodRecord, connect_redis
@@ -66,4 +68,37 @@ async def test_light_pass_on_an_index_being_rebuilt_is_a_full_pass(redis_url: st
         assert (await store.counts("default")) | {"warming": 0} == {
             "warming": 0, "ready": 1, "claimed": 1, "queue": 0
         }  # fmt: skip
+    await redis.aclose()
+
+
+async def test_a_claim_whose_claimer_died_mid_binding_is_bound_by_the_next_broker(
+    redis_url: str, monkeypatch
+) -> None:
+    from fleet import keys, service
+
+    redis = connect_redis(redis_url)
+    backend = CountingBackend(SPEC)
+    store = FleetStore(redis)
+    async with aiohttp.ClientSession() as http:
+        first, second = Fleet(store, backend, SPEC, http), Fleet(store, backend, SPEC, http)
+        controller = Controller(store, backend, lambda: SPEC, http)
+        await controller.reconcile()
+        await controller.reconcile()
+        stuck = asyncio.Event()
+
+        async def die_here() -> None:
+            stuck.set()
+            await asyncio.Event().wait()  # the claimer hangs, then is killed
+
+        backend.before_mark = die_here
+        claimer = asyncio.create_task(first.claim("ann"))
+        await stuck.wait()
+        claimer.cancel()
+        assert await redis.hget(keys.claim("ann"), "binding") == "1"
+
+        monkeypatch.setattr(service, "BIND_WAIT", 0.3)
+        claim = await second.claim("ann")
+        assert isinstance(claim, Claim) and not claim.binding
+        assert await redis.hget(keys.claim("ann"), "binding") is None  # bound now
+        assert backend.records[claim.pod].user == "ann"  # recorded on the pod by the second
     await redis.aclose()
