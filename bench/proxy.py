@@ -51,7 +51,7 @@ from bench.harness import (  # noqa: E402
     write_fleet,
 )
 from bench.loadgen import LoadResult, run_load  # noqa: E402
-from broker.settings import AUTO_WORKERS, usable_cpus  # noqa: E402
+from broker.settings import auto_workers  # noqa: E402
 
 USER = "bench"
 SIZES = {"1 KiB": ("1k.bin", 1024), "1 MiB": ("1m.bin", 1 << 20)}
@@ -73,12 +73,6 @@ def serving(broker: Broker) -> list[psutil.Process]:
         for p in [top, *top.children()]
         if any(c.laddr.port == broker.port for c in p.net_connections(kind="tcp"))
     ]
-
-
-def shipped_workers() -> int:
-    """What SDB_WORKERS=auto starts on this machine (the bench starts them itself,
-    one process each, so that it can measure each)."""
-    return min(usable_cpus(), AUTO_WORKERS)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -131,7 +125,7 @@ def start_chp(stack: Stack, chp: str, upstream: str) -> str:
 
 def run(argv: list[str] | None = None) -> Report:
     args = parse_args(argv)
-    args.processes = args.processes or shipped_workers()
+    args.processes = args.processes or auto_workers()
     sizes = [size_name(s) for s in args.sizes.split(",") if s.strip()]
     report = Report("Proxy: direct vs broker vs configurable-http-proxy")
     wrk, wrk_note = (None, "--python-load given") if args.python_load else locate("wrk", "wrk")
@@ -296,7 +290,7 @@ def run(argv: list[str] | None = None) -> Report:
         if has_chp
         else f"configurable-http-proxy column missing: {chp_note}"
     )
-    shipped = shipped_workers()
+    shipped = auto_workers()
     report.notes.append(
         f"Broker: `sdbroker serve` (header auth, external Redis), {args.processes} "
         f"process{'es' if args.processes > 1 else ''} on its port; as it ships, SDB_WORKERS=auto "

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
+from .admission import authenticate
 from .appkeys import FLEET, ROUTER, SETTINGS, SIGNER, STORE
 from .csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
 from .identity import Identity
@@ -53,15 +54,9 @@ async def needs_choice(request: web.Request, user: str, target: str) -> web.Stre
     )
 
 
-async def _identify(request: web.Request) -> Identity | web.StreamResponse:
-    from .gateway import authenticate  # the gateway imports this module: resolve at call time
-
-    return await authenticate(request)
-
-
 async def choose_page(request: web.Request) -> web.StreamResponse:
     """GET: each profile with its GPU and how many WebUIs are free right now."""
-    identity = await _identify(request)
+    identity = await authenticate(request)
     if not isinstance(identity, Identity):
         return identity
     app = request.app
@@ -87,7 +82,7 @@ async def choose_page(request: web.Request) -> web.StreamResponse:
 
 async def choose(request: web.Request) -> web.StreamResponse:
     """POST: remember the choice (leaving the queue of the old one) and go on."""
-    identity = await _identify(request)
+    identity = await authenticate(request)
     if not isinstance(identity, Identity):
         return identity
     app = request.app

@@ -35,6 +35,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from fleet import REDIS_DOWN, keys
 
+from .admin.guard import require_admin
 from .appkeys import AUTOSCALER, FLEET, SETTINGS, STORE
 from .identity import Identity
 
@@ -209,9 +210,6 @@ def this_broker() -> CollectorRegistry:
 async def metrics_page(request: web.Request) -> web.StreamResponse:
     """The Prometheus text format; fleet gauges are read from Redis for this very scrape."""
     if not request.app[SETTINGS].may_scrape_metrics(request.remote):
-        # Imported here: the gateway (via the admin guard) imports this module's counters.
-        from .admin.guard import require_admin
-
         identity = await require_admin(request)
         if not isinstance(identity, Identity):
             return identity

@@ -29,6 +29,11 @@ DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][
 AUTO_WORKERS = 8  # SDB_WORKERS=auto never starts more (each process holds ~70 MiB)
 
 
+def auto_workers() -> int:
+    """What SDB_WORKERS=auto starts here."""
+    return min(usable_cpus(), AUTO_WORKERS)
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on: its affinity, bounded by a cgroup CPU quota
     (a container limited to 2 CPUs on a 64-core node gets 2 workers, not 64)."""
@@ -236,9 +241,7 @@ class Settings(BaseSettings):
     @property
     def worker_count(self) -> int:
         """SDB_WORKERS, with `auto` as the CPUs this process may use (at most AUTO_WORKERS)."""
-        if self.workers == "auto":
-            return min(usable_cpus(), AUTO_WORKERS)
-        return self.workers
+        return auto_workers() if self.workers == "auto" else self.workers
 
     @field_validator("workers")
     @classmethod

@@ -42,6 +42,7 @@ from fleet import (
     read_outlook,
 )
 
+from .admission import authenticate
 from .appkeys import FLEET, ROUTER, STORE
 from .chooser import needs_choice
 from .identity import Identity
@@ -188,15 +189,9 @@ async def respond(request: web.Request, identity: Identity, result: Waiting) -> 
     return web.json_response(body, status=503, headers={"Retry-After": str(retry)})
 
 
-async def _identify(request: web.Request) -> Identity | web.StreamResponse:
-    from .gateway import authenticate  # the gateway imports this module: resolve at call time
-
-    return await authenticate(request)
-
-
 async def wait_page(request: web.Request) -> web.StreamResponse:
     """GET /_broker/wait?next=/path: the waiting page (reloading it keeps the place)."""
-    identity = await _identify(request)
+    identity = await authenticate(request)
     if not isinstance(identity, Identity):
         return identity
     target = safe_next(request.query.get("next"))
@@ -255,7 +250,7 @@ async def _next_state(
 
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /_broker/events: live position and estimate; `ready` when the pod is the user's."""
-    identity = await _identify(request)
+    identity = await authenticate(request)
     if not isinstance(identity, Identity):
         return identity
     app = request.app

@@ -99,14 +99,18 @@ class Fleet:
             if not current.binding:
                 return current
         log.warning("claim of pod %s for %s left unbound; binding it here", claim.pod, claim.user)
+        return claim if await self._bind_or_end(claim) else Waiting(claim.profile, 0, 0)
+
+    async def _bind_or_end(self, claim: Claim) -> bool:
+        """Bind the claim and mark it bound; if the pod fails, end its claim (False)."""
         try:
             await self._bind(claim)
         except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("pod %s for %s failed (%s)", claim.pod, claim.user, exc)
+            log.warning("claim of pod %s for %s failed (%s)", claim.pod, claim.user, exc)
             await self.store.end_pod(claim.pod, "claim_failed", only_user=claim.user)
-            return Waiting(claim.profile, 0, 0)
+            return False
         await self.store.mark_bound(claim)
-        return claim
+        return True
 
     async def _claim_pod(
         self, user: str, name: str, join_queue: bool, started: float
@@ -117,17 +121,10 @@ class Fleet:
             )
             if not isinstance(result, Claim) or not result.new:
                 return result
-            try:
-                await self._bind(result)
-                await self.store.mark_bound(result)
+            if await self._bind_or_end(result):  # else: take another pod
                 if self.on_claimed is not None:
                     self.on_claimed(result.profile, time.perf_counter() - started)
                 return result
-            except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
-                log.warning(
-                    "claim of pod %s for %s failed (%s); taking another", result.pod, user, exc
-                )
-                await self.store.end_pod(result.pod, "claim_failed", only_user=user)
         return Waiting(name, 0, 0)
 
     async def _allocate_claim(

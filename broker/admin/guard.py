@@ -1,7 +1,7 @@
 """Who may use the console, the metrics page and the admin actions: one check, one place.
 
 Admins are named by SDB_ADMIN_USERS / SDB_ADMIN_GROUPS; the access layer
-(`broker.access`, applied by `gateway.authenticate`) sets `is_admin`. Every
+(`broker.access`, applied by `admission.authenticate`) sets `is_admin`. Every
 admin page and action goes through `require_admin`, so a new page cannot
 forget the check by using a different one.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..gateway import authenticate
+from ..admission import authenticate
 from ..identity import Identity
 from ..pages import problem
 
