@@ -49,6 +49,7 @@ from .appkeys import (
     FLEET,
     HISTORY,
     HTTP,
+    PODS,
     REDIS,
     ROUTER,
     SCHEDULER,
@@ -64,8 +65,10 @@ from .middleware import broker_page_headers, drop_identity_headers
 from .routing import Router
 from .settings import Settings
 from .signing import Signer
+from .upstream import PodPool
 
 log = logging.getLogger(__name__)
+POD_KEEPALIVE = 60.0  # seconds an idle connection to a pod is kept for reuse
 TEMPLATES = Path(__file__).parent / "templates"
 CLIENT_MAX_SIZE = 1024 * 1024  # forms and JSON the broker itself reads; proxied bodies stream
 
@@ -91,12 +94,15 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60),
+            connector=aiohttp.TCPConnector(
+                limit=0, limit_per_host=0, keepalive_timeout=POD_KEEPALIVE
+            ),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
         app[HTTP] = http
+        app[PODS] = pods = PodPool(keepalive=POD_KEEPALIVE)
         store = FleetStore(app[REDIS])
         running = await adopt_spec(app[REDIS], spec)
         backend = make_backend(running, settings.data_dir)
@@ -161,6 +167,7 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
             if stop_pods_on_exit(settings):
                 await stop_fleet(store, backend, fleet.spec)
             await backend.close()
+            pods.close()
             await http.close()
 
     return ctx

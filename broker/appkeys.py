@@ -16,6 +16,7 @@ from .auth import Authenticator
 from .routing import Router
 from .settings import Settings
 from .signing import Signer
+from .upstream import PodPool
 
 SETTINGS = web.AppKey("settings", Settings)
 SIGNER = web.AppKey("signer", Signer)
@@ -28,6 +29,8 @@ CONTROLLER = web.AppKey("controller", Controller)
 ROUTER = web.AppKey("router", Router)
 ACTIVITY = web.AppKey("activity", ActivityRecorder)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+#: Proxied requests to pods (the WebSocket handshake and fleet calls use HTTP).
+PODS = web.AppKey("pods", PodPool)
 TASKS = web.AppKey("tasks", Tasks)
 AUTOSCALER = web.AppKey("autoscaler", Autoscaler)
 HISTORY = web.AppKey("history", History)

@@ -21,7 +21,7 @@ from fleet.activity_rules import ActivityClassifier, classifier_for
 from . import chooser, waiting
 from .activity import ActivityRecorder
 from .admission import authenticate
-from .appkeys import ACTIVITY, FLEET, HTTP, ROUTER, SETTINGS, STORE
+from .appkeys import ACTIVITY, FLEET, HTTP, PODS, ROUTER, SETTINGS, STORE
 from .headers import upstream_headers
 from .identity import Identity
 from .metrics import redis_error
@@ -115,7 +115,6 @@ def forward(
             settings.auth_groups_header,
         ),
     )
-    timeout = proxy_timeout(settings.proxy_connect_timeout, settings.proxy_read_timeout)
     if websocket:
         counts = rules.counts_ws(request.path)
         return proxy_websocket(
@@ -124,9 +123,16 @@ def forward(
             addr,
             headers,
             on_client_frame=client_activity(app[ACTIVITY], identity.user) if counts else None,
-            timeout=timeout,
+            timeout=proxy_timeout(settings.proxy_connect_timeout, settings.proxy_read_timeout),
         )
-    return proxy_http(request, app[HTTP], addr, headers, timeout=timeout)
+    return proxy_http(
+        request,
+        app[PODS],
+        addr,
+        headers,
+        connect_timeout=settings.proxy_connect_timeout,
+        read_timeout=settings.proxy_read_timeout,
+    )
 
 
 async def gateway(request: web.Request) -> web.StreamResponse:

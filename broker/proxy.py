@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .headers import downstream_headers
 from .splice import Splice
+from .upstream import BodyBrokeOff, PodPool
 
 SMALL_BODY = 64 * 1024  # answers with a known length below this are sent in one write
 
@@ -59,37 +63,72 @@ def _unreachable(exc: aiohttp.ClientError) -> Exception:
     return PodUnreachable(str(exc))
 
 
+def request_target(request: web.Request) -> str:
+    """The path and query as the browser sent them; an absolute-form target
+    (`GET http://elsewhere/x`) is cut to its path: the pod is the only host."""
+    raw = request.raw_path
+    return raw if raw.startswith("/") else request.rel_url.raw_path_qs
+
+
 def target_url(addr: str, request: web.Request, *, websocket: bool = False) -> URL:
     base = (
         addr.replace("http://", "ws://", 1).replace("https://", "wss://", 1) if websocket else addr
     )
-    return URL(base + request.raw_path, encoded=True)
+    return URL(base + request_target(request), encoded=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def host_port(addr: str) -> tuple[str, int]:
+    url = URL(addr)
+    if url.scheme != "http" or url.host is None or url.port is None:
+        raise PodUnreachable(f"not a pod address: {addr!r}")
+    return url.host, url.port
 
 
 async def proxy_http(
     request: web.Request,
-    http: aiohttp.ClientSession,
+    pods: PodPool,
     addr: str,
-    headers: object,
+    headers: CIMultiDict[str],
     *,
-    timeout: aiohttp.ClientTimeout,
+    connect_timeout: float,
+    read_timeout: float,
 ) -> web.StreamResponse:
-    data = request.content if request.body_exists else None
-    with connecting():
-        upstream = await http.request(
-            request.method,
-            target_url(addr, request),
-            headers=headers,  # type: ignore[arg-type]
-            data=data,
-            allow_redirects=False,
-            timeout=timeout,
-        )
+    host, port = host_port(addr)
+    try:
+        with connecting():
+            upstream = await pods.request(
+                request.method,
+                host,
+                port,
+                request_target(request),
+                headers,
+                request.content if request.body_exists else None,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+            )
+    except BodyBrokeOff as exc:
+        raise web.HTTPBadRequest(text="The request body broke off before its end.") from exc
     return await relay_answer(request, upstream)
 
 
-async def relay_answer(
-    request: web.Request, upstream: aiohttp.ClientResponse
-) -> web.StreamResponse:
+class Answer(Protocol):
+    """What relay_answer needs of a pod's answer: ours (PodAnswer) or aiohttp's."""
+
+    status: int
+    reason: str | None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+    @property
+    def content(self) -> aiohttp.StreamReader: ...
+    @property
+    def content_length(self) -> int | None: ...
+    async def read(self) -> bytes: ...
+    def release(self) -> object: ...
+
+
+async def relay_answer(request: web.Request, upstream: Answer) -> web.StreamResponse:
     """Send the pod's answer on to the browser, streamed unless it is small."""
     try:
         out_headers = downstream_headers(upstream.headers)

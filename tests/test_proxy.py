@@ -116,6 +116,33 @@ async def test_sse_events_arrive_one_by_one(broker: Broker) -> None:
     assert rest.count(b"data:") == 3
 
 
+def raw_json_exchange(broker: Broker, request: str) -> tuple[bytes, bytes]:
+    """Send REQUEST as written; the answer's head, and its body up to a JSON object's end."""
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+        s.sendall(request.encode())
+        raw = b""
+        while b"\r\n\r\n" not in raw or not raw.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, body
+
+
+async def test_an_absolute_form_target_reaches_only_the_users_pod(broker: Broker) -> None:
+    """`GET http://elsewhere/path` is proxied as `GET /path` to the user's own pod."""
+    async with aiohttp.ClientSession() as http:
+        mine = await claimed(http, broker)
+    head, body = raw_json_exchange(
+        broker,
+        "GET http://elsewhere.example/stub/whoami?x=1 HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{broker.port}\r\nX-Forwarded-User: ann\r\n\r\n",
+    )
+    assert head.startswith(b"HTTP/1.1 200")
+    assert json.loads(body)["pod"] == mine["pod"]
+
+
 async def test_hop_by_hop_spoofed_identity_and_broker_cookies_do_not_pass(broker: Broker) -> None:
     # Raw HTTP so that spellings a client library would normalise reach the broker as sent.
     async with aiohttp.ClientSession() as http:
@@ -136,15 +163,7 @@ async def test_hop_by_hop_spoofed_identity_and_broker_cookies_do_not_pass(broker
     # From loopback the peer is a trusted proxy, so spoofing must be tested from a
     # connection whose identity header is the only trusted one: send spoofed
     # spellings in a second request from an untrusted broker (below) as well.
-    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
-        s.sendall(request.encode())
-        raw = b""
-        while b"\r\n\r\n" not in raw or not raw.rstrip().endswith(b"}"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
+    head, body = raw_json_exchange(broker, request)
     assert head.startswith(b"HTTP/1.1 200")
     seen = {k.lower(): v for k, v in json.loads(body).items()}
     for hop in ("x-private-hop", "keep-alive", "te", "proxy-authorization"):
