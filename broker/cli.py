@@ -103,6 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         print=None,
         shutdown_timeout=settings.drain_timeout,
+        keepalive_timeout=settings.client_timeout,  # from connect too: bounds slowloris heads
         reuse_port=True,
     )
     return 0

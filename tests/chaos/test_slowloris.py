@@ -141,3 +141,28 @@ async def test_huge_upload_through_the_proxy_streams(broker: Broker, tmp_path: P
             assert resp.status == 200
             assert (await resp.json())["bytes"] == size
         assert (broker.rss() - before) / MB < 40
+
+
+async def test_a_request_head_that_never_ends_is_cut_off(brokers) -> None:
+    """SDB_CLIENT_TIMEOUT bounds how long a connection may trickle its head, from connect."""
+    broker = brokers(**HEADER_AUTH, SDB_CLIENT_TIMEOUT="2s")
+    reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+    started = time.monotonic()
+    writer.write(b"GET /stub/whoami HTTP/1.1\r\nHost: x\r\nX-Forwarded-User: loris\r\n")
+    closed_after = None
+    try:
+        while time.monotonic() - started < 20:
+            writer.write(b"X-Slow: %d\r\n" % int(time.monotonic()))
+            await writer.drain()
+            try:
+                if await asyncio.wait_for(reader.read(1024), 0.5) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+    except ConnectionError:
+        closed_after = time.monotonic() - started
+    finally:
+        writer.close()
+    assert closed_after is not None, "the broker kept a 20-second request head open"
+    assert closed_after < 10, f"cut after {closed_after:.1f} s with SDB_CLIENT_TIMEOUT=2s"
