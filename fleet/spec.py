@@ -8,6 +8,7 @@ offending field (see `fail_at`), so pydantic collects them with type errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -362,6 +363,22 @@ def load_spec(path: str | Path) -> FleetSpec:
     return parse_spec(text, str(path))
 
 
+def _not_text(data: object, loc: Loc = ()) -> Iterator[tuple[Loc, str]]:
+    """Where a key or value holds a lone surrogate, which no encoding can write."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            yield loc, f"holds {data[exc.start]!r}, half of a surrogate pair: not a character"
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _not_text(key, loc)
+            yield from _not_text(value, (*loc, str(key)))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from _not_text(value, (*loc, i))
+
+
 def parse_spec(text: str, filename: str = "<fleet.yaml>") -> FleetSpec:
     """Validate fleet YAML given as text (hot reload keeps the text in Redis)."""
     try:
@@ -374,6 +391,9 @@ def parse_spec(text: str, filename: str = "<fleet.yaml>") -> FleetSpec:
     if not isinstance(doc.data, dict):
         found = got(doc.data).removeprefix("got ")
         raise SpecError([SpecIssue(filename, 1, "file", f"must be {shape}, not {found}")])
+    broken = list(_not_text(doc.data))
+    if broken:  # escaped lone surrogates ("\ud800") load from YAML but are no characters
+        raise SpecError(issues_at(doc, filename, broken))
     try:
         spec = FleetSpec.model_validate(doc.data)
     except ValidationError as exc:

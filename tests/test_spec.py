@@ -356,6 +356,16 @@ def test_not_utf8(tmp_path: Path) -> None:
         load_spec(path)
 
 
+def test_an_escaped_lone_surrogate_is_a_located_mistake() -> None:
+    """YAML's "\\ud800" escape loads as half a character, which validation cannot encode."""
+    text = 'backend: local\nprofiles:\n  - name: "ok\\ud800"\n    max: 2\n'
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text, "fleet.yaml")
+    assert [str(i) for i in caught.value.issues] == [
+        "fleet.yaml:3: profiles[0].name: holds '\\ud800', half of a surrogate pair: not a character"
+    ]
+
+
 def test_source_text_is_kept_but_not_dumped_nor_settable() -> None:
     text = LOCAL.read_text()
     spec = parse_spec(text)
