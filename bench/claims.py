@@ -44,6 +44,7 @@ from bench.harness import (  # noqa: E402
     Report,
     Stack,
     Table,
+    calls_delta,
     fmt_int,
     fmt_ms,
     http_get,
@@ -254,6 +255,7 @@ def run(argv: list[str] | None = None) -> Report:
         pod_rss.sort()
 
         histograms_before = [claim_buckets(b) for b in brokers]
+        calls_before = redis.command_calls()
         with contextlib.ExitStack() as spies:
             for b in brokers:
                 spies.enter_context(Profiler(b.proc.pid, args.profile, f"claims-broker-{b.port}"))
@@ -261,6 +263,7 @@ def run(argv: list[str] | None = None) -> Report:
             answers = asyncio.run(burst(brokers, users, args.concurrency))
             wall = time.perf_counter() - start
         say(f"{len(answers)} first requests in {wall:.2f}s")
+        redis_calls = calls_delta(calls_before, redis.command_calls())
         histograms_after = [claim_buckets(b) for b in brokers]
         dup_redis, claims_found, redis_detail = redis_duplicates(client, users)
         dup_answers, answers_detail = answer_duplicates(answers)
@@ -312,6 +315,12 @@ def run(argv: list[str] | None = None) -> Report:
         f"generator, Redis, {n_users} pods and both brokers share.",
         f"claims/s = {claims_found} claims found in Redis / {wall:.2f} s from the first request sent to the last answer.",
         f"Redis: {redis_detail}. Answers: {answers_detail}.",
+        f"Redis commands run during the burst (INFO commandstats: those inside Lua scripts "
+        f"counted one by one): {sum(redis_calls.values())} "
+        f"({sum(redis_calls.values()) / max(1, len(answers)):.1f} per first request): "
+        + ", ".join(
+            f"{name} {n}" for name, n in sorted(redis_calls.items(), key=lambda kv: -kv[1])
+        ),
         f"Pods: {len(pod_rss)} bench/tiny_pod.py processes (`python -S`, probe a1111), RSS median "
         f"{pod_rss[len(pod_rss) // 2] / 2**20:.1f} MiB; all Ready {warm_seconds:.0f} s after the first broker started."
         if pod_rss

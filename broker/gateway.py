@@ -45,7 +45,10 @@ async def session_ended(request: web.Request, user: str) -> web.StreamResponse |
     Asked only when the route cache holds no claim for the user (one Redis
     command per miss). A page load pops the notice, starts the new claim and
     shows the notice; a request that is not user activity (an idle tab's
-    polling) gets 409 and no new pod while the notice is unread.
+    polling) gets 409 and no new pod while the notice is unread. With one
+    profile (no chooser to pass first) that check is made by the claim itself,
+    in its Lua call: the route is then cached for the caller, and the miss
+    costs one Redis call, not two.
     """
     store = request.app[STORE]
     if wants_html(request):
@@ -62,7 +65,14 @@ async def session_ended(request: web.Request, user: str) -> web.StreamResponse |
         return aiohttp_jinja2.render_template("ended.html", request, context)
     fleet = request.app[FLEET]
     rules = classifier_for(fleet.spec, fleet.default_profile().name)
-    if not rules.counts(request.method, request.path) and await store.has_ended(user):
+    if rules.counts(request.method, request.path):
+        return None
+    if len(fleet.spec.profiles) < 2:
+        routed = await request.app[ROUTER].route(user, unless_ended=True)
+        ended = isinstance(routed, Waiting) and routed.ended
+    else:
+        ended = await store.has_ended(user)
+    if ended:
         return problem(
             request,
             409,

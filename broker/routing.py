@@ -30,7 +30,7 @@ class Router:
         self.clock = clock
         self._cache: dict[str, tuple[Claim, float]] = {}
         self._checking: dict[str, asyncio.Task[None]] = {}
-        self._claiming: dict[tuple[str, str | None], asyncio.Task[Claim | Waiting]] = {}
+        self._claiming: dict[tuple[str, str | None, bool], asyncio.Task[Claim | Waiting]] = {}
 
     def cached(self, user: str) -> Claim | None:
         hit = self._cache.get(user)
@@ -54,19 +54,25 @@ class Router:
         else:
             self._cache[user] = (claim, self.clock() + self.ttl)
 
-    async def route(self, user: str, profile: str | None = None) -> Claim | Waiting:
+    async def route(
+        self, user: str, profile: str | None = None, *, unless_ended: bool = False
+    ) -> Claim | Waiting:
+        """The user's claim; `unless_ended`: Waiting(ended=True) instead of a new claim
+        while the user has an unread notice that their session ended (one Redis call)."""
         claim = self.cached(user)
         if claim is not None:
             return claim
-        key = (user, profile)
+        key = (user, profile, unless_ended)
         task = self._claiming.get(key)
         if task is None:
-            task = self._claiming[key] = asyncio.create_task(self._claim(user, profile))
+            task = self._claiming[key] = asyncio.create_task(
+                self._claim(user, profile, unless_ended)
+            )
             task.add_done_callback(lambda _t: self._claiming.pop(key, None))
         return await asyncio.shield(task)
 
-    async def _claim(self, user: str, profile: str | None) -> Claim | Waiting:
-        result = await self.fleet.claim(user, profile)
+    async def _claim(self, user: str, profile: str | None, unless_ended: bool) -> Claim | Waiting:
+        result = await self.fleet.claim(user, profile, unless_ended=unless_ended)
         if isinstance(result, Claim):
             self._cache[user] = (result, self.clock() + self.ttl)
         return result

@@ -25,8 +25,9 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -124,13 +125,13 @@ class Controller:
                     now = time.monotonic()
                     if self.leading and (now >= next_full or (self._full and now >= earliest_full)):
                         self._full = woke = False
-                        await self.reconcile()
+                        await self._while_leading(self.reconcile())
                         done = time.monotonic()
                         tick = min(self.interval, WARMING_TICK) if self._warming else self.interval
                         earliest_full, next_full = done + MIN_FULL_GAP, done + tick
                     elif self.leading and woke:
                         woke = False
-                        await self.rescale()
+                        await self._while_leading(self.rescale())
                         if self._warming:  # it created pods: probe them on the warming tick
                             next_full = min(next_full, now + WARMING_TICK)
                     backoff = 0.5
@@ -167,6 +168,30 @@ class Controller:
                 with contextlib.suppress(REDIS_DOWN):
                     await self.lock.release()
 
+    async def _while_leading(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a pass, renewing the lead every third of its TTL until the pass ends.
+
+        A pass may outlast the lock (the first one creates hundreds of pods): without
+        renewal a second controller would lead beside this one. A lead lost anyway
+        (Redis failed over, this process stalled) stops the pass where it is; the
+        next leader's full pass adopts whatever it left half done.
+        """
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=self.lock.ttl / 3)
+                if not task.done() and not await self.lock.acquire():
+                    self.leading = False
+                    log.warning("controller: lead lost during a pass; stopping it")
+                    break
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not task.cancelled():
+            task.result()  # the pass's own error, if any
+
     async def rescale(self) -> None:
         """The light pass: delete what is marked, then scale each profile (no per-pod work).
 
@@ -186,13 +211,15 @@ class Controller:
         records = {r.id: r for r in await self.backend.observe()}
         built = await self.store.is_built()
         profiles = {p.name for p in spec.profiles} | {r.profile for r in records.values()}
-        index = {p.id: p for p in await self.store.pods(profiles)}
+        # Each pod's state from the state sets; a pod's hash is read only when there is
+        # something to do for it (_settled): reading every hash was most of a pass.
+        states = await self.store.pod_states(profiles)
 
         alive = [r for r in records.values() if r.phase is not Phase.GONE]
         # Whenever anything is missing, EVERY live record goes to the (atomic)
         # restore, which skips pods already indexed: so it may always set the
         # marker, even when Redis was flushed after `built` was read above.
-        if not built or any(r.id not in index for r in alive):
+        if not built or any(r.id not in states for r in alive):
             restored, conflicts = await self.store.restore(alive, mark_built=True)
             if restored or not built:
                 log.warning("index rebuilt from the backend: %d pods adopted", restored)
@@ -200,26 +227,25 @@ class Controller:
             for pod_id in conflicts:
                 log.error("pod %s is labelled for a user who holds another pod; ending it", pod_id)
                 await self.backend.delete(pod_id)
-            index = {p.id: p for p in await self.store.pods(profiles)}
+            states = await self.store.pod_states(profiles)
 
-        if (
-            self.backend.allocates
-            and built
-            and await self._adopt_allocations(records.values(), index)
-        ):
-            index = {p.id: p for p in await self.store.pods(profiles)}
+        if self.backend.allocates and built:
+            index = {p.id: p for p in await self.store.pods_by_id(sorted(states))}
+            if await self._adopt_allocations(records.values(), index):
+                states = await self.store.pod_states(profiles)
 
         now = self.clock()
-        self._warming = any(p.state is PodState.WARMING for p in index.values())
-        await asyncio.gather(
-            *(
-                self._check(pod, records.get(pod.id), spec, now)
-                for pod in index.values()
-                if not self._settled(pod, records.get(pod.id))
-            )
-        )
+        self._warming = any(state is PodState.WARMING for _, state in states.values())
+        unsettled = [
+            pod_id
+            for pod_id, (profile, state) in states.items()
+            if not self._settled(pod_id, profile, state, records.get(pod_id))
+        ]
+        if unsettled:
+            pods = await self.store.pods_by_id(unsettled)
+            await asyncio.gather(*(self._check(p, records.get(p.id), spec, now) for p in pods))
         for rec in records.values():
-            if rec.id not in index and rec.phase is Phase.GONE and not rec.terminating:
+            if rec.id not in states and rec.phase is Phase.GONE and not rec.terminating:
                 await self.backend.delete(rec.id)
         await self._delete_marked()
         for profile in await self.sizes(spec) if self.sizes else spec.profiles:
@@ -247,17 +273,17 @@ class Controller:
                 adopted += 1
         return adopted
 
-    def _settled(self, pod: PodInfo, rec: PodRecord | None) -> bool:
+    def _settled(self, pod_id: str, profile: str, state: PodState, rec: PodRecord | None) -> bool:
         """Nothing to do for this pod this pass (offered or claimed, and alive: most pods).
 
-        Decided here without a task per pod: with hundreds of pods, a task each
-        was a good part of a pass. The rest go to `_check`.
+        Decided here from its state alone, without its hash or a task per pod: with
+        hundreds of pods, those were most of a pass. The rest go to `_check`.
         """
-        if pod.state is PodState.DELETING:
+        if state is PodState.DELETING:
             return True
-        if rec is None or rec.phase in (Phase.GONE, Phase.FAILED) or pod.state is PodState.WARMING:
+        if rec is None or rec.phase in (Phase.GONE, Phase.FAILED) or state is PodState.WARMING:
             return False
-        self.health.setdefault(pod.profile, ProfileHealth()).problems.pop(pod.id, None)
+        self.health.setdefault(profile, ProfileHealth()).problems.pop(pod_id, None)
         return True
 
     async def _check(

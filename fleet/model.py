@@ -53,6 +53,7 @@ class Waiting:
     position: int
     queue_length: int
     rebuilding: bool = False
+    ended: bool = False  # refused: the user's session ended and they have not been told yet
 
 
 @dataclass(slots=True)

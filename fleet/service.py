@@ -67,20 +67,27 @@ class Fleet:
         return self.default_profile().name
 
     async def claim(
-        self, user: str, profile: str | None = None, *, join_queue: bool = True
+        self,
+        user: str,
+        profile: str | None = None,
+        *,
+        join_queue: bool = True,
+        unless_ended: bool = False,
     ) -> Claim | Waiting:
         """The user's pod, taking a warm one if they have none; else their place in line.
 
         A claim another broker made a moment ago is returned once that broker has
         prepared the pod (its record, the user's outputs folder), never before:
         a request sent earlier could save a picture outside the user's folder.
+        `unless_ended`: Waiting(ended=True) while the user has an unread notice that
+        their session ended, in the same Redis call (nothing is claimed).
         """
         name = profile or await self.profile_for(user)
         started = time.perf_counter()
         if self.backend.allocates:
-            result = await self._allocate_claim(user, name, join_queue, started)
+            result = await self._allocate_claim(user, name, join_queue, unless_ended, started)
         else:
-            result = await self._claim_pod(user, name, join_queue, started)
+            result = await self._claim_pod(user, name, join_queue, unless_ended, started)
         if isinstance(result, Claim) and result.binding:
             return await self._when_bound(result)
         return result
@@ -113,11 +120,15 @@ class Fleet:
         return True
 
     async def _claim_pod(
-        self, user: str, name: str, join_queue: bool, started: float
+        self, user: str, name: str, join_queue: bool, unless_ended: bool, started: float
     ) -> Claim | Waiting:
         for _ in range(BIND_ATTEMPTS):
             result = await self.store.claim(
-                user, name, queue_grace=self.queue_grace, join_queue=join_queue
+                user,
+                name,
+                queue_grace=self.queue_grace,
+                join_queue=join_queue,
+                unless_ended=unless_ended,
             )
             if not isinstance(result, Claim) or not result.new:
                 return result
@@ -128,7 +139,7 @@ class Fleet:
         return Waiting(name, 0, 0)
 
     async def _allocate_claim(
-        self, user: str, name: str, join_queue: bool, started: float
+        self, user: str, name: str, join_queue: bool, unless_ended: bool, started: float
     ) -> Claim | Waiting:
         """Claim for a backend that picks the pod itself (Agones GameServerAllocation).
 
@@ -140,7 +151,12 @@ class Fleet:
         deadline = time.monotonic() + ALLOCATE_LOCK_TTL
         while True:
             result = await self.store.claim(
-                user, name, queue_grace=self.queue_grace, join_queue=join_queue, reserve=True
+                user,
+                name,
+                queue_grace=self.queue_grace,
+                join_queue=join_queue,
+                reserve=True,
+                unless_ended=unless_ended,
             )
             if not isinstance(result, Go):
                 return result
@@ -176,7 +192,7 @@ class Fleet:
             if isinstance(bound, Waiting) or bound.pod != rec.id:
                 return bound  # rebuilding, or the user holds another pod (rec: orphan)
             try:
-                await asyncio.to_thread(self.backend.prepare_outputs, slug)
+                await self.backend.prepare_outputs(slug)
                 await make_probe(profile.probe).set_outputs(
                     self.http, bound.addr, self.backend.outputs_path(slug)
                 )
@@ -197,23 +213,23 @@ class Fleet:
 
         In this order, never side by side: when the pod turns out to be someone
         else's (mark_claimed raises Conflict), their WebUI must not have been
-        pointed at this user's outputs. Creating the folder tells no pod
-        anything, so it runs beside the record.
+        pointed at this user's outputs. The folder is made while the WebUI is
+        told (the path tells it nothing until it saves a picture, which takes a
+        request of the user's, sent only once the claim is bound).
         """
         slug = slugify(claim.user)
         profile = self.spec.profile(claim.profile)
-        marked, prepared = await asyncio.gather(
-            self.backend.mark_claimed(claim.pod, claim.user, slug),
-            asyncio.to_thread(self.backend.prepare_outputs, slug),
+        await self.backend.mark_claimed(claim.pod, claim.user, slug)
+        told, made = await asyncio.gather(
+            make_probe(profile.probe).set_outputs(
+                self.http, claim.addr, self.backend.outputs_path(slug)
+            ),
+            self.backend.prepare_outputs(slug),
             return_exceptions=True,
         )
-        # The record's failure first: it is the one that says why (Conflict, PodGone).
-        for outcome in (marked, prepared):
+        for outcome in (told, made):  # the pod's failure first: it says more
             if isinstance(outcome, BaseException):
                 raise outcome
-        await make_probe(profile.probe).set_outputs(
-            self.http, claim.addr, self.backend.outputs_path(slug)
-        )
 
     async def lookup(self, user: str) -> Claim | None:
         return await self.store.lookup(user)

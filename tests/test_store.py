@@ -128,6 +128,36 @@ async def test_pods_come_back_whole_in_batches(
     assert [p.id for p in await store.pods(["other"])] == [ids[2]]  # deleting: every profile
 
 
+async def test_a_claim_unless_ended_takes_nothing_while_the_notice_is_unread(
+    store: FleetStore,
+) -> None:
+    """The ended-notice check rides in the claim's own Lua call (no Redis call of its own)."""
+    await ready_pods(store, 1)
+    await store.note_ended("ann", {"reason": "idle"}, ttl=60)
+    refused = await store.claim("ann", "default", queue_grace=60, unless_ended=True)
+    assert isinstance(refused, Waiting) and refused.ended
+    assert await store.lookup("ann") is None and (await store.counts("default"))["ready"] == 1
+    assert await store.pop_ended("ann") == {"reason": "idle"}  # the user was told: claim again
+    claim = await store.claim("ann", "default", queue_grace=60, unless_ended=True)
+    assert isinstance(claim, Claim) and claim.new
+
+
+async def test_pod_states_come_from_the_state_sets(store: FleetStore) -> None:
+    ids = await ready_pods(store, 3)
+    claim = await store.claim("ann", "default", queue_grace=60)
+    assert isinstance(claim, Claim)
+    assert await store.add_pod("p-new", "default", 10)
+    assert await store.end_pod(ids[2], "admin") is not None
+    states = await store.pod_states(["default"])
+    assert states == {
+        claim.pod: ("default", PodState.CLAIMED),
+        next(i for i in ids[:2] if i != claim.pod): ("default", PodState.READY),
+        ids[2]: ("", PodState.DELETING),
+        "p-new": ("default", PodState.WARMING),
+    }
+    assert await store.pod_states(["other"]) == {ids[2]: ("", PodState.DELETING)}
+
+
 async def test_add_pod_respects_max(store: FleetStore) -> None:
     assert await store.add_pod("p1", "default", 2)
     assert await store.add_pod("p2", "default", 2)

@@ -6,10 +6,12 @@ only indexes them. Nothing here knows about users' HTTP traffic.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import BackendError
 from ..model import PodRecord
 from ..spec import FleetSpec, Profile
 
@@ -76,6 +78,14 @@ class Backend(ABC):
         """The user's outputs folder as the WebUI sees it."""
         return f"{self.spec.outputs.rstrip('/')}/{slug}"
 
-    def prepare_outputs(self, slug: str) -> None:
-        """Create the user's folder where the broker can (shared storage on one machine)."""
-        Path(self.outputs_path(slug)).mkdir(parents=True, exist_ok=True)
+    async def prepare_outputs(self, slug: str) -> None:
+        """Create the user's folder where the broker can (shared storage on one machine).
+
+        In a thread: making a directory waited up to a few milliseconds on a busy
+        disk, time the event loop serves others meanwhile. Async so that a backend
+        with nothing to do costs no thread's hop."""
+        path = Path(self.outputs_path(slug))
+        try:
+            await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"cannot make the outputs folder {path}: {exc}") from exc

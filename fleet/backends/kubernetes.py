@@ -177,5 +177,5 @@ class KubernetesBackend(WatchingBackend):
     def outputs_path(self, slug: str) -> str:
         return f"/outputs/{slug}"
 
-    def prepare_outputs(self, slug: str) -> None:
+    async def prepare_outputs(self, slug: str) -> None:
         """The in-pod agent makes the folder on the shared volume; the broker has no mount."""

@@ -12,6 +12,7 @@
 -- KEYS[5] activity
 -- KEYS[6] queue:{profile}
 -- KEYS[7] queue-seen:{profile}
+-- KEYS[8] ended:{user}         (the unread "your session ended" notice)
 -- ARGV[1] user
 -- ARGV[2] profile
 -- ARGV[3] now (unix seconds, float)
@@ -22,8 +23,12 @@
 -- ARGV[8] "1" = reserve mode (backends that allocate themselves, Agones): when
 --         the user may take a pod now, take none and answer {"go", queued_at};
 --         the caller allocates and records the claim with bind.lua
+-- ARGV[9] "1" = claim nothing while the user has an unread ended notice (KEYS[8]):
+--         a request that is not user activity (an idle tab polling) must not
+--         start a new session; asked here so that it costs no Redis call of its own
 --
 -- Returns one of
+--   {"ended"}                            ARGV[9] is "1" and the notice is unread
 --   {"rebuilding"}
 --   {"existing", field, value, ...}      the claim hash
 --   {"new", field, value, ...}           the claim hash just written, plus queued_at
@@ -32,6 +37,10 @@
 --   {"go", queued_at}                    reserve mode: allocate now
 local user, profile, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local pod_prefix, grace = ARGV[4], tonumber(ARGV[5])
+
+if ARGV[9] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then
+  return {'ended'}
+end
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'rebuilding'}

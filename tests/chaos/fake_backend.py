@@ -62,7 +62,7 @@ class FakeBackend(Backend):
             raise Conflict(f"pod {pod_id} is labelled for {rec.user}")
         rec.user, rec.claimed_at = user, time.time()
 
-    def prepare_outputs(self, slug: str) -> None:
+    async def prepare_outputs(self, slug: str) -> None:
         """Nothing on disk."""
 
     def kill(self, pod_id: str) -> None:

@@ -8,6 +8,8 @@ the warm buffer, and must fall back to a full pass while the index is not built.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -109,3 +111,68 @@ async def test_a_claim_whose_claimer_died_mid_binding_is_bound_by_the_next_broke
     assert isinstance(claim, Claim) and not claim.binding
     assert await warm.redis.hget(keys.claim("ann"), "binding") is None  # bound now
     assert warm.backend.records[claim.pod].user == "ann"  # recorded on the pod by the second
+
+
+async def test_a_full_pass_reads_only_the_pods_it_has_work_for(warm: Warm) -> None:
+    """Offered and claimed pods that are alive need nothing: their state comes from the
+    state sets, and only the others' hashes are read (reading all was most of a pass)."""
+    read: list[str] = []
+    pods_script = warm.store.scripts.pods
+
+    async def counting(*, args: list[str]) -> str:
+        read.extend(args[1:])
+        return await pods_script(args=args)
+
+    warm.store.scripts = dataclasses.replace(warm.store.scripts, pods=counting)
+    claim = await warm.fleet.claim("ann")
+    assert isinstance(claim, Claim)
+    await warm.controller.reconcile()  # one pod claimed, one pod started to refill the buffer
+    assert read == []
+    warm.backend.kill(claim.pod)
+    await warm.controller.reconcile()  # reads the dead pod (and the one starting), ends it
+    assert claim.pod in read and len(read) == 2
+    assert await warm.store.lookup("ann") is None
+
+
+class SlowBackend(FakeBackend):
+    """A full read of the fleet that takes SECONDS (hundreds of pods being created)."""
+
+    seconds = 0.0
+
+    async def observe(self) -> list[PodRecord]:
+        await asyncio.sleep(self.seconds)
+        return await super().observe()
+
+
+async def test_a_pass_longer_than_the_lock_keeps_the_lead(redis_url: str) -> None:
+    """One controller leads at a time, even while a pass outlasts the lock's TTL."""
+    redis = connect_redis(redis_url)
+    backend = SlowBackend(SPEC)
+    store = FleetStore(redis)
+    async with aiohttp.ClientSession() as http:
+        first, second = (
+            Controller(store, backend, lambda: SPEC, http, leader_ttl=0.6) for _ in range(2)
+        )
+        backend.seconds = 2.0  # more than three TTLs
+        leading = asyncio.create_task(first.run())
+        following = None
+        try:
+            for _ in range(250):
+                if first.leading:
+                    break
+                await asyncio.sleep(0.02)
+            assert first.leading
+            following = asyncio.create_task(second.run())
+            both = 0
+            for _ in range(100):  # 2 s: the whole of the first, slow pass
+                await asyncio.sleep(0.02)
+                both += first.leading and second.leading
+            assert second.leading is False and both == 0
+            assert first.leading is True
+        finally:
+            for task in (leading, following):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+    await redis.aclose()
