@@ -27,6 +27,8 @@ from pathlib import Path
 
 import psutil
 
+from fleet.backends.local import read_pods
+
 from .instruments import Profiler, RedisMonitor, calls_delta, raise_fd_limit
 from .report import (
     Report,
@@ -285,11 +287,7 @@ class Broker:
 
 
 def pod_records(data_dir: Path) -> list[dict]:
-    records = []
-    for path in (data_dir / "pods").glob("*.json"):
-        with contextlib.suppress(ValueError, OSError):
-            records.append(json.loads(path.read_text()))
-    return records
+    return read_pods(data_dir)
 
 
 def kill_pods(data_dir: Path) -> None:

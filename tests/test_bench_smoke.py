@@ -1,7 +1,8 @@
 """The benchmarks' helpers work: wrk parsing, tables, the light pod, the Python load generator.
 
 No timing is asserted here (timing belongs in bench/); this only keeps
-`make bench` from breaking silently. About two seconds.
+`make bench` from breaking silently. The benches that need no outside tool
+(wrk, nginx, configurable-http-proxy) also run end to end, at tiny sizes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +93,22 @@ def test_python_load_generator_runs(tiny_pod: str) -> None:
         tiny_pod + "/stub/whoami", connections=2, duration=1, headers={"X-Forwarded-User": "b"}
     )
     assert result.requests > 0 and result.errors == 0 and result.tool == "python"
+
+
+@pytest.mark.slow
+def test_benches_without_outside_tools_run_end_to_end(tmp_path) -> None:  # noqa: ANN001
+    """A bench broken by a change in what it reads (a pod record's layout, a metric's
+    name) fails here, not at the next `make bench`."""
+    out = tmp_path / "RESULTS.md"
+    only = "claims,websockets,reaper"
+    result = subprocess.run(
+        [sys.executable, "bench/run_all.py", "--quick", "--only", only, "--output", str(out)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = out.read_text()
+    assert "FAILED" not in report
+    assert "## Claim burst" in report and "## Idle WebSockets" in report

@@ -65,6 +65,52 @@ def _open_claim(path: str, flags: int) -> int:
         raise BackendError(f"cannot open the claim file {path}: {exc}") from exc
 
 
+def read_pods(data_dir: Path) -> list[dict[str, Any]]:
+    """Every pod's record with its claim, as kept under a broker's data dir: for tools
+    and tests that look at the truth from outside a broker."""
+    records_dir = Path(data_dir) / "pods"
+    found = (read_pod(records_dir, p.stem) for p in sorted(records_dir.glob("*.json")))
+    return [data for data in found if data is not None]
+
+
+def read_pod(records_dir: Path, pod_id: str) -> dict[str, Any] | None:
+    """The pod's record with its claim, if any (records of older versions carry it inside)."""
+    data = _read_record(records_dir, pod_id)
+    if data is None:
+        return None
+    claim = _read_claim(f"{records_dir}/{pod_id}{_CLAIM}")
+    return data | claim if claim else data
+
+
+def _read_record(records_dir: Path, pod_id: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((records_dir / f"{pod_id}.json").read_bytes())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _read_claim(path: str) -> dict[str, Any] | None:
+    """A claim ({user, claimed_at}: the file's JSON and its mtime). None when unclaimed
+    or unreadable (an unreadable claim still refuses every user in _mark_claimed: it is
+    not empty)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # never half of a claim being written
+        raw, claimed_at = os.read(fd, _CLAIM_MAX), os.fstat(fd).st_mtime
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        user = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return {"user": user, "claimed_at": claimed_at} if isinstance(user, str) else None
+
+
 def _spawn(
     command: list[str], cwd: str | None, env: dict[str, str], log_path: Path
 ) -> subprocess.Popen[bytes]:
@@ -111,40 +157,8 @@ class LocalBackend(Backend):
     def _claim_path(self, pod_id: str) -> str:
         return f"{self.records_dir}/{pod_id}{_CLAIM}"
 
-    def _read_record(self, pod_id: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self._path(pod_id).read_bytes())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-
-    def _read_claim(self, pod_id: str) -> dict[str, Any] | None:
-        """The pod's claim ({user, claimed_at}: the file's JSON and its mtime). None when
-        unclaimed or unreadable (an unreadable claim still refuses every user in
-        _mark_claimed: it is not empty)."""
-        try:
-            fd = os.open(self._claim_path(pod_id), os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # never half of a claim being written
-            raw, claimed_at = os.read(fd, _CLAIM_MAX), os.fstat(fd).st_mtime
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        try:
-            user = json.loads(raw) if raw else None
-        except ValueError:
-            return None
-        return {"user": user, "claimed_at": claimed_at} if isinstance(user, str) else None
-
     def _read(self, pod_id: str) -> dict[str, Any] | None:
-        """The pod's record with its claim, if any (records of older versions carry it inside)."""
-        data = self._read_record(pod_id)
-        if data is None:
-            return None
-        claim = self._read_claim(pod_id)
-        return data | claim if claim else data
+        return read_pod(self.records_dir, pod_id)
 
     def _write(self, data: dict[str, Any]) -> None:
         path = self._path(data["id"])
@@ -404,7 +418,7 @@ class LocalBackend(Backend):
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:  # a deleted pod, or one started by an older version
-            if self._read_record(pod_id) is None:
+            if _read_record(self.records_dir, pod_id) is None:
                 raise PodGone(f"pod {pod_id} is gone") from None
             fd = _open_claim(path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
@@ -414,7 +428,7 @@ class LocalBackend(Backend):
             held = os.pread(fd, _CLAIM_MAX, 0)
             if held and held != mine:
                 raise Conflict(f"pod {pod_id} is already claimed by someone else")
-            data = self._read_record(pod_id)
+            data = _read_record(self.records_dir, pod_id)
             if data is None or not self._alive(data):
                 raise PodGone(f"pod {pod_id} is gone")
             if data.get("user") and data["user"] != user:  # claimed by an older version

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from fleet.backends.local import read_pods
 from fleet.embedded_redis import redis_server_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,11 +199,8 @@ class Broker:
         return psutil.Process(self.proc.pid).memory_info().rss
 
     def pod_records(self) -> list[dict]:
-        records = []
-        for path in (self.data_dir / "pods").glob("*.json"):
-            with contextlib.suppress(ValueError, OSError):
-                records.append(json.loads(path.read_text()))
-        return records
+        """Every pod record with its claim (the local backend's truth)."""
+        return read_pods(self.data_dir)
 
 
 def kill_pods(data_dir: Path) -> None:
