@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -107,11 +106,15 @@ class ClaimsMachine(RuleBasedStateMachine):
             self.run(self.store.end_pod(claim.pod, "idle", only_user=user, idle_since=1e12))
             self.router.forget(user)
 
-    @precondition(lambda self: self.backend.records)
-    @rule(data=st.data())
-    def pod_dies(self, data: st.DataObject) -> None:
-        pod = data.draw(st.sampled_from(sorted(self.backend.records)))
-        self.backend.kill(pod)
+    @rule(nth=st.integers(min_value=0, max_value=SPEC.profiles[0].max - 1))
+    def pod_dies(self, nth: int) -> None:
+        """The nth pod by creation dies. Pod ids are random and the fleet differs from
+        run to run, so what is drawn must not depend on it: hypothesis replays a case
+        by its draws, and a draw shaped by the fleet (a precondition, a sample of ids)
+        makes the replay stop where the first run went on (FlakyStrategyDefinition)."""
+        pods = list(self.backend.records)
+        if pods:
+            self.backend.kill(pods[nth % len(pods)])
 
     @rule()
     def reconcile(self) -> None:
