@@ -28,6 +28,7 @@ from .metrics import redis_error
 from .pages import problem, wants_html
 from .proxy import BrokerBusy, PodTimeout, PodUnreachable, proxy_http, proxy_websocket
 from .redirects import safe_next
+from .upstream import BodyStalled
 
 log = logging.getLogger(__name__)
 ENDED_REFRESH = 10  # seconds the "your session ended" page stays before going on
@@ -142,6 +143,7 @@ def forward(
         headers,
         connect_timeout=settings.proxy_connect_timeout,
         read_timeout=settings.proxy_read_timeout,
+        body_timeout=settings.client_timeout,
     )
 
 
@@ -201,6 +203,16 @@ async def gateway(request: web.Request) -> web.StreamResponse:
             "Your WebUI is not answering",
             "The WebUI took too long to answer. Try again.",
         )
+    except BodyStalled as exc:
+        log.info("upload of %s to %s stalled: %s", identity.user, result.pod, exc)
+        response = problem(
+            request,
+            408,
+            "Upload stopped",
+            "Your browser stopped sending the upload, so it was not passed on. Try again.",
+        )
+        response.force_close()  # the rest of the body is not waited for
+        return response
     except BrokerBusy as exc:
         log.error("broker out of resources while proxying for %s: %s", identity.user, exc)
         return problem(

@@ -93,7 +93,9 @@ async def proxy_http(
     *,
     connect_timeout: float,
     read_timeout: float,
+    body_timeout: float,
 ) -> web.StreamResponse:
+    """Raises BodyStalled for an upload the browser stopped sending (a 408 page)."""
     host, port = host_port(addr)
     try:
         with connecting():
@@ -106,6 +108,7 @@ async def proxy_http(
                 request.content if request.body_exists else None,
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
+                body_timeout=body_timeout,
             )
     except BodyBrokeOff as exc:
         raise web.HTTPBadRequest(text="The request body broke off before its end.") from exc

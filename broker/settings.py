@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     stop_pods_on_exit: bool | None = None
     workers: int | Literal["auto"] = "auto"
     drain_timeout: Duration = 10.0
-    client_timeout: Duration = Field(75.0, gt=0)  # idle browser connection, or a slow request head
+    client_timeout: Duration = Field(
+        75.0, gt=0
+    )  # idle browser connection, slow request head or stalled upload
     access_log: bool = False
     # Waiting room, admin, metrics (issue 6).
     metrics_cidrs: Annotated[list[IPNetwork], NoDecode] = []

@@ -33,6 +33,11 @@ class BodyBrokeOff(Exception):
     """The browser's request body ended early (it left): nothing is wrong with the pod."""
 
 
+class BodyStalled(Exception):
+    """The browser sent nothing of its request body for the body timeout (nginx's
+    client_body_timeout): an upload that stopped, or a slowloris body."""
+
+
 class PodAnswer:
     """The pod's status and headers, and its body as a stream (aiohttp's StreamReader)."""
 
@@ -122,8 +127,13 @@ class PodPool:
         *,
         connect_timeout: float | None,
         read_timeout: float | None,
+        body_timeout: float | None = None,
     ) -> PodAnswer:
         """Send the request and wait for the answer's head.
+
+        READ_TIMEOUT is the longest silence of the pod: no byte of its answer, or
+        none of the request body taken while its socket is full. BODY_TIMEOUT is
+        the longest silence of the browser while it sends the body.
 
         A kept-alive connection the pod closed meanwhile fails before any answer;
         an idempotent request without a body is then sent once more on a new one.
@@ -143,7 +153,9 @@ class PodPool:
                 conn = await self._connect(key, connect_timeout)
             conn.expect(head_only=method == "HEAD", read_timeout=read_timeout)
             try:
-                return await self._exchange(conn, head, body, chunked=chunked)
+                return await self._exchange(
+                    conn, head, body, chunked=chunked, timeouts=(body_timeout, read_timeout)
+                )
             except (ServerDisconnectedError, ClientOSError):
                 conn.close()
                 if not (reused and retry):
@@ -154,7 +166,13 @@ class PodPool:
                 raise
 
     async def _exchange(
-        self, conn: PodConnection, head: bytes, body: StreamReader | None, *, chunked: bool
+        self,
+        conn: PodConnection,
+        head: bytes,
+        body: StreamReader | None,
+        *,
+        chunked: bool,
+        timeouts: tuple[float | None, float | None],
     ) -> PodAnswer:
         transport = conn.transport
         if transport is None:
@@ -164,7 +182,7 @@ class PodPool:
         if body is None:
             conn.start_timeout()
         else:
-            sender = asyncio.ensure_future(_send_body(conn, body, chunked=chunked))
+            sender = asyncio.ensure_future(_send_body(conn, body, chunked, *timeouts))
         try:
             while True:
                 message, payload = await conn.read()
@@ -218,11 +236,26 @@ class PodPool:
         self._idle.clear()
 
 
-async def _send_body(conn: PodConnection, body: StreamReader, *, chunked: bool) -> None:
-    """Stream the browser's body to the pod, pausing while the pod's socket is full."""
+async def _send_body(
+    conn: PodConnection,
+    body: StreamReader,
+    chunked: bool,
+    browser_timeout: float | None,
+    pod_timeout: float | None,
+) -> None:
+    """Stream the browser's body to the pod, pausing while the pod's socket is full.
+
+    Either side may fall silent only so long: a stalled upload holds a browser
+    connection, a pod connection and the request's memory. A failure is set on
+    the connection, where reading the answer reports it.
+    """
     try:
         while True:
-            chunk = await body.readany()
+            try:
+                async with asyncio.timeout(browser_timeout):
+                    chunk = await body.readany()
+            except TimeoutError:
+                raise BodyStalled(f"no part of the body for {browser_timeout:g} s") from None
             transport = conn.transport
             if transport is None:
                 return  # the connection is gone; reading the answer reports why
@@ -235,10 +268,19 @@ async def _send_body(conn: PodConnection, body: StreamReader, *, chunked: bool) 
             else:
                 transport.write(chunk)
             if conn.writing_paused:
-                await conn._drain_helper()
+                try:
+                    async with asyncio.timeout(pod_timeout):
+                        await conn._drain_helper()
+                except TimeoutError:
+                    raise ServerTimeoutError(
+                        f"the pod took none of the request body for {pod_timeout:g} s"
+                    ) from None
         conn.start_timeout()
     except asyncio.CancelledError:
         raise
+    except (BodyStalled, ServerTimeoutError) as exc:
+        conn.set_exception(exc)
+        conn.close()
     except Exception as exc:  # the pod must not take a short body for a whole one
         conn.set_exception(BodyBrokeOff(repr(exc)))
         conn.close()

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict
 
-from broker.upstream import BodyBrokeOff, PodPool
+from broker.upstream import BodyBrokeOff, BodyStalled, PodPool
 from tests.support.procs import free_port
 
 Headers = CIMultiDict[str]
@@ -133,6 +133,7 @@ async def fetch(
     body: aiohttp.StreamReader | None = None,
     headers: Headers | None = None,
     read_timeout: float | None = 5,
+    body_timeout: float | None = None,
 ) -> tuple[int, bytes]:
     answer = await pool.request(
         method,
@@ -143,6 +144,7 @@ async def fetch(
         body,
         connect_timeout=2,
         read_timeout=read_timeout,
+        body_timeout=body_timeout,
     )
     try:
         return answer.status, await answer.read()
@@ -150,12 +152,12 @@ async def fetch(
         answer.release()
 
 
-def stream_of(*chunks: bytes, end: bool = True) -> aiohttp.StreamReader:
+def stream_of(*chunks: bytes, end: bool = True, limit: int = 2**22) -> aiohttp.StreamReader:
     """A request body as the broker's server hands it over."""
     loop = asyncio.get_running_loop()
     browser = BaseProtocol(loop)
     browser.connection_made(asyncio.Transport())  # a browser still connected
-    body = aiohttp.StreamReader(browser, 2**22, loop=loop)  # never pauses
+    body = aiohttp.StreamReader(browser, limit, loop=loop)  # never pauses below 2 x limit
     for chunk in chunks:
         body.feed_data(chunk)
     if end:
@@ -238,6 +240,18 @@ async def test_a_body_that_breaks_off_is_not_passed_on_as_whole(pod: Pod, pool: 
         await sending
     await asyncio.sleep(0.2)
     assert pod.digested == []  # the pod saw the connection end, not a complete body
+
+
+async def test_a_body_the_browser_stops_sending_is_cut_off(pod: Pod, pool: PodPool) -> None:
+    body = stream_of(b"a" * 1000, end=False)  # connected, but sends no more
+    headers = CIMultiDict({"Host": "pod", "Content-Length": "5000"})
+    with pytest.raises(BodyStalled):
+        await fetch(pool, pod.port, "/digest", "POST", body=body, headers=headers, body_timeout=0.3)
+    await asyncio.sleep(0.2)
+    assert pod.digested == []
+    assert len(pod.peers) == 1
+    assert await fetch(pool, pod.port, "/small") == (200, b"x" * 1000)
+    assert len(pod.peers) == 2  # the cut connection was not reused
 
 
 async def test_a_dying_pod_cuts_the_body_short(pod: Pod, pool: PodPool) -> None:
@@ -367,3 +381,26 @@ async def test_an_early_answer_does_not_leave_the_connection_for_reuse(
     # A reused connection would carry this GET as part of the POST's body, unanswered.
     assert await fetch(pool, port, "/", read_timeout=2) == (413, b"big")
     assert served == [1, 2]  # the half-sent connection was closed, not reused
+
+
+async def test_a_pod_that_takes_none_of_the_body_times_out(raw_pod, pool: PodPool) -> None:
+    """The pod reads the head, then nothing: the body fills the sockets and the send
+    stalls; the read timeout bounds that silence as it bounds a silent answer."""
+    stop = asyncio.Event()
+
+    async def deaf(_r: asyncio.StreamReader, _w: asyncio.StreamWriter, _n: int) -> None:
+        await stop.wait()
+
+    port, served = await raw_pod(deaf)
+    size = 64 * 2**20  # far more than both socket buffers
+    body = stream_of(*[b"z" * 2**20] * 64, limit=size)
+    headers = CIMultiDict({"Host": "pod", "Content-Length": str(size)})
+    try:
+        with pytest.raises(TimeoutError, match="none of the request body"):
+            await asyncio.wait_for(
+                fetch(pool, port, "/upload", "POST", body=body, headers=headers, read_timeout=0.5),
+                timeout=20,
+            )
+    finally:
+        stop.set()
+    assert served == [1]

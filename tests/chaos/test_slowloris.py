@@ -166,3 +166,32 @@ async def test_a_request_head_that_never_ends_is_cut_off(brokers) -> None:
         writer.close()
     assert closed_after is not None, "the broker kept a 20-second request head open"
     assert closed_after < 10, f"cut after {closed_after:.1f} s with SDB_CLIENT_TIMEOUT=2s"
+
+
+async def test_an_upload_the_browser_stops_sending_gets_a_408_page(brokers) -> None:
+    """A body that stops for SDB_CLIENT_TIMEOUT is not waited for: a 408 page, the
+    connection closed, the pod's connection cut; the same user is served meanwhile."""
+    broker = brokers(**HEADER_AUTH, SDB_CLIENT_TIMEOUT="2s")
+    async with aiohttp.ClientSession() as http:
+        await pod_of(http, broker.url, "ann")
+        reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+        started = time.monotonic()
+        writer.write(
+            b"POST /stub/upload HTTP/1.1\r\nHost: x\r\nX-Forwarded-User: ann\r\n"
+            b"Accept: text/html\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 1000
+        )
+        await writer.drain()
+        async with http.get(broker.url + "/stub/whoami", headers=as_user("ann")) as resp:
+            assert resp.status == 200  # the stalled upload holds up nothing else
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+            took = time.monotonic() - started
+            # then the page, and the close (after aiohttp's 10 s lingering read at most)
+            page = await asyncio.wait_for(reader.read(), 20)
+        finally:
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 408"), head
+    assert b"Upload stopped" in page
+    assert b"Traceback" not in page
+    assert b"Connection: close" in head
+    assert took < 10, f"answered after {took:.1f} s with SDB_CLIENT_TIMEOUT=2s"
