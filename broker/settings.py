@@ -111,9 +111,8 @@ class Settings(BaseSettings):
     stop_pods_on_exit: bool | None = None
     workers: int | Literal["auto"] = "auto"
     drain_timeout: Duration = 10.0
-    client_timeout: Duration = Field(
-        75.0, gt=0
-    )  # idle browser connection, slow request head or stalled upload
+    # An idle browser connection, a slow request head or a stalled upload.
+    client_timeout: Duration = Field(75.0, gt=0)
     access_log: bool = False
     # Waiting room, admin, metrics (issue 6).
     metrics_cidrs: Annotated[list[IPNetwork], NoDecode] = []
