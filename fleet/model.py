@@ -80,6 +80,12 @@ class PodRecord:
     extra: dict[str, str] = field(default_factory=dict)  # backend details kept in Redis
 
 
+def http_address(host: str, port: int | str) -> str:
+    """A pod's base URL (PodRecord.addr). An IPv6 address, as IPv6-only and dual-stack
+    clusters give pods, goes in brackets (RFC 3986): `http://fd00::5:7860` is no URL."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 @dataclass(slots=True)
 class PodInfo:
     """A pod as the Redis index knows it."""

@@ -22,7 +22,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from ..errors import BackendError, Conflict, PodGone
-from ..model import Phase, PodRecord
+from ..model import Phase, PodRecord, http_address
 from ..spec import FleetSpec, Profile
 from .kubeclient import api_errors, read_json
 from .kubepods import CLAIMED_AT, STATE, USER, _created
@@ -110,7 +110,7 @@ class AgonesBackend(WatchingBackend):
         ports = status.get("ports") or []
         addr = ""
         if status.get("address") and ports:
-            addr = f"http://{status['address']}:{ports[0].get('port')}"
+            addr = http_address(status["address"], ports[0].get("port", ""))
         allocated = status.get("state") == "Allocated" and labels.get(USER)
         claimed_at = annotations.get(CLAIMED_AT, "")
         return PodRecord(

@@ -11,7 +11,7 @@ import copy
 import time
 from typing import Any
 
-from ..model import Phase, PodRecord
+from ..model import Phase, PodRecord, http_address
 from ..spec import PodSettings, Profile
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -208,7 +208,7 @@ def pod_record(obj: dict[str, Any], port: int) -> PodRecord:
         id=meta.get("name", ""),
         profile=labels.get(PROFILE, ""),
         phase=phase,
-        addr=f"http://{ip}:{port}" if ip else "",
+        addr=http_address(ip, port) if ip else "",
         user=annotations.get(USER, "") if labels.get(STATE) == "claimed" else "",
         created=_created(meta),
         claimed_at=float(claimed_at) if claimed_at.replace(".", "", 1).isdigit() else 0.0,
