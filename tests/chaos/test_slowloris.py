@@ -143,6 +143,21 @@ async def test_huge_upload_through_the_proxy_streams(broker: Broker, tmp_path: P
         assert (broker.rss() - before) / MB < 40
 
 
+async def test_an_upload_that_waits_for_100_continue_goes_through(broker: Broker) -> None:
+    """curl and aiohttp hold a large body back until `100 Continue`: the broker must
+    send it (the pod's own 100 is not the answer) and then stream the body on."""
+    async with aiohttp.ClientSession() as http:
+        await pod_of(http, broker.url, "ann")
+        async with http.post(
+            broker.url + "/stub/upload",
+            data=b"q" * (3 * MB),
+            headers=as_user("ann"),
+            expect100=True,
+        ) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["bytes"] == 3 * MB
+
+
 async def test_a_request_head_that_never_ends_is_cut_off(brokers) -> None:
     """SDB_CLIENT_TIMEOUT bounds how long a connection may trickle its head, from connect."""
     broker = brokers(**HEADER_AUTH, SDB_CLIENT_TIMEOUT="2s")
