@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import psutil
 import pytest
 import redis
 
+from tests.support import in_ci
 from tests.support.procs import Broker, RedisServer, kill_pods, write_fleet
 
 
@@ -70,15 +70,11 @@ def brokers(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Broker]]:
         kill_pods(data)
 
 
-def browser_required() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     path = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).exists():
-        if browser_required():
+        if in_ci():
             pytest.fail("CI=true but /usr/bin/chromium is missing: .ci/run installs it")
         pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it")
     return path

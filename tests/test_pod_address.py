@@ -17,6 +17,7 @@ from broker.upstream import PodPool
 from fleet import make_probe
 from fleet.backends.kubepods import pod_record
 from fleet.model import http_address
+from tests.support import in_ci
 
 
 def running_pod(ip: str) -> dict:
@@ -53,7 +54,9 @@ def has_ipv6_loopback() -> bool:
 @pytest.fixture
 async def ipv6_pod() -> AsyncIterator[str]:
     if not has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback on this machine")
+        if in_ci():
+            pytest.fail("CI=true but this machine has no IPv6 loopback (::1)")
+        pytest.skip("no IPv6 loopback on this machine (a container started without IPv6)")
 
     async def ping(request: web.Request) -> web.Response:
         return web.Response(text="pong from " + request.path)
