@@ -154,7 +154,7 @@ class PodPool:
             conn.expect(head_only=method == "HEAD", read_timeout=read_timeout)
             try:
                 return await self._exchange(
-                    conn, head, body, chunked=chunked, timeouts=(body_timeout, read_timeout)
+                    conn, head, body, chunked, body_timeout=body_timeout, pod_timeout=read_timeout
                 )
             except (ServerDisconnectedError, ClientOSError):
                 conn.close()
@@ -170,9 +170,10 @@ class PodPool:
         conn: PodConnection,
         head: bytes,
         body: StreamReader | None,
-        *,
         chunked: bool,
-        timeouts: tuple[float | None, float | None],
+        *,
+        body_timeout: float | None,
+        pod_timeout: float | None,
     ) -> PodAnswer:
         transport = conn.transport
         if transport is None:
@@ -182,7 +183,9 @@ class PodPool:
         if body is None:
             conn.start_timeout()
         else:
-            sender = asyncio.ensure_future(_send_body(conn, body, chunked, *timeouts))
+            sender = asyncio.ensure_future(
+                _send_body(conn, body, chunked, body_timeout=body_timeout, pod_timeout=pod_timeout)
+            )
         try:
             while True:
                 message, payload = await conn.read()
@@ -240,7 +243,8 @@ async def _send_body(
     conn: PodConnection,
     body: StreamReader,
     chunked: bool,
-    browser_timeout: float | None,
+    *,
+    body_timeout: float | None,
     pod_timeout: float | None,
 ) -> None:
     """Stream the browser's body to the pod, pausing while the pod's socket is full.
@@ -252,10 +256,10 @@ async def _send_body(
     try:
         while True:
             try:
-                async with asyncio.timeout(browser_timeout):
+                async with asyncio.timeout(body_timeout):
                     chunk = await body.readany()
             except TimeoutError:
-                raise BodyStalled(f"no part of the body for {browser_timeout:g} s") from None
+                raise BodyStalled(f"no part of the body for {body_timeout:g} s") from None
             transport = conn.transport
             if transport is None:
                 return  # the connection is gone; reading the answer reports why
