@@ -55,15 +55,20 @@ async def freeze_heap(app: object) -> None:
     gc.freeze()
 
 
+def configure_logging(level: str | int) -> None:
+    """One format for every command. APScheduler logs each run of each job at INFO
+    (most of a demo's log): its loggers show only warnings and errors."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .app import build_app
 
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     if settings.auth == "dev" and not settings.host_is_loopback:
         return _fail(
             f"SDB_AUTH=dev lets anyone log in as anyone, so it only binds to loopback; "
@@ -82,26 +87,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     raise_fd_limit()
+    serving = f"sdbroker: serving on http://{settings.host}:{settings.port} ({settings.auth} login"
     if settings.worker_count > 1:
         from .workers import supervise
 
-        print(
-            f"sdbroker: {settings.worker_count} workers on http://{settings.host}:{settings.port}",
-            flush=True,
-        )
+        print(f"{serving}, {settings.worker_count} workers)", flush=True)
         return supervise(settings, spec)
     app = build_app(settings, spec)
     app.on_startup.append(freeze_heap)  # after the cleanup contexts: the app is up
-    print(
-        f"sdbroker: serving on http://{settings.host}:{settings.port} ({settings.auth} login)",
-        flush=True,
-    )
+
+    def announce(_aiohttp_banner: str) -> None:
+        # aiohttp calls this once the socket is bound. A worker of a supervisor
+        # stays quiet: the supervisor said it once for all of them.
+        if not args.worker:
+            print(f"{serving})", flush=True)
+
     web.run_app(
         app,
         host=settings.host,
         port=settings.port,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-        print=None,
+        print=announce,
         shutdown_timeout=settings.drain_timeout,
         keepalive_timeout=settings.client_timeout,  # from connect too: bounds slowloris heads
         reuse_port=True,
@@ -154,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the broker (settings from SDB_* variables)")
+    # --worker: started by the SDB_WORKERS supervisor (broker/workers.py), not by people.
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
     fleet = sub.add_parser("fleet", help="work on fleet.yaml files").add_subparsers(
         dest="fleet_command", required=True

@@ -85,7 +85,7 @@ def supervise(settings: Settings, spec: FleetSpec) -> int:
 
 
 def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "broker", "serve"], env=env)
+    return subprocess.Popen([sys.executable, "-m", "broker", "serve", "--worker"], env=env)
 
 
 def _stops_pods(settings: Settings) -> bool:

@@ -222,7 +222,9 @@ class Controller:
         if not built or any(r.id not in states for r in alive):
             restored, conflicts = await self.store.restore(alive, mark_built=True)
             if restored or not built:
-                log.warning("index rebuilt from the backend: %d pods adopted", restored)
+                # A first start finds nothing to adopt: that is news to nobody.
+                level = logging.WARNING if restored else logging.INFO
+                log.log(level, "index rebuilt from the backend: %d pods adopted", restored)
                 await self.store.publish("rebuild")
             for pod_id in conflicts:
                 log.error("pod %s is labelled for a user who holds another pod; ending it", pod_id)

@@ -31,6 +31,7 @@ class Claim:
     since: float
     new: bool = False  # taken by this very call, not found existing
     binding: bool = False  # its claimer is still preparing the pod: send nobody yet
+    waited: float = 0.0  # a new claim: seconds its user waited in line for it (0: a warm pod)
 
     @classmethod
     def from_hash(cls, user: str, data: dict[str, str], *, new: bool = False) -> Claim:

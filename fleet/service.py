@@ -133,8 +133,7 @@ class Fleet:
             if not isinstance(result, Claim) or not result.new:
                 return result
             if await self._bind_or_end(result):  # else: take another pod
-                if self.on_claimed is not None:
-                    self.on_claimed(result.profile, time.perf_counter() - started)
+                self._claimed(result, started)
                 return result
         return Waiting(name, 0, 0)
 
@@ -203,10 +202,20 @@ class Fleet:
                 with contextlib.suppress(FleetError):
                     await self.backend.delete(rec.id)
                 continue
-            if bound.new and self.on_claimed is not None:
-                self.on_claimed(bound.profile, time.perf_counter() - started)
+            if bound.new:
+                self._claimed(bound, started)
             return bound
         return Waiting(name, 0, 0)
+
+    def _claimed(self, claim: Claim, started: float) -> None:
+        """A new claim is bound: one log line (as each reclaim has one), and the metric."""
+        took = time.perf_counter() - started
+        log.info(
+            "claimed pod %s for %s (profile %s, waited %.1fs in line, claim took %.3fs)",
+            claim.pod, claim.user, claim.profile, claim.waited, took,
+        )  # fmt: skip
+        if self.on_claimed is not None:
+            self.on_claimed(claim.profile, took)
 
     async def _bind(self, claim: Claim) -> None:
         """Record the claim on the pod, then point its WebUI at the user's folder.

@@ -98,11 +98,7 @@ class FleetStore:
             return Waiting(profile, 0, 0, rebuilding=True)
         if kind == "wait":
             return Waiting(profile, int(result[1]), int(result[2]))
-        data = _pairs(result[1:])
-        if kind == "new" and self.on_claim is not None:
-            queued = data.get("queued_at")
-            self.on_claim(profile, self.clock() - float(queued) if queued else None)
-        return Claim.from_hash(user, data, new=kind == "new")
+        return self._claim_from(user, profile, kind, result[1:], self.clock())
 
     async def bind(self, user: str, rec: PodRecord) -> Claim | Waiting | None:
         """Record that the platform gave `user` the pod `rec` (bind.lua).
@@ -139,11 +135,21 @@ class FleetStore:
             return Waiting(rec.profile, 0, 0, rebuilding=True)
         if kind == "gone":
             return None
-        data = _pairs(result[1:])
-        if kind == "new" and self.on_claim is not None:
+        return self._claim_from(user, rec.profile, kind, result[1:], now)
+
+    def _claim_from(
+        self, user: str, profile: str, kind: str, pairs: list[str], now: float
+    ) -> Claim:
+        """The claim a script answered; a new one carries how long its user waited in line."""
+        data = _pairs(pairs)
+        claim = Claim.from_hash(user, data, new=kind == "new")
+        if claim.new:
             queued = data.get("queued_at")
-            self.on_claim(rec.profile, now - float(queued) if queued else None)
-        return Claim.from_hash(user, data, new=kind == "new")
+            waited = max(0.0, now - float(queued)) if queued else None
+            claim.waited = waited or 0.0
+            if self.on_claim is not None:
+                self.on_claim(profile, waited)
+        return claim
 
     async def join_queue(self, user: str, profile: str) -> Waiting:
         """Queue a user whose allocation found nothing Ready (first come, first served)."""
