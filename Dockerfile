@@ -15,13 +15,17 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Project metadata first: the dependency wheels stay cached while only the
-# code changes.
+# The locks first: the dependency wheels stay cached while only the code
+# changes. Exact versions and sha256 hashes (make lock); pip refuses anything
+# else. The project is built with the locked setuptools, not a fresh one.
+COPY requirements/runtime.txt requirements/build.txt ./requirements/
+RUN pip install --no-cache-dir --require-hashes -r requirements/build.txt \
+ && pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY broker ./broker
 COPY fleet ./fleet
 COPY reaper ./reaper
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONUNBUFFERED=1 \
@@ -31,9 +35,13 @@ ENV PYTHONUNBUFFERED=1 \
     SDB_HOST=0.0.0.0 \
     SDB_PORT=8000 \
     SDB_DATA_DIR=/var/lib/sdbroker
-# Install from the builder's wheels without copying them into a layer.
+# Install the builder's wheels without copying them into a layer: exactly the
+# locked set, hash-checked when the builder fetched it (a wheel built there
+# from an sdist has a hash of its own), plus sdbroker; pip check proves the
+# set complete.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels sdbroker
+    pip install --no-index --no-deps /wheels/*.whl \
+ && pip check
 # A numeric non-root user (Kubernetes' runAsNonRoot can only verify a
 # numeric one). Its writable places exist with the right owner, so named
 # volumes mounted there in compose start out writable.

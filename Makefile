@@ -1,34 +1,87 @@
 # make demo: run the broker with a warm local fleet of stand-in WebUIs.
 # make test: lint, layering check, and the whole test suite.
 # make bench: benchmarks, printed side by side (never asserted).
+# make lock: refresh the locks in requirements/ to the newest allowed releases.
+# make test-latest: the suite against the newest releases pyproject allows
+#   (no lock), so drift shows before it breaks anybody. Not part of make test.
+#
+# Every install but test-latest's comes from the locks (exact versions and
+# sha256 hashes, pip --require-hashes): the same bytes on every machine.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+LOCKS := requirements
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+TEST_STAMP := $(VENV)/.test-stamp
+LATEST := .venv-latest
+TOOLS := .venv-tools
+PIP_QUIET := --quiet --disable-pip-version-check --no-input
+UV_COMPILE := $(TOOLS)/bin/uv pip compile --quiet --universal --generate-hashes \
+	--custom-compile-command "make lock"
 
-.PHONY: install demo test lint bench clean
+.PHONY: install install-test demo test lint pytest bench lock test-latest clean
 
-$(STAMP): pyproject.toml
+$(VENV)/pyvenv.cfg:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	@touch $(STAMP)
 
-install: $(STAMP)
+# The project itself goes in last, editable and without dependencies, built
+# with the setuptools of the lock (no build isolation: nothing unpinned).
+$(RUNTIME_STAMP): $(VENV)/pyvenv.cfg $(LOCKS)/runtime.txt $(LOCKS)/build.txt pyproject.toml
+	$(BIN)/pip install $(PIP_QUIET) --require-hashes -r $(LOCKS)/runtime.txt -r $(LOCKS)/build.txt
+	$(BIN)/pip install $(PIP_QUIET) --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(TEST_STAMP): $(RUNTIME_STAMP) $(LOCKS)/test.txt
+	$(BIN)/pip install $(PIP_QUIET) --require-hashes -r $(LOCKS)/test.txt -r $(LOCKS)/build.txt
+	@touch $@
+
+install: $(RUNTIME_STAMP)
+install-test: $(TEST_STAMP)
 
 demo: install
 	SDB_FLEET=$${SDB_FLEET:-fleet.local.yaml} SDB_AUTH=$${SDB_AUTH:-dev} $(BIN)/sdbroker serve
 
-lint: install
+# test-latest runs these two in its own venv, with TEST_DEPS= (no lock install).
+TEST_DEPS ?= install-test
+
+lint: $(TEST_DEPS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: lint
+pytest: $(TEST_DEPS)
 	$(BIN)/pytest -q -p no:cacheprovider
 
-bench: install
+test: lint pytest
+
+bench: install-test
 	$(BIN)/python bench/run_all.py
 
+# uv resolves fast and for every platform at once (--universal), with hashes;
+# pip alone installs the result. Order matters: test is held to runtime's
+# versions, build to test's, and the WebUI agent (Python 3.10 in its image)
+# to runtime's aiohttp, the one its tests run with.
+lock:
+	@test -x $(TOOLS)/bin/uv || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install $(PIP_QUIET) --require-hashes -r $(LOCKS)/tools.txt
+	$(UV_COMPILE) --upgrade --python-version 3.11 pyproject.toml -o $(LOCKS)/runtime.txt
+	$(UV_COMPILE) --upgrade --python-version 3.11 pyproject.toml --extra test \
+		-c $(LOCKS)/runtime.txt -o $(LOCKS)/test.txt
+	$(UV_COMPILE) --upgrade --python-version 3.11 $(LOCKS)/build.in -c $(LOCKS)/test.txt \
+		-o $(LOCKS)/build.txt
+	$(UV_COMPILE) --upgrade --python-version 3.11 $(LOCKS)/tools.in -o $(LOCKS)/tools.txt
+	grep -E '^aiohttp==' $(LOCKS)/runtime.txt | cut -d' ' -f1 > $(TOOLS)/agent-constraints.txt
+	$(UV_COMPILE) --upgrade --python-version 3.10 webui-image/agent-requirements.in \
+		-c $(TOOLS)/agent-constraints.txt -o webui-image/agent-requirements.txt
+
+# A venv of its own, so the locked .venv stays as it is. Its closing lines
+# name every package newer than the lock: what the next `make lock` brings.
+test-latest:
+	@test -f $(LATEST)/pyvenv.cfg || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install $(PIP_QUIET) --upgrade pip
+	$(LATEST)/bin/pip install $(PIP_QUIET) --upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/python -m tests.support.locks drift $(LOCKS)/test.txt
+	SDBROKER_TEST_UNLOCKED=1 $(MAKE) --no-print-directory lint pytest VENV=$(LATEST) TEST_DEPS=
+
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) $(LATEST) $(TOOLS) data .pytest_cache
