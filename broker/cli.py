@@ -91,8 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.worker_count > 1:
         from .workers import supervise
 
-        print(f"{serving}, {settings.worker_count} workers)", flush=True)
-        return supervise(settings, spec)
+        return supervise(settings, spec, banner=f"{serving}, {settings.worker_count} workers)")
     app = build_app(settings, spec)
     app.on_startup.append(freeze_heap)  # after the cleanup contexts: the app is up
 

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,8 @@ RESTART_DELAY = 1.0
 STOP_TIMEOUT = 20.0
 
 
-def supervise(settings: Settings, spec: FleetSpec) -> int:
+def supervise(settings: Settings, spec: FleetSpec, *, banner: str = "") -> int:
+    """Run the workers until SIGINT/SIGTERM; `banner` is printed once one of them listens."""
     settings.secret()  # create the shared cookie key once, before workers race to
     embedded = EmbeddedRedis(settings.data_dir) if not settings.redis_url else None
     if embedded is not None:
@@ -56,6 +58,11 @@ def supervise(settings: Settings, spec: FleetSpec) -> int:
     workers: list[subprocess.Popen[bytes]] = [_spawn(env) for _ in range(settings.worker_count)]
     log.info("supervising %d workers: %s", len(workers), [w.pid for w in workers])
     try:
+        while banner and not stopping and all(w.poll() is None for w in workers):
+            if _listening(settings.host, settings.port):
+                print(banner, flush=True)
+                break
+            time.sleep(0.05)
         while not stopping:
             for i, worker in enumerate(workers):
                 if worker.poll() is not None and not stopping:
@@ -82,6 +89,14 @@ def supervise(settings: Settings, spec: FleetSpec) -> int:
             asyncio.run(embedded.stop())
         shutil.rmtree(metrics, ignore_errors=True)
     return 0
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
