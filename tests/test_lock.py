@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -130,9 +131,16 @@ def test_the_project_builds_without_a_warning(tmp_path) -> None:
     (setuptools warned 15 lines, three times, about the old license table.)
     The machine's own pip configuration is left out: only the build speaks.
     """
+    source = tmp_path / "src"  # a copy: setuptools leaves build/ and *.egg-info behind
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for package in ("broker", "fleet", "reaper"):
+        shutil.copytree(REPO / package, source / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--no-cache-dir", "--wheel-dir", str(tmp_path), str(REPO)],
+         "--no-cache-dir", "--wheel-dir", str(tmp_path), str(source)],
         env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
         capture_output=True,
         text=True,
