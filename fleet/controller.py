@@ -25,7 +25,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +33,12 @@ import aiohttp
 
 from . import keys
 from .aiotasks import raise_if_cancelled
+from .allocations import check_allocations
 from .backends.base import Backend
 from .errors import FleetError
 from .history import History
 from .leader import LeaderLock
-from .model import Claim, Phase, PodInfo, PodRecord, PodState
+from .model import Phase, PodInfo, PodRecord, PodState
 from .probes import Probe, make_probe
 from .spec import FleetSpec, Profile
 from .store import REDIS_DOWN, FleetStore
@@ -233,7 +234,7 @@ class Controller:
 
         if self.backend.allocates and built:
             index = {p.id: p for p in await self.store.pods_by_id(sorted(states))}
-            if await self._adopt_allocations(records.values(), index):
+            if await check_allocations(self.store, records.values(), index, self._end):
                 states = await self.store.pod_states(profiles)
 
         now = self.clock()
@@ -252,28 +253,6 @@ class Controller:
         await self._delete_marked()
         for profile in await self.sizes(spec) if self.sizes else spec.profiles:
             await self._scale(profile)
-
-    async def _adopt_allocations(
-        self, records: Iterable[PodRecord], index: dict[str, PodInfo]
-    ) -> int:
-        """Allocated pods the index has as unclaimed: an allocation whose answer was lost
-        (agones#607) or a broker that died mid-claim. The user gets the pod on their next
-        request; if they hold another one meanwhile, this one is an orphan and deleted."""
-        adopted = 0
-        for rec in records:
-            pod = index.get(rec.id)
-            if not rec.user or rec.phase is not Phase.READY or pod is None or pod.user:
-                continue
-            bound = await self.store.bind(rec.user, rec)
-            if isinstance(bound, Claim) and bound.pod != rec.id:
-                log.error("pod %s was allocated to %s, who holds %s; deleting it",
-                          rec.id, rec.user, bound.pod)  # fmt: skip
-                await self.store.end_pod(rec.id, "orphan")
-            elif isinstance(bound, Claim):
-                log.warning("pod %s allocated to %s without a claim; claim restored",
-                            rec.id, rec.user)  # fmt: skip
-                adopted += 1
-        return adopted
 
     def _settled(self, pod_id: str, profile: str, state: PodState, rec: PodRecord | None) -> bool:
         """Nothing to do for this pod this pass (offered or claimed, and alive: most pods).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .backends.kubepods import MANAGED_BY, PROFILE, pod_template
+from .backends.kubepods import MANAGED_BY, PROFILE, deep_merge, pod_template
 from .spec import AgonesProfile, FleetSpec, Profile
 
 WEBUI_NAME = "sdbroker-webui"
@@ -60,7 +60,7 @@ def render_profile(profile: Profile) -> list[dict[str, Any]]:
     if not block.image:
         raise RenderError(f"profile {profile.name}: agones.image is required to render a Fleet")
     labels = {MANAGED_BY: "sdbroker", "app.kubernetes.io/name": WEBUI_NAME, PROFILE: profile.name}
-    pod = _pod(block)
+    pod = _pod_template(profile.name, block, labels)
     fleet = {
         "apiVersion": "agones.dev/v1",
         "kind": "Fleet",
@@ -90,7 +90,7 @@ def render_profile(profile: Profile) -> list[dict[str, Any]]:
                         "failureThreshold": 6,
                     },
                     "eviction": {"safe": "Never"},
-                    "template": {"spec": pod},
+                    "template": pod,
                 },
             },
         },
@@ -121,7 +121,9 @@ def _pod(block: AgonesProfile) -> dict[str, Any]:
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     webui = pod["containers"][0]
+    # On top of what pod_template set (its uid and group beside the agent's).
     webui["securityContext"] = {
+        **webui.get("securityContext", {}),
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
@@ -135,11 +137,29 @@ def _pod(block: AgonesProfile) -> dict[str, Any]:
         pod["volumes"].append({"name": name, **source})
     if not webui["env"]:
         del webui["env"]
-    if block.pod_template:
-        from .backends.kubepods import deep_merge
-
-        pod = deep_merge(pod, copy.deepcopy(dict(block.pod_template)))
     return pod
+
+
+def _pod_template(name: str, block: AgonesProfile, labels: dict[str, str]) -> dict[str, Any]:
+    """The GameServer's pod template, with the labels the NetworkPolicies select.
+
+    Agones makes a GameServer's pod metadata from this template alone, plus
+    agones.dev/role and agones.dev/gameserver (agones v1.56.0
+    pkg/apis/agones/v1/gameserver.go, `Pod()` / `podObjectMeta`): labels on the
+    GameServer template never reach the pod, and a WebUI no policy selects may
+    reach anything. `pod_template` holds raw pod fields, as for the kubernetes
+    backend (merged into the whole Pod there), so it is merged into the whole
+    pod template here; anything beside metadata and spec is refused, not dropped.
+    """
+    extra = dict(block.pod_template or {})
+    stray = sorted(set(extra) - {"metadata", "spec"})
+    if stray:
+        raise RenderError(
+            f"profile {name}: agones.pod_template holds raw pod fields (metadata:, spec:); "
+            f"move {', '.join(stray)} under spec: or metadata:"
+        )
+    template = {"metadata": {"labels": dict(labels)}, "spec": _pod(block)}
+    return deep_merge(template, copy.deepcopy(extra))
 
 
 def render(spec: FleetSpec) -> list[dict[str, Any]]:

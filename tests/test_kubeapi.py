@@ -846,7 +846,8 @@ async def test_allocation_contention_and_lost_response(tmp_path: Path) -> None:
 async def test_gameserver_shutdown_stuck_image_and_fleet_cascade(tmp_path: Path) -> None:
     async with cluster(tmp_path, nodes=3, time_scale=600, image_pull_retry=1) as (sim, api):
         custom = client.CustomObjectsApi(api)
-        sim.inject_pod_failure(PodFailure.IMAGE_PULL, selector="agones.dev/fleet=broken")
+        # By pod name: Agones puts no agones.dev/fleet label on a GameServer's pod.
+        sim.inject_pod_failure(PodFailure.IMAGE_PULL, name="broken-*")
         await custom.create_namespaced_custom_object(
             *AGONES, NS, "fleets", fleet_body("broken", replicas=1)
         )
@@ -873,7 +874,7 @@ async def test_gameserver_shutdown_stuck_image_and_fleet_cascade(tmp_path: Path)
         await sim.wait_for(
             lambda: (
                 not sim.gameservers(NS, "agones.dev/fleet=webui")
-                and not sim.pods(NS, "agones.dev/fleet=webui")
+                and not [p for p in sim.pods(NS) if p["metadata"]["name"].startswith("webui-")]
             )
         )
 

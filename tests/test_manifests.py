@@ -32,7 +32,10 @@ import pytest
 import yaml
 
 from broker.settings import Settings
-from fleet import load_spec
+from fleet import load_spec, parse_spec
+from fleet.backends.kubepods import build_pod
+from fleet.slug import slugify
+from tests.kubeapi.gameserver_pod import gameserver_pod
 
 REPO = Path(__file__).resolve().parents[1]
 INGRESS = REPO / "ingress"
@@ -104,10 +107,48 @@ def pod_spec(obj: dict) -> dict:
 
 
 def pod_labels(obj: dict) -> dict:
-    spec = obj["spec"]
-    if obj["kind"] == "CronJob":
-        return spec["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
-    return spec["template"]["metadata"]["labels"]
+    """The labels of a pod the workload's controller makes: its POD template's plus
+    what that controller adds, never the workload's own `metadata.labels`."""
+    spec, name = obj["spec"], obj["metadata"]["name"]
+    if obj["kind"] == "Fleet":
+        return agones_pod(obj)["metadata"]["labels"]
+    if obj["kind"] == "CronJob":  # CronJob -> Job (jobTemplate) -> Pod
+        template, job = spec["jobTemplate"]["spec"]["template"], f"{name}-29000000"
+    else:
+        template, job = spec["template"], name
+    added = {
+        # pod-template-hash: the Deployment's ReplicaSet names its pods by it.
+        "Deployment": {"pod-template-hash": "5f7b9c6d8"},
+        "StatefulSet": {
+            "controller-revision-hash": f"{name}-5f7b9c6d8",
+            "statefulset.kubernetes.io/pod-name": f"{name}-0",
+            "apps.kubernetes.io/pod-index": "0",
+        },
+        "DaemonSet": {"controller-revision-hash": "5f7b9c6d8", "pod-template-generation": "1"},
+    }.get(obj["kind"])
+    if added is None:  # Job and CronJob: the Job's generated selector labels
+        uid = "0c6e1b7a-5d2f-4f3e-9a61-2b8c7d4e5f60"
+        added = {"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
+                 "batch.kubernetes.io/job-name": job, "job-name": job}  # fmt: skip
+    return {**(template.get("metadata") or {}).get("labels", {}), **added}
+
+
+def agones_pod(fleet: dict, suffix: str = "x7k2p-q9w4z") -> dict:
+    """The pod of one GameServer of an Agones Fleet, as Agones makes it.
+
+    Fleet -> GameServerSet -> GameServer: the Fleet's `spec.template` with
+    agones.dev/fleet and agones.dev/gameserverset added to its labels
+    (`GameServerSet.GameServer()`); GameServer -> Pod: the simulator's port
+    of Agones' `GameServer.Pod()`, whose metadata comes from the GameServer's
+    pod template only (`spec.template.spec.template.metadata` of the Fleet).
+    """
+    name, template = fleet["metadata"]["name"], fleet["spec"]["template"]
+    gss = f"{name}-{suffix.split('-')[0]}"
+    labels = {**(template.get("metadata") or {}).get("labels", {})}
+    labels.update({"agones.dev/gameserverset": gss, "agones.dev/fleet": name})
+    meta = {"name": f"{name}-{suffix}", "namespace": fleet["metadata"].get("namespace", NAMESPACE),
+            "uid": f"uid-{suffix}", "labels": labels}  # fmt: skip
+    return gameserver_pod({"metadata": meta, "spec": copy.deepcopy(template["spec"])})
 
 
 def env_of(container: dict) -> dict:
@@ -496,7 +537,7 @@ def test_agones_fleet_matches_its_spec():
                 "protocol": "TCP",
             }
         ]
-        labels = fleet["spec"]["template"]["metadata"]["labels"]
+        labels = pod_labels(fleet)  # the pods', which the NetworkPolicies select
         assert labels["app.kubernetes.io/managed-by"] == "sdbroker"
         assert labels["sdbroker.io/profile"] == profile["name"]
         assert webui["resources"]["limits"]["nvidia.com/gpu"] == str(block.get("gpus", 1))
@@ -506,9 +547,13 @@ def test_agones_fleet_matches_its_spec():
             for v in pod["volumes"]
             if "persistentVolumeClaim" in v
         }
-        mounts = {m["name"]: m["mountPath"] for m in webui["volumeMounts"]}
+        # Each claim at its path in some container: the outputs volume in the
+        # agent's alone (tests/test_outputs_isolation.py), the models in the WebUI's.
+        mounted = {
+            (m["name"], m["mountPath"]) for c in pod["containers"] for m in c["volumeMounts"]
+        }
         for kind, volume in block.get("volumes", {}).items():
-            assert claims[kind] == volume["claim"] and mounts[kind] == volume["path"]
+            assert claims[kind] == volume["claim"] and (kind, volume["path"]) in mounted
         autoscaler = [
             a
             for a in docs
@@ -633,6 +678,26 @@ WEBUI_LABELS = {
     "sdbroker.io/state": "claimed",
     "sdbroker.io/user": "alice",
 }
+
+
+def webui_pods(docs, user: str, ip: str) -> list[Endpoint]:
+    """The WebUI pods a target runs, labelled as their controller labels them: the
+    broker (build_pod, and the claim's labels when `user` holds it) for plain pods,
+    Agones for a Fleet's (an allocation labels the GameServer, never its pod)."""
+    fleet_file = the(docs, "ConfigMap", "sdbroker-fleet")["data"]["fleet.yaml"]
+    pods = []
+    for profile in parse_spec(fleet_file).profiles:
+        if profile.agones is not None:
+            pod = agones_pod(the(docs, "Fleet", profile.agones.fleet), f"{user[:5]:x<5}-q9w4z")
+            pods.append(Endpoint(f"{user}'s GameServer pod", ip, pod["metadata"]["labels"]))
+            continue
+        labels = build_pod(profile, f"{profile.name}-{user}")["metadata"]["labels"]
+        if user != "nobody":
+            labels |= {"sdbroker.io/state": "claimed", "sdbroker.io/user": slugify(user)}
+        pods.append(Endpoint(f"{user}'s webui", ip, labels))
+    return pods
+
+
 METADATA = Endpoint("metadata server", "169.254.169.254", namespace=None)
 INTERNET = Endpoint("somewhere", "203.0.113.9", namespace=None)
 API_SERVER = Endpoint("kubernetes API", "172.16.0.2", namespace=None)
@@ -645,17 +710,10 @@ def test_network_policies(target):
     broker = Endpoint("broker", "10.8.0.10", pod_labels(the(docs, "Deployment", "sdbroker")))
     reaper = Endpoint("reaper", "10.8.0.11", pod_labels(the(docs, "CronJob", "sdbroker-reaper")))
     redis = Endpoint("redis", "10.8.0.12", pod_labels(the(docs, "StatefulSet", "sdbroker-redis")))
-    webuis = [Endpoint("webui", "10.8.1.5", WEBUI_LABELS)]
-    webuis += [
-        Endpoint(
-            f"gameserver {f['metadata']['name']}",
-            "10.8.1.6",
-            f["spec"]["template"]["metadata"]["labels"],
-        )
-        for f in docs
-        if f["kind"] == "Fleet"
-    ]
-    other_webui = Endpoint("bob's webui", "10.8.1.7", {**WEBUI_LABELS, "sdbroker.io/user": "bob"})
+    # Claimed and warm (nobody's yet) WebUIs, with the labels their pods really carry.
+    webuis = webui_pods(docs, "alice", "10.8.1.5") + webui_pods(docs, "nobody", "10.8.1.6")
+    assert webuis, "no WebUI pod found"
+    (other_webui, *_) = webui_pods(docs, "bob", "10.8.1.7")
     debug = Endpoint("unlabelled pod", "10.8.0.99", {"run": "debug"})
     stranger = Endpoint("pod elsewhere", "10.8.2.3", {"app": "web"}, namespace="default")
     dns = Endpoint("kube-dns", "10.8.3.2", {"k8s-app": "kube-dns"}, namespace="kube-system")
@@ -721,6 +779,31 @@ def test_network_evaluator_itself():
     assert not selects({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {})
 
 
+def test_pod_labels_are_the_pod_templates_never_the_workloads():
+    """The evaluator reads labels where each controller takes a pod's labels from."""
+    own = {"only": "workload"}
+    dep = {"kind": "Deployment", "metadata": {"name": "d", "labels": own},
+           "spec": {"template": {"metadata": {"labels": {"app": "d"}}}}}  # fmt: skip
+    cron = {"kind": "CronJob", "metadata": {"name": "c", "labels": own},
+            "spec": {"jobTemplate": {"metadata": {"labels": own},
+                                     "spec": {"template": {"metadata": {"labels": {"app": "c"}}}}}}}  # fmt: skip
+    fleet = {"kind": "Fleet", "metadata": {"name": "f", "labels": own},
+             "spec": {"template": {"metadata": {"labels": own},
+                                   "spec": {"container": "w", "template": {
+                                       "metadata": {"labels": {"app": "f"}},
+                                       "spec": {"containers": [{"name": "w"}]}}}}}}  # fmt: skip
+    for workload in (dep, cron, fleet):
+        labels = pod_labels(workload)
+        assert labels["app"] == workload["metadata"]["name"] and "only" not in labels
+    assert pod_labels(dep)["pod-template-hash"] and pod_labels(cron)["job-name"].startswith("c-")
+    assert pod_labels(fleet) == {
+        "app": "f",
+        "agones.dev/role": "gameserver",
+        "agones.dev/gameserver": "f-x7k2p-q9w4z",
+        "agones.dev/safe-to-evict": "false",
+    }
+
+
 # --- fleet files against the fleet spec loader (another part of the project) ---
 
 
@@ -760,6 +843,7 @@ def test_agones_fleet_is_what_render_makes():
                 [c["image"] for c in pod_spec(f)["containers"]],
                 f["spec"]["template"]["spec"].get("ports"),
                 f["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/managed-by"),
+                pod_labels(f),
                 [
                     a["spec"]["policy"]
                     for a in docs

@@ -11,7 +11,13 @@ import yaml
 
 from fleet import parse_spec
 from fleet.render import RenderError, render
-from tests.test_manifests import agones_validator, buffer_policy_problems
+from tests.test_manifests import (
+    agones_validator,
+    buffer_policy_problems,
+    pod_labels,
+    rendered,
+    selects,
+)
 
 SPEC = """\
 backend: agones
@@ -78,3 +84,41 @@ def test_cli_prints_yaml_or_exits_2(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "cannot scale to zero" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_network_policy_labels_are_on_the_pod_template() -> None:
+    """Agones makes a GameServer's pod metadata from its pod template only (agones v1.56.0
+    GameServer.Pod / podObjectMeta): every policy that isolates WebUIs must select it."""
+    fleet, _ = render(spec())
+    labels = pod_labels(fleet)  # as Agones labels the pod
+    assert labels["app.kubernetes.io/managed-by"] == "sdbroker"
+    assert labels["sdbroker.io/profile"] == "l4"
+    policies = [d for d in rendered("agones") if d["kind"] == "NetworkPolicy"]
+    webui = [p for p in policies if p["metadata"]["name"].startswith("sdbroker-webui")]
+    assert len(webui) == 2  # the isolation, and the Agones SDK sidecar's hole
+    assert all(selects(p["spec"]["podSelector"], labels) for p in webui)
+
+
+PODDED = SPEC.replace("gpus: 1}}", "gpus: 1, pod_template: {template}}}")
+
+
+def test_pod_template_is_merged_into_the_whole_pod_template() -> None:
+    """`pod_template` holds raw pod fields, as for the kubernetes backend."""
+    text = PODDED.format(
+        min=2,
+        buffer=2,
+        template="{metadata: {labels: {team: vision}}, spec: {imagePullSecrets: [{name: regcred}]}}",
+    )
+    fleet, _ = render(parse_spec(text))
+    pod = fleet["spec"]["template"]["spec"]["template"]
+    assert pod["metadata"]["labels"]["team"] == "vision"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "sdbroker"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["spec"]["containers"][0]["image"] == "example/webui:1.0"
+    assert not list(agones_validator("Fleet-agones.dev-v1.json").iter_errors(fleet))
+
+
+def test_pod_fields_outside_metadata_and_spec_are_refused() -> None:
+    text = PODDED.format(min=2, buffer=2, template="{imagePullSecrets: [{name: regcred}]}")
+    with pytest.raises(RenderError, match=r"pod_template.*imagePullSecrets"):
+        render(parse_spec(text))

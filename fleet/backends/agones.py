@@ -4,7 +4,16 @@ Agones chooses the GameServer, so a claim is a GameServerAllocation, not a
 pick from Redis's ready set: the allocation's first selector (Allocated,
 labelled with the user) makes a retried or concurrent allocation return the
 user's GameServer again instead of taking a second one. The labels and
-annotations set on allocation are the durable record of the claim.
+annotations set on allocation are the durable record of the claim, and only
+an allocation writes them.
+
+A WebUI pod is hostile and shares localhost with its Agones SDK sidecar, so
+it can call SDK Ready() on itself, which moves its Allocated GameServer back
+to Ready with the user's labels on. Such a GameServer is never anyone's
+again: the second selector takes only GameServers without a user label, and
+a labelled GameServer that is not Allocated (or whose label and annotation
+disagree) is reported FAILED, so the controller ends and deletes it and a
+rebuild of the index never binds a claim to it.
 
 The FleetAutoscaler (Buffer policy) sizes the Fleet; the broker only raises
 `spec.replicas` at once when demand arrives, never lowers it. Agones' Buffer
@@ -23,6 +32,7 @@ from kubernetes_asyncio import client
 
 from ..errors import BackendError, Conflict, PodGone
 from ..model import Phase, PodRecord, http_address
+from ..slug import slugify
 from ..spec import FleetSpec, Profile
 from .kubeclient import api_errors, read_json
 from .kubepods import CLAIMED_AT, STATE, USER, _created
@@ -47,7 +57,13 @@ def allocation_body(fleet: str, user: str, slug: str) -> dict[str, Any]:
         "spec": {
             "selectors": [
                 {"matchLabels": {FLEET_LABEL: fleet, USER: slug}, "gameServerState": "Allocated"},
-                {"matchLabels": {FLEET_LABEL: fleet}, "gameServerState": "Ready"},
+                # Never a GameServer that was ever someone's (SDK Ready() from inside
+                # the pod puts an Allocated one back to Ready with its labels).
+                {
+                    "matchLabels": {FLEET_LABEL: fleet},
+                    "matchExpressions": [{"key": USER, "operator": "DoesNotExist"}],
+                    "gameServerState": "Ready",
+                },
             ],
             "metadata": {
                 "labels": {USER: slug, STATE: "claimed"},
@@ -58,9 +74,17 @@ def allocation_body(fleet: str, user: str, slug: str) -> dict[str, Any]:
 
 
 def gameserver_phase(gs: dict[str, Any]) -> tuple[Phase, str]:
+    meta = gs.get("metadata", {})
     state = str((gs.get("status") or {}).get("state") or "Creating")
-    if gs.get("metadata", {}).get("deletionTimestamp") or state == "Shutdown":
+    if meta.get("deletionTimestamp") or state == "Shutdown":
         return Phase.GONE, "being deleted"
+    label = (meta.get("labels") or {}).get(USER)
+    if label and state != "Allocated":
+        # Only an allocation labels a GameServer, and only its own pod (SDK Ready()
+        # or Reserve()) takes it out of Allocated: its user's code did. Never reused.
+        return Phase.FAILED, f"GameServer claimed by {label} left Allocated (now {state})"
+    if label and label != slugify((meta.get("annotations") or {}).get(USER, "")):
+        return Phase.FAILED, f"GameServer user label {label} disagrees with its annotation"
     if state in ("Ready", "Allocated"):
         return Phase.READY, ""
     if state in DEAD:
@@ -111,7 +135,8 @@ class AgonesBackend(WatchingBackend):
         addr = ""
         if status.get("address") and ports:
             addr = http_address(status["address"], ports[0].get("port", ""))
-        allocated = status.get("state") == "Allocated" and labels.get(USER)
+        # A FAILED record names nobody: a rebuild must not bind a claim to it.
+        allocated = phase is Phase.READY and status.get("state") == "Allocated" and labels.get(USER)
         claimed_at = annotations.get(CLAIMED_AT, "")
         return PodRecord(
             id=meta.get("name", ""),
@@ -181,32 +206,27 @@ class AgonesBackend(WatchingBackend):
         return None
 
     async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
-        """Allocation wrote the claim; only check it is this user's (or write it if not yet)."""
+        """Check that the allocation wrote this user's claim; never write one here.
+
+        A user label on a GameServer that Agones did not allocate to that user
+        would mark it as tampered with (gameserver_phase), so a claim whose
+        GameServer is not Allocated with the user's label is refused (Conflict).
+        """
         found = self._find(pod_id)
         if found is None:
             raise PodGone(f"gameserver {pod_id} is not known to the watch")
         namespace, gs = found
-        labels = gs["metadata"].get("labels") or {}
-        if labels.get(USER) == slug:
-            return
-        if labels.get(USER):
-            raise Conflict(f"gameserver {pod_id} is allocated to someone else")
-        assert self.custom is not None
-        body = {
-            "metadata": {
-                "resourceVersion": gs["metadata"]["resourceVersion"],
-                "labels": {STATE: "claimed", USER: slug},
-                "annotations": {USER: user, CLAIMED_AT: f"{time.time():.3f}"},
-            }
-        }
-        with api_errors(f"patch gameserver {pod_id}"):
-            patched = await read_json(
-                await self.custom.patch_namespaced_custom_object(
-                    *AGONES, namespace, "gameservers", pod_id, body,
-                    _content_type=MERGE_PATCH, _preload_content=False,
+        if not _allocated_to(gs, user, slug):  # the watch may lag the allocation: ask
+            assert self.custom is not None
+            with api_errors(f"read gameserver {pod_id}"):
+                gs = await read_json(
+                    await self.custom.get_namespaced_custom_object(
+                        *AGONES, namespace, "gameservers", pod_id, _preload_content=False
+                    )
                 )
-            )  # fmt: skip
-        self.watches[namespace].apply("MODIFIED", patched)
+            self.watches[namespace].apply("MODIFIED", gs)
+        if not _allocated_to(gs, user, slug):
+            raise Conflict(f"gameserver {pod_id} is not allocated to this user")
 
     async def allocate(self, profile: Profile, user: str, slug: str) -> PodRecord | None:
         """The user's GameServer (the same one on every retry); None when none is Ready.
@@ -323,3 +343,13 @@ class AgonesBackend(WatchingBackend):
 
     async def prepare_outputs(self, slug: str) -> None:
         """The in-pod agent makes the folder on the shared volume; the broker has no mount."""
+
+
+def _allocated_to(gs: dict[str, Any], user: str, slug: str) -> bool:
+    """Allocated, and its label and annotation both name this user (as the allocation wrote)."""
+    meta = gs.get("metadata", {})
+    return (
+        (gs.get("status") or {}).get("state") == "Allocated"
+        and (meta.get("labels") or {}).get(USER) == slug
+        and (meta.get("annotations") or {}).get(USER) == user
+    )

@@ -1,14 +1,21 @@
-"""Agones-only behaviours: allocation is idempotent per user, and lost answers are reconciled."""
+"""Agones-only behaviours: allocation is idempotent per user, lost answers are reconciled,
+and a WebUI that puts its own GameServer back in the pool never gets another user."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from fleet import Claim, Waiting
+import pytest
+
+from fleet import Claim, Conflict, Waiting
 from fleet.backends.agones import ALLOCATE_ATTEMPTS
 from fleet.slug import slugify
 from tests.backends.harness import Harness, harness
+from tests.kubeapi import GAMESERVERS
+from tests.kubeapi.store import Change
+
+USER = "sdbroker.io/user"
 
 
 def labelled(h: Harness, user: str) -> list[str]:
@@ -115,3 +122,125 @@ async def test_orphan_allocation_of_a_user_with_a_pod_is_deleted(
         )  # fmt: skip
         await h.until(lambda: labelled(h, "ann") == [claim.pod], what="orphan deleted")
         assert (await h.store.lookup("ann")).pod == claim.pod
+
+
+# --- a hostile WebUI: its pod shares localhost with the Agones SDK sidecar ---
+
+
+def user_labels(h: Harness) -> dict[str, set[str]]:
+    """Every sdbroker.io/user value each GameServer ever carried, from now on."""
+    assert h.sim is not None
+    seen: dict[str, set[str]] = {}
+
+    def note(change: Change) -> None:
+        meta = change.obj["metadata"]
+        label = (meta.get("labels") or {}).get(USER)
+        if label:
+            seen.setdefault(meta["name"], set()).add(label)
+
+    h.sim.store.subscribe(GAMESERVERS, note)
+    return seen
+
+
+def state_of(h: Harness, name: str) -> str:
+    assert h.sim is not None
+    return ((h.sim.gameserver("sd", name) or {}).get("status") or {}).get("state", "")
+
+
+def deleted(h: Harness, name: str) -> bool:
+    assert h.sim is not None
+    gs = h.sim.gameserver("sd", name)
+    return gs is None or bool(gs["metadata"].get("deletionTimestamp"))
+
+
+async def claimed(h: Harness, user: str) -> Claim | None:
+    result = await h.claim(user)
+    return result if isinstance(result, Claim) else None
+
+
+async def test_a_pod_that_calls_ready_on_itself_is_never_handed_on_and_is_deleted(
+    redis_url: str, tmp_path: Path
+) -> None:
+    async with harness("agones", redis_url, tmp_path, buffer=1, max=2) as h:
+        assert h.sim is not None
+        seen = user_labels(h)
+        await h.ready(1)
+        alice = await h.claim("alice")
+        assert isinstance(alice, Claim)
+        await h.ready(1)  # the buffer refilled: bob's claim goes to Agones at once
+        # Code in alice's WebUI calls SDK Ready() on its sidecar: Allocated -> Ready.
+        h.sim.sdk_ready("sd", alice.pod)
+        await h.sim.wait_for(lambda: state_of(h, alice.pod) == "Ready", interval=0.001)
+        # bob asks at once (before the controller looks), then until he is served.
+        first = await h.claim("bob")
+        assert not isinstance(first, Claim) or first.pod != alice.pod
+        assert seen[alice.pod] == {slugify("alice")}, "Agones allocated alice's pod to bob"
+        await h.until(lambda: deleted(h, alice.pod), what="the GameServer deleted")
+        bob = await h.until(lambda: claimed(h, "bob"), what="bob served")
+        assert isinstance(bob, Claim) and bob.pod != alice.pod
+        assert seen[alice.pod] == {slugify("alice")}
+        mine = await h.store.lookup("alice")
+        assert mine is None or mine.pod != alice.pod
+
+
+async def test_a_rebuild_never_binds_a_claim_to_a_gameserver_that_left_allocated(
+    redis_url: str, tmp_path: Path
+) -> None:
+    async with harness("agones", redis_url, tmp_path, buffer=1, max=1) as h:
+        assert h.sim is not None
+        seen = user_labels(h)
+        await h.ready(1)
+        alice = await h.claim("alice")
+        assert isinstance(alice, Claim)
+        h.sim.sdk_ready("sd", alice.pod)
+        await h.sim.wait_for(lambda: state_of(h, alice.pod) == "Ready", interval=0.001)
+        await h.store.redis.flushall()  # the index is rebuilt from the GameServers
+        h.controller.wake()
+        bob = await h.until(lambda: claimed(h, "bob"), what="bob served after the rebuild")
+        assert isinstance(bob, Claim) and bob.pod != alice.pod
+        await h.until(lambda: deleted(h, alice.pod), what="the GameServer deleted")
+        assert seen[alice.pod] == {slugify("alice")}
+        mine = await h.store.lookup("alice")
+        assert mine is None or mine.pod != alice.pod
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"labels": {USER: slugify("bob")}, "annotations": {USER: "bob"}},  # another user's
+        {"labels": {USER: slugify("bob")}},  # label and annotation disagree
+    ],
+    ids=["other-user", "label-vs-annotation"],
+)
+async def test_a_gameserver_whose_user_disagrees_with_the_index_is_deleted(
+    redis_url: str, tmp_path: Path, patch: dict
+) -> None:
+    async with harness("agones", redis_url, tmp_path, buffer=1, max=2) as h:
+        await h.ready(1)
+        alice = await h.claim("alice")
+        assert isinstance(alice, Claim)
+        await h.backend.custom.patch_namespaced_custom_object(  # type: ignore[attr-defined]
+            "agones.dev", "v1", "sd", "gameservers", alice.pod, {"metadata": patch},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
+        await h.until(lambda: deleted(h, alice.pod), what="the GameServer deleted")
+        mine = await h.store.lookup("alice")
+        assert mine is None or mine.pod != alice.pod
+        assert await h.store.lookup("bob") is None
+
+
+async def test_only_an_allocation_writes_a_claim_on_a_gameserver(
+    redis_url: str, tmp_path: Path
+) -> None:
+    async with harness("agones", redis_url, tmp_path, buffer=2, max=4) as h:
+        await h.ready(2)
+        assert h.sim is not None
+        ready = [g["metadata"]["name"] for g in h.sim.gameservers("sd")]
+        with pytest.raises(Conflict):
+            await h.backend.mark_claimed(ready[0], "ann", slugify("ann"))
+        assert USER not in h.sim.gameserver("sd", ready[0])["metadata"]["labels"]
+        claim = await h.claim("ann")
+        assert isinstance(claim, Claim)
+        await h.backend.mark_claimed(claim.pod, "ann", slugify("ann"))  # its own: fine
+        with pytest.raises(Conflict):
+            await h.backend.mark_claimed(claim.pod, "bob", slugify("bob"))

@@ -29,6 +29,7 @@ ACTIONS = (
     "inject_api_error",
     "inject_pod_failure",
     "oom_kill",
+    "sdk_ready",
     "vanish",
 )
 

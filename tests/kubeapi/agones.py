@@ -1,10 +1,11 @@
 """Agones GameServers and GameServerAllocations.
 
-Each GameServer gets a backing Pod of the same name (as in Agones), so the
-pod lifecycle's scheduling, GPU capacity, start delay, failures and process
-runner apply to it. The GameServer follows its pod: PortAllocation ->
-Creating -> Starting -> Scheduled -> RequestReady -> Ready; a failed or lost
-pod makes it Unhealthy. Allocation picks a matching GameServer per selector.
+Each GameServer gets a backing Pod of the same name, with Agones' metadata
+(gameserver_pod.py), so the pod lifecycle's scheduling, GPU capacity, start
+delay, failures and process runner apply to it. The GameServer follows its
+pod (Creating -> Starting -> Scheduled -> RequestReady -> Ready; a failed or
+lost pod: Unhealthy) and its pod's SDK calls (`sdk_ready`). Allocation picks
+a matching GameServer per selector.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 from . import errors
 from .clock import Clock, rfc3339, rfc3339_nano
 from .faults import Faults
+from .gameserver_pod import gameserver_pod
 from .lifecycle import PodLifecycle
 from .resources import GAMESERVERS, PODS
-from .selectors import LabelSelector
+from .selectors import LabelSelector, selector_problems
 from .store import Change, Store, check_preconditions, clone
 
 GS_LABEL = "agones.dev/gameserver"
@@ -135,48 +137,12 @@ class AgonesController:
             and self.store.peek(GAMESERVERS, ns, name) is not None
         ):
             self.delete_gameserver(ns, name)
+        elif change.type == "MODIFIED" and _state(gs) == "RequestReady":
+            self._request_ready(ns, name)
 
     def _create_pod(self, gs: dict[str, Any]) -> None:
-        meta, spec = gs["metadata"], gs["spec"]
-        template = clone(spec.get("template") or {})
-        pod_spec = template.get("spec") or {}
-        for container in pod_spec.get("containers") or []:
-            if container.get("name") == spec.get("container"):
-                container["ports"] = [
-                    {
-                        "name": p.get("name", ""),
-                        "containerPort": int(p.get("containerPort", 0)),
-                        "protocol": "TCP" if p.get("protocol") == "TCP" else "UDP",
-                        **({"hostPort": p["hostPort"]} if p.get("hostPort") else {}),
-                    }
-                    for p in spec.get("ports") or []
-                ]
-        labels = {
-            **(template.get("metadata") or {}).get("labels", {}),
-            **(meta.get("labels") or {}),
-        }
-        labels.update({GS_LABEL: meta["name"], "agones.dev/role": "gameserver"})
-        pod = {
-            "metadata": {
-                "name": meta["name"],
-                "labels": labels,
-                "annotations": {
-                    **(meta.get("annotations") or {}),
-                    "agones.dev/container": spec.get("container", ""),
-                },
-                "ownerReferences": [
-                    {
-                        "apiVersion": "agones.dev/v1",
-                        "kind": "GameServer",
-                        "name": meta["name"],
-                        "uid": meta["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    },
-                ],
-            },
-            "spec": pod_spec,
-        }
+        meta = gs["metadata"]
+        pod = gameserver_pod(gs)  # metadata from the pod template only, as in Agones
         try:
             self.lifecycle.create(meta["namespace"], pod)
         except errors.ApiError:  # e.g. the previous pod of that name is still terminating
@@ -217,8 +183,10 @@ class AgonesController:
         if state == "Scheduled" and _pod_ready(pod):
             self._set_state(ns, name, "RequestReady")
             self._set_state(ns, name, "Ready")
+        elif state == "RequestReady":  # SDK Ready() came before the pod had a node
+            self._request_ready(ns, name)
 
-    def _scheduled(self, gs: dict[str, Any], pod: dict[str, Any]) -> None:
+    def _scheduled(self, gs: dict[str, Any], pod: dict[str, Any], state: str = "Scheduled") -> None:
         meta = gs["metadata"]
         sim = self.lifecycle.pods.get((meta["namespace"], meta["name"]))
         address = sim.ip if sim and sim.ip else ""
@@ -227,7 +195,7 @@ class AgonesController:
         def write(o: dict[str, Any]) -> None:
             ports = o["spec"].get("ports") or []
             o["status"].update(
-                state="Scheduled",
+                state=state,
                 nodeName=node,
                 address=address,
                 addresses=[
@@ -246,6 +214,38 @@ class AgonesController:
 
         self.store.mutate(GAMESERVERS, meta["namespace"], meta["name"], write)
 
+    def sdk_ready(self, ns: str, name: str) -> dict[str, Any]:
+        """SDK Ready(), as code in the GameServer's pod calls it on its sidecar (localhost).
+
+        Ported from agones v1.56.0 `pkg/sdkserver/sdkserver.go`: `Ready` queues
+        RequestReady and `updateState` writes it (clearing reservedUntil) unless
+        the GameServer is being deleted or is Unhealthy. Nothing else stops it:
+        an Allocated or Reserved GameServer goes back too, keeping its labels.
+        """
+        gs = self.store.get(GAMESERVERS, ns, name)
+        if gs["metadata"].get("deletionTimestamp") or _state(gs) == "Unhealthy":
+            return gs
+
+        def write(o: dict[str, Any]) -> None:
+            o.setdefault("status", {}).update(state="RequestReady", reservedUntil=None)
+
+        return self.store.mutate(GAMESERVERS, ns, name, write) or gs
+
+    def _request_ready(self, ns: str, name: str) -> None:
+        """RequestReady -> Ready once the pod has a node (its address filled in then if
+        still missing): agones v1.56.0 `pkg/gameservers/controller.go`,
+        `syncGameServerRequestReadyState`."""
+        gs = self.store.peek(GAMESERVERS, ns, name)
+        pod = self.store.peek(PODS, ns, name)
+        if gs is None or _state(gs) != "RequestReady" or gs["metadata"].get("deletionTimestamp"):
+            return
+        if pod is None or not (pod.get("spec") or {}).get("nodeName"):
+            return  # Agones retries; here the pod's next change calls again
+        if not (gs.get("status") or {}).get("nodeName"):
+            self._scheduled(gs, pod, "Ready")
+        else:
+            self._set_state(ns, name, "Ready")
+
     def _set_state(self, ns: str, name: str, state: str) -> None:
         self.store.mutate(
             GAMESERVERS, ns, name, lambda o: o.setdefault("status", {}).__setitem__("state", state)
@@ -263,7 +263,17 @@ class AgonesController:
             ]
             or [{}]
         )
-        for sel in selectors:
+        for i, sel in enumerate(selectors):
+            # GameServerSelector.Validate: metav1.LabelSelectorAsSelector must accept it.
+            problems = selector_problems(sel)
+            if problems:
+                raise errors.invalid(
+                    "GameServerAllocation",
+                    "",
+                    f"spec.selectors[{i}].labelSelector: Invalid value: "
+                    f"Error converting label selector: {'; '.join(problems)}",
+                    "allocation.agones.dev",
+                )
             sel.setdefault("gameServerState", "Ready")
             if sel["gameServerState"] not in ("Ready", "Allocated"):
                 raise errors.invalid(

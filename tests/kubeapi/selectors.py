@@ -77,6 +77,34 @@ class LabelSelector:
         return cls(tuple(reqs))
 
 
+def selector_problems(spec: Mapping[str, Any] | None) -> list[str]:
+    """Why `metav1.LabelSelectorAsSelector` refuses a selector object (none: it is valid).
+
+    The checks of apimachinery's `labels.NewRequirement`: a known operator,
+    values for In/NotIn, none for Exists/DoesNotExist, valid keys and values.
+    """
+    spec = spec or {}
+    problems = []
+    pairs = [(k, "In", [v]) for k, v in (spec.get("matchLabels") or {}).items()]
+    for expr in spec.get("matchExpressions") or []:
+        pairs.append((expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []))
+    for key, op, values in pairs:
+        if not re.fullmatch(_KEY, str(key)) or len(str(key).rsplit("/", 1)[-1]) > 63:
+            problems.append(f"key: Invalid value: {key!r}: not a qualified label name")
+        if op in ("In", "NotIn") and not values:
+            problems.append("values: for 'in', 'notin' operators, values set can't be empty")
+        elif op in ("Exists", "DoesNotExist") and values:
+            problems.append("values: values set must be empty for exists and does not exist")
+        elif op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            problems.append(f"{op!r} is not a valid label selector operator")
+        problems += [
+            f"values: Invalid value: {v!r}: not a label value"
+            for v in values
+            if not re.fullmatch(_VALUE, str(v)) or len(str(v)) > 63
+        ]
+    return problems
+
+
 def _split_top(text: str) -> list[str]:
     parts, depth, current = [], 0, []
     for ch in text:

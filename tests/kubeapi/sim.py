@@ -387,6 +387,10 @@ class KubeSim:
     def inject_allocation_contention(self, count: int = 1) -> None:
         self.faults.allocation_contention += count
 
+    def sdk_ready(self, namespace: str, name: str) -> Obj:
+        """Code in the GameServer's pod calls SDK Ready() on its sidecar (agones sdkserver)."""
+        return clone(self.agones.sdk_ready(namespace, name))
+
     def drop_allocation_responses(self, count: int = 1) -> None:
         """agones#607: the next allocations succeed but the connection closes before the response."""
         self.faults.allocation_drops += count

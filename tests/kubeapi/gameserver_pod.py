@@ -1,0 +1,90 @@
+"""The Pod of a GameServer, with the metadata Agones v1.56.0 gives it.
+
+Ported from agones v1.56.0 `pkg/apis/agones/v1/gameserver.go`, `(*GameServer).Pod`
+and `podObjectMeta`, with the generic cloud product's `SetEviction`
+(`pkg/cloudproduct/eviction/eviction.go`) and the eviction default of
+`applyEvictionDefaults` / `applyEvictionStatus` (gameserver.go). The pod's
+labels and annotations are the GameServer's POD template's
+(`spec.template.metadata`; a Fleet's `spec.template.spec.template.metadata`)
+plus what Agones adds; the GameServer's own labels and annotations
+(`agones.dev/fleet`, an allocation's metadata, the Fleet template's
+`metadata`) never reach the pod. A NetworkPolicy must select pod-template
+labels: the simulator used to copy the GameServer's labels onto the pod,
+which hid a Fleet whose WebUI pods no policy selected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .store import clone
+
+AGONES_VERSION = "1.56.0"  # pkg.Version, written as the sdk-version annotation
+ROLE_LABEL = "agones.dev/role"  # RoleLabel = GameServerLabelRole
+GAMESERVER_POD_LABEL = "agones.dev/gameserver"  # GameServerPodLabel
+CONTAINER_ANNOTATION = "agones.dev/container"  # GameServerContainerAnnotation
+VERSION_ANNOTATION = "agones.dev/sdk-version"  # VersionAnnotation (register.go)
+SAFE_TO_EVICT_LABEL = "agones.dev/safe-to-evict"  # SafeToEvictLabel
+POD_SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"  # PodSafeToEvictAnnotation
+
+
+def eviction_safe(gs: dict[str, Any]) -> str:
+    """`status.eviction.safe` as Agones' defaulting sets it: spec's, default Never;
+    Always when the pod template is annotated safe-to-evict "true"."""
+    spec = gs.get("spec") or {}
+    template_notes = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+    if template_notes.get(POD_SAFE_TO_EVICT) == "true":
+        return "Always"
+    return str((spec.get("eviction") or {}).get("safe") or "Never")
+
+
+def gameserver_pod(gs: dict[str, Any]) -> dict[str, Any]:
+    """The Pod Agones creates for `gs` (metadata as Agones; ports as the simulator serves them)."""
+    meta, spec = gs["metadata"], gs["spec"]
+    template = clone(spec.get("template") or {})
+    pod_meta: dict[str, Any] = dict(template.get("metadata") or {})  # Spec.Template.ObjectMeta
+    pod_spec: dict[str, Any] = template.get("spec") or {}
+    if not pod_spec.get("hostname"):
+        pod_spec["hostname"] = meta["name"].replace(".", "-")
+
+    # podObjectMeta
+    for key in ("generateName", "resourceVersion", "uid"):
+        pod_meta.pop(key, None)
+    pod_meta["name"], pod_meta["namespace"] = meta["name"], meta["namespace"]
+    labels = pod_meta["labels"] = dict(pod_meta.get("labels") or {})
+    notes = pod_meta["annotations"] = dict(pod_meta.get("annotations") or {})
+    labels[ROLE_LABEL] = "gameserver"
+    labels[GAMESERVER_POD_LABEL] = meta["name"]
+    notes[CONTAINER_ANNOTATION] = spec.get("container", "")
+    pod_meta["ownerReferences"] = [
+        *(pod_meta.get("ownerReferences") or []),
+        {
+            "apiVersion": "agones.dev/v1",
+            "kind": "GameServer",
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        },
+    ]
+    notes[VERSION_ANNOTATION] = AGONES_VERSION
+
+    # SetEviction: only where the template did not say it already.
+    safe = eviction_safe(gs)
+    notes.setdefault(POD_SAFE_TO_EVICT, "true" if safe == "Always" else "false")
+    labels.setdefault(SAFE_TO_EVICT_LABEL, "false" if safe == "Never" else "true")
+
+    # Ports: the simulator's serving model (the GameServer's ports, host ports included,
+    # on its game server container), not Agones' append of ContainerPorts.
+    for container in pod_spec.get("containers") or []:
+        if container.get("name") == spec.get("container"):
+            container["ports"] = [
+                {
+                    "name": p.get("name", ""),
+                    "containerPort": int(p.get("containerPort", 0)),
+                    "protocol": "TCP" if p.get("protocol") == "TCP" else "UDP",
+                    **({"hostPort": p["hostPort"]} if p.get("hostPort") else {}),
+                }
+                for p in spec.get("ports") or []
+            ]
+    return {"metadata": pod_meta, "spec": pod_spec}
