@@ -36,7 +36,7 @@ from fleet import (
 from fleet.specstore import adopt
 from reaper import ReapCycle, ReaperJob, count_reclaim
 
-from . import admin, api, chooser, metrics, pages, waiting
+from . import admin, api, chooser, gallery, metrics, pages, waiting
 from .access import AccessPolicy
 from .activity import ActivityRecorder
 from .appkeys import (
@@ -214,6 +214,7 @@ def build_app(settings: Settings, spec: FleetSpec) -> web.Application:
     app[AUTH].add_routes(app)
     waiting.add_routes(app)
     chooser.add_routes(app)
+    gallery.add_routes(app)
     admin.add_routes(app)
     api.add_routes(app)
     app.router.add_get("/_broker/metrics", metrics.metrics_page)

@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# sdbroker WebUI container entrypoint: a tiny supervisor for two processes,
-#   1. the in-pod agent (python -m agent: probes on :7861, claim -> outputs folder),
-#   2. the WebUI: the container's arguments if any, else AUTOMATIC1111 (below).
-# SIGTERM/SIGINT go to both. When either exits, the other is stopped and the
-# container exits with the first one's status (0 after a requested stop), so a
-# dead WebUI or a fatal agent ends the pod instead of leaving half of it running.
+# sdbroker WebUI container entrypoint. What it runs is SDB_ROLE:
+#   all (default): a tiny supervisor for two processes in this one container,
+#     1. the in-pod agent (python -m agent: probes on :7861, claim -> outputs folder),
+#     2. the WebUI: the container's arguments if any, else AUTOMATIC1111 (below).
+#     SIGTERM/SIGINT go to both. When either exits, the other is stopped and the
+#     container exits with the first one's status (0 after a requested stop), so a
+#     dead WebUI or a fatal agent ends the pod instead of leaving half of it running.
+#   webui: the WebUI alone (exec). The pods sdbroker builds run it in a container
+#     without the outputs volume, beside an `agent` container (README: the pod contract).
+#   agent: the agent alone (exec), under its own uid, the only one with the volume.
 # tini (PID 1) reaps any grandchildren; this script only forwards and waits.
 #
 # Environment (defaults in brackets; the agent's SDB_AGENT_* are in README.md):
+#   SDB_ROLE [all]  all, webui or agent (above)
 #   WEBUI_DIR [/opt/webui]  WEBUI_PYTHON [$WEBUI_DIR/venv/bin/python]
 #   WEBUI_PORT [7860]  WEBUI_DATA_DIR [/data]  MODELS_DIR [/models]
 #   WEBUI_EXTRA_ARGS []  extra A1111 flags, split on spaces (e.g. "--xformers --medvram")
+#   WEBUI_ALLOW_EXTENSIONS [0]  1: users may install extensions from A1111's UI
 #   SDB_AGENT_PYTHON [/opt/agent/venv/bin/python]  SDB_AGENT_HOME [/opt/agent]
 #   SDB_STOP_GRACE [20]  seconds from SIGTERM to SIGKILL for the children
-#   SDB_PRINT_COMMAND [0]  1: print the WebUI command line and exit (debugging)
+#   SDB_PRINT_COMMAND [0]  1: print the command line (the WebUI's; the agent's for
+#     SDB_ROLE=agent) and exit (debugging)
 set -uo pipefail
 
 WEBUI_DIR=${WEBUI_DIR:-/opt/webui}
@@ -25,13 +32,27 @@ WEBUI_EXTRA_ARGS=${WEBUI_EXTRA_ARGS:-}
 AGENT_PYTHON=${SDB_AGENT_PYTHON:-/opt/agent/venv/bin/python}
 AGENT_HOME=${SDB_AGENT_HOME:-/opt/agent}
 STOP_GRACE=${SDB_STOP_GRACE:-20}
+ROLE=${SDB_ROLE:-all}
+ALLOW_EXTENSIONS=${WEBUI_ALLOW_EXTENSIONS:-0}
 
 log() { printf '%s entrypoint %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
 die() { log "fatal: $*"; exit 2; }
 
+case "$ROLE" in all | webui | agent) ;; *) die "SDB_ROLE=$ROLE is not one of all, webui, agent" ;; esac
+case "$ALLOW_EXTENSIONS" in 0 | 1) ;; *) die "WEBUI_ALLOW_EXTENSIONS=$ALLOW_EXTENSIONS is not 0 or 1" ;; esac
+AGENT_CMD=(env "PYTHONPATH=$AGENT_HOME${PYTHONPATH:+:$PYTHONPATH}" "$AGENT_PYTHON" -m agent)
+if [ "$ROLE" = agent ]; then
+  if [ "${SDB_PRINT_COMMAND:-0}" = 1 ]; then printf '%q ' "${AGENT_CMD[@]}"; echo; exit 0; fi
+  exec "${AGENT_CMD[@]}"
+fi
+
 # AUTOMATIC1111 with everything installed at build time (no pip, no git at
 # start), checkpoints read from the models volume, settings in a data dir that
 # belongs to this pod and so to its one user (pods are single-use).
+# Extension installs from the UI: A1111 turns them off whenever it listens
+# beyond loopback (--listen here) unless --enable-insecure-extension-access is
+# given, and that flag comes only from the admin's switch, WEBUI_ALLOW_EXTENSIONS=1
+# in the profile's env: an extension is code from anywhere, run with the WebUI's rights.
 a1111_command() {
   local ckpt="$MODELS_DIR/Stable-diffusion" pair sub flag extra
   [ -d "$ckpt" ] || die "$ckpt is missing: mount the models volume at $MODELS_DIR (MODELS_DIR) with a Stable-diffusion/ folder"
@@ -47,12 +68,32 @@ a1111_command() {
     if [ -d "$MODELS_DIR/$sub" ]; then WEBUI_CMD+=("$flag" "$MODELS_DIR/$sub"); fi
   done
   read -r -a extra <<<"$WEBUI_EXTRA_ARGS"
+  for flag in "${extra[@]}"; do
+    [ "$flag" != --enable-insecure-extension-access ] \
+      || die "--enable-insecure-extension-access in WEBUI_EXTRA_ARGS: set WEBUI_ALLOW_EXTENSIONS=1 instead"
+  done
+  if [ "$ALLOW_EXTENSIONS" = 1 ]; then WEBUI_CMD+=(--enable-insecure-extension-access); fi
   WEBUI_CMD+=("${extra[@]}")
   cd "$WEBUI_DIR" || die "cannot enter $WEBUI_DIR (WEBUI_DIR)"
 }
 
-if [ $# -gt 0 ]; then WEBUI_CMD=("$@"); else a1111_command; fi
+if [ $# -gt 0 ]; then
+  # Arguments are the admin's own command: the switch cannot reach into it.
+  [ "$ALLOW_EXTENSIONS" = 0 ] \
+    || die "WEBUI_ALLOW_EXTENSIONS=1 applies to the built-in A1111 command only; put the WebUI's own flag in the container's arguments"
+  WEBUI_CMD=("$@")
+else
+  a1111_command
+fi
 if [ "${SDB_PRINT_COMMAND:-0}" = 1 ]; then printf '%q ' "${WEBUI_CMD[@]}"; echo; exit 0; fi
+
+if [ "$ROLE" = webui ]; then
+  # The agent runs in a container of its own, as another uid in this uid's
+  # group: group-writable files and folders let it take what the WebUI saves
+  # in the shared handoff folder. No outputs link: the WebUI saves there for good.
+  umask 0002
+  exec "${WEBUI_CMD[@]}"
+fi
 
 # ComfyUI writes through the agent's outputs link (see README); make it, aimed
 # at the holding folder, before ComfyUI could create a real folder there.
@@ -71,7 +112,7 @@ on_signal() {
 }
 trap on_signal TERM INT
 
-PYTHONPATH="$AGENT_HOME${PYTHONPATH:+:$PYTHONPATH}" "$AGENT_PYTHON" -m agent &
+"${AGENT_CMD[@]}" &
 agent_pid=$!
 "${WEBUI_CMD[@]}" &
 webui_pid=$!

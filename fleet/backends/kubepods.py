@@ -21,6 +21,13 @@ USER = "sdbroker.io/user"  # label: slug; annotation: the raw identity
 CLAIMED_AT = "sdbroker.io/claimed-at"
 SELECTOR = f"{MANAGED_BY}=sdbroker"
 PODINFO = "/etc/podinfo"
+# The outputs layout of webui-image's pods (its README: the pod contract).
+WEBUI_UID = 1000  # the WebUI, which runs its user's code
+AGENT_UID = 1001  # the agent, the only owner of the outputs volume: never the WebUI's uid
+SHARED_GID = 1000  # both: the agent removes what the WebUI saved (group-writable, umask 002)
+AGENT_PORT = 7861
+HANDOFF = "/handoff"  # the per-pod folder the WebUI saves into, as the agent sees it
+HANDOFF_VOLUME = "handoff"
 
 #: Container waiting reasons that will not fix themselves.
 STUCK = frozenset(
@@ -48,29 +55,38 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def pod_template(settings: PodSettings) -> dict[str, Any]:
-    """The pod spec shared by plain pods and Agones GameServers."""
+    """The pod spec shared by plain pods and Agones GameServers.
+
+    With an outputs volume the pod has two containers (webui-image's pod
+    contract): the WebUI, which runs its user's code, saves into a per-pod
+    emptyDir mounted where the outputs volume would be (so every path the
+    broker gives it stays valid) and never sees the volume; the agent, under
+    a uid of its own, is the only one to mount it and moves what the WebUI
+    saved into the user's folder. No WebUI can list, read or change anybody's
+    images, its own earlier ones included (those are in the broker's gallery).
+    """
     resources = copy.deepcopy(dict(settings.resources or {}))
     if settings.gpus:
         limits = dict(resources.get("limits") or {})
         limits["nvidia.com/gpu"] = str(settings.gpus)
         resources["limits"] = limits
+    outputs = settings.volumes.outputs
+    ports: list[dict[str, Any]] = [{"name": "http", "containerPort": settings.port}]
+    if settings.readiness_port and not (outputs and settings.readiness_port == AGENT_PORT):
+        ports.append({"name": "agent", "containerPort": settings.readiness_port})
     container: dict[str, Any] = {
         "name": "webui",
         "image": settings.image,
-        "ports": [{"name": "http", "containerPort": settings.port}]
-        + (
-            [{"name": "agent", "containerPort": settings.readiness_port}]
-            if settings.readiness_port
-            else []
-        ),
-        "env": [{"name": k, "value": v} for k, v in sorted(settings.env.items())],
+        "ports": ports,
+        "env": _env(settings.env, {"SDB_ROLE": "webui"} if outputs else {}),
         "resources": resources,
-        "volumeMounts": [{"name": "podinfo", "mountPath": PODINFO, "readOnly": True}],
+        "volumeMounts": [],
     }
     if settings.command:
         container["command"] = list(settings.command)
     if settings.args:
         container["args"] = list(settings.args)
+    podinfo = {"name": "podinfo", "mountPath": PODINFO, "readOnly": True}
     volumes: list[dict[str, Any]] = [
         {
             "name": "podinfo",
@@ -96,13 +112,25 @@ def pod_template(settings: PodSettings) -> dict[str, Any]:
         container["volumeMounts"].append(
             {"name": "models", "mountPath": vols.models.path, "readOnly": vols.models.read_only}
         )
-    if vols.outputs is not None:
-        volumes.append(
-            {"name": "outputs", "persistentVolumeClaim": {"claimName": vols.outputs.claim}}
-        )
-        container["volumeMounts"].append({"name": "outputs", "mountPath": vols.outputs.path})
+    containers = [container]
+    if outputs is None:
+        container["volumeMounts"].insert(0, podinfo)
+    else:
+        volumes += [
+            {"name": "outputs", "persistentVolumeClaim": {"claimName": outputs.claim}},
+            # Files stay only until the agent has moved them (a poll, a second).
+            {"name": HANDOFF_VOLUME, "emptyDir": {"sizeLimit": "10Gi"}},
+        ]
+        container["volumeMounts"].append({"name": HANDOFF_VOLUME, "mountPath": outputs.path})
+        container["securityContext"] = {
+            "runAsUser": WEBUI_UID,
+            "runAsGroup": SHARED_GID,
+            "runAsNonRoot": True,
+            **_locked(),
+        }
+        containers.append(_agent(settings, outputs.path, podinfo))
     spec: dict[str, Any] = {
-        "containers": [container],
+        "containers": containers,
         "volumes": volumes,
         "automountServiceAccountToken": False,  # a WebUI runs user code: no API credentials
         "enableServiceLinks": False,
@@ -118,11 +146,59 @@ def pod_template(settings: PodSettings) -> dict[str, Any]:
     return spec
 
 
+def _locked() -> dict[str, Any]:
+    """Fresh each time: a shared object would be written as a YAML alias by `fleet render`."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _env(base: dict[str, str], fixed: dict[str, str]) -> list[dict[str, str]]:
+    """The profile's env, then ours; ours wins (it names the mounts and the role)."""
+    merged = {k: v for k, v in base.items() if k not in fixed}
+    return [{"name": k, "value": v} for k, v in sorted(merged.items())] + [
+        {"name": k, "value": v} for k, v in fixed.items()
+    ]
+
+
+def _agent(settings: PodSettings, path: str, podinfo: dict[str, Any]) -> dict[str, Any]:
+    """The in-pod agent's container: the same image, the entrypoint's `agent` role."""
+    fixed = {
+        "SDB_ROLE": "agent",
+        "SDB_AGENT_PORT": str(AGENT_PORT),
+        "SDB_AGENT_OUTPUTS_ROOT": path,
+        "SDB_AGENT_HOLDING_DIR": HANDOFF,
+        "SDB_AGENT_WEBUI_OUTPUTS": path,
+    }
+    return {
+        "name": "agent",
+        "image": settings.image,
+        # The profile's env too: it may name the WebUI kind (SDB_AGENT_WEBUI).
+        "env": _env(settings.env, fixed),
+        "ports": [{"name": "agent", "containerPort": AGENT_PORT}],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": {
+            "runAsUser": AGENT_UID,
+            "runAsGroup": SHARED_GID,
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            **_locked(),
+        },
+        "volumeMounts": [
+            {"name": "outputs", "mountPath": path},
+            {"name": HANDOFF_VOLUME, "mountPath": HANDOFF},
+            podinfo,
+        ],
+    }
+
+
 def build_pod(profile: Profile, pod_id: str) -> dict[str, Any]:
     settings = profile.kubernetes
     assert settings is not None
     spec = pod_template(settings)
-    spec["containers"][0]["readinessProbe"] = {
+    # The probe belongs to the container that serves its port (the agent's /ready).
+    (probed,) = [c for c in spec["containers"] if _serves(c, settings.readiness_port)] or [
+        spec["containers"][0]
+    ]
+    probed["readinessProbe"] = {
         "httpGet": {
             "path": settings.readiness_path,
             "port": settings.readiness_port or settings.port,
@@ -143,6 +219,10 @@ def build_pod(profile: Profile, pod_id: str) -> dict[str, Any]:
         "spec": spec,
     }
     return deep_merge(pod, dict(settings.pod_template or {}))
+
+
+def _serves(container: dict[str, Any], port: int | None) -> bool:
+    return any(p["containerPort"] == port for p in container.get("ports", []))
 
 
 def _created(meta: dict[str, Any]) -> float:

@@ -134,3 +134,64 @@ def test_no_model_is_fatal_before_anything_starts(
     done = run_default(models)
     assert done.returncode == 2
     assert "fatal: " in done.stdout and message in done.stdout
+
+
+def a1111_models(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    (models / "Stable-diffusion").mkdir(parents=True)
+    (models / "Stable-diffusion" / "v1-5.safetensors").write_bytes(b"")
+    return models
+
+
+def extension_installs_allowed(argv: list[str]) -> bool:
+    """A1111's own rule (modules/shared_cmd_options.py, v1.10): the UI's extension
+    installer is off when it listens beyond loopback, unless explicitly let in."""
+    non_local = any(flag in argv for flag in ("--share", "--listen", "--ngrok", "--server-name"))
+    return not non_local or "--enable-insecure-extension-access" in argv
+
+
+def test_extension_installs_are_off_unless_the_profile_allows_them(tmp_path: Path) -> None:
+    models = a1111_models(tmp_path)
+    default = run_default(models, SDB_PRINT_COMMAND="1")
+    assert default.returncode == 0, default.stdout + default.stderr
+    assert not extension_installs_allowed(default.stdout.split())
+
+    allowed = run_default(models, SDB_PRINT_COMMAND="1", WEBUI_ALLOW_EXTENSIONS="1")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    argv = allowed.stdout.split()
+    assert extension_installs_allowed(argv) and "--listen" in argv
+    assert argv.count("--enable-insecure-extension-access") == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        (
+            {"WEBUI_EXTRA_ARGS": "--xformers --enable-insecure-extension-access"},
+            [],
+            "set WEBUI_ALLOW_EXTENSIONS=1 instead",
+        ),
+        ({"WEBUI_ALLOW_EXTENSIONS": "yes"}, [], "WEBUI_ALLOW_EXTENSIONS=yes is not 0 or 1"),
+        ({"WEBUI_ALLOW_EXTENSIONS": "1"}, ["sleep", "1"], "applies to the built-in A1111"),
+        ({"SDB_ROLE": "both"}, [], "SDB_ROLE=both is not one of all, webui, agent"),
+    ],
+)
+def test_the_extension_switch_is_the_only_way_in(
+    tmp_path: Path, env: dict[str, str], args: list[str], message: str
+) -> None:
+    """No other flag, value or command quietly turns the installer on (or seems to)."""
+    done = subprocess.run(
+        ["bash", str(ENTRYPOINT), *args],
+        env=clean_env(MODELS_DIR=str(a1111_models(tmp_path)), SDB_PRINT_COMMAND="1", **env),
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert done.returncode == 2, done.stdout
+    assert "fatal: " in done.stdout and message in done.stdout
+
+
+def test_the_agent_role_runs_the_agent_alone(tmp_path: Path) -> None:
+    done = run_default(tmp_path / "no-models", SDB_PRINT_COMMAND="1", SDB_ROLE="agent")
+    assert done.returncode == 0, done.stdout + done.stderr  # no model check: not the WebUI
+    assert done.stdout.split()[-2:] == ["-m", "agent"]

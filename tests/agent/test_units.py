@@ -6,6 +6,7 @@ wrong one must be read exactly or refused with a message naming it.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -144,3 +145,51 @@ def test_held_images_move_in_without_overwriting_and_only_once_settled(tmp_path:
     assert (folder / "saved.png").exists()
     assert [p for p in holding.rglob("*") if p.is_file()] == []
     assert move_tree(tmp_path / "absent", folder) == 0
+
+
+def test_links_and_odd_files_in_the_holding_folder_are_never_followed(tmp_path: Path) -> None:
+    """The split layout's handoff folder is written by the WebUI: hostile input."""
+    outputs, holding = tmp_path / "outputs", tmp_path / "handoff"
+    bob, ann = outputs / "bob-1", outputs / "ann-2"
+    (bob / "day").mkdir(parents=True)
+    (bob / "day" / "secret.png").write_bytes(b"bob's")
+    (holding / "ann-2" / "day").mkdir(parents=True)
+    (holding / "ann-2" / "day" / "00001.png").write_bytes(b"ann's")
+    (holding / "ann-2" / "day" / "steal.png").symlink_to(bob / "day" / "secret.png")
+    (holding / "ann-2" / "bob").symlink_to(bob, target_is_directory=True)
+    (holding / "early.png").write_bytes(b"before the claim")
+    os.mkfifo(holding / "ann-2" / "pipe.png")
+
+    assert move_tree(holding, ann, settled=0, strip="ann-2", mode=0o755) == 2
+    # The claimed user's own subfolder lands in their folder itself, not under <slug>/<slug>.
+    found = {str(p.relative_to(ann)): p for p in ann.rglob("*")}
+    assert set(found) == {"day", "day/00001.png", "early.png"}
+    assert found["day/00001.png"].read_bytes() == b"ann's"
+    assert not any(p.is_symlink() for p in found.values())
+    assert (bob / "day" / "secret.png").read_bytes() == b"bob's"  # untouched, not moved
+    assert (holding / "ann-2" / "day" / "steal.png").is_symlink()  # left to the WebUI
+    # A user's folder that is a link (planted when WebUIs had the volume) is refused.
+    (outputs / "eve-3").symlink_to(bob, target_is_directory=True)
+    (holding / "late.png").write_bytes(b"x")
+    with pytest.raises(OSError):
+        move_tree(holding, outputs / "eve-3", settled=0)
+    assert sorted(p.name for p in bob.rglob("*")) == ["day", "secret.png"]
+
+
+def test_the_split_layout_is_read_from_the_environment(tmp_path: Path) -> None:
+    base = {"SDB_AGENT_PODINFO_DIR": str(tmp_path / "podinfo"), "SDB_AGENT_MODE": "agones"}
+    assert config.load(base).webui_outputs is None and not config.load(base).split
+    split = {
+        **base,
+        "SDB_AGENT_WEBUI_OUTPUTS": "/outputs",
+        "SDB_AGENT_HOLDING_DIR": str(tmp_path / "handoff"),
+        "SDB_AGENT_OUTPUTS_ROOT": str(tmp_path),
+    }
+    loaded = config.load(split)
+    assert loaded.split and loaded.webui_outputs == Path("/outputs")
+    with pytest.raises(config.ConfigError, match="mount the pod's handoff emptyDir there"):
+        config.check_filesystem(loaded)  # the shared folder must be there already
+    (tmp_path / "handoff").mkdir()
+    config.check_filesystem(loaded)
+    with pytest.raises(config.ConfigError, match="must be an absolute path"):
+        config.load({**split, "SDB_AGENT_WEBUI_OUTPUTS": "outputs"})

@@ -27,15 +27,73 @@ def test_pod_carries_labels_gpu_probe_and_template() -> None:
         "sdbroker.io/profile": "l4",
         "sdbroker.io/state": "warming",
     }
-    (webui,) = pod["spec"]["containers"]
+    webui, agent = pod["spec"]["containers"]
     assert webui["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert webui["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 7861}
-    assert {"name": "agent", "containerPort": 7861} in webui["ports"]
+    # The probe is on the container serving its port: the agent's /ready.
+    assert agent["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 7861}
+    assert {"name": "agent", "containerPort": 7861} in agent["ports"]
+    assert "readinessProbe" not in webui
+    assert {"name": "SDB_POD_ID", "value": "l4-abc"} in webui["env"]
     assert pod["spec"]["automountServiceAccountToken"] is False
     assert pod["spec"]["nodeSelector"] == {"gpu": "l4"}
     assert pod["spec"]["terminationGracePeriodSeconds"] == 5  # pod_template merged last
     mounts = {m["mountPath"] for m in webui["volumeMounts"]}
-    assert {"/models", "/outputs", "/etc/podinfo"} <= mounts
+    assert {"/models", "/outputs"} <= mounts
+
+
+def mounts_of(container: dict) -> dict[str, dict]:
+    return {m["name"]: m for m in container.get("volumeMounts", [])}
+
+
+def test_only_the_agent_mounts_the_outputs_volume_under_its_own_uid() -> None:
+    """A WebUI runs its user's code: it gets a per-pod folder, never the shared volume."""
+    pod = build_pod(parse_spec(SPEC).profile("l4"), "l4-abc")
+    spec = pod["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    webui, agent = spec["containers"]
+    claimed_by = {
+        c["name"]
+        for c in spec["containers"]
+        for m in c["volumeMounts"]
+        if "persistentVolumeClaim" in volumes[m["name"]]
+        and volumes[m["name"]]["persistentVolumeClaim"]["claimName"] == "sd-outputs"
+    }
+    assert claimed_by == {"agent"}
+    # The WebUI saves where the broker says (/outputs/<slug>): an emptyDir of this pod...
+    handoff = mounts_of(webui)["handoff"]
+    assert handoff["mountPath"] == "/outputs" and "emptyDir" in volumes["handoff"]
+    # ...which the agent also mounts, beside the volume it moves the files onto.
+    assert mounts_of(agent)["handoff"]["mountPath"] == "/handoff"
+    assert mounts_of(agent)["outputs"]["mountPath"] == "/outputs"
+    assert "podinfo" not in mounts_of(webui) and "podinfo" in mounts_of(agent)
+    # Two uids: nothing the WebUI runs is ever the owner of the outputs.
+    webui_sc, agent_sc = webui["securityContext"], agent["securityContext"]
+    assert webui_sc["runAsUser"] == 1000 and agent_sc["runAsUser"] not in (0, 1000)
+    assert webui_sc["runAsGroup"] == agent_sc["runAsGroup"]  # the agent removes what it moved
+    for sc in (webui_sc, agent_sc):
+        assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert agent_sc["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e["value"] for e in agent["env"]}
+    assert env["SDB_ROLE"] == "agent" and {"name": "SDB_ROLE", "value": "webui"} in webui["env"]
+    assert (env["SDB_AGENT_HOLDING_DIR"], env["SDB_AGENT_WEBUI_OUTPUTS"]) == (
+        "/handoff",
+        "/outputs",
+    )
+    assert env["SDB_AGENT_OUTPUTS_ROOT"] == "/outputs"
+    assert agent["image"] == webui["image"]  # webui-image carries the agent
+
+
+def test_without_an_outputs_volume_the_pod_is_one_container() -> None:
+    text = SPEC.replace(
+        "      node_selector", "      volumes: {outputs: null}\n      node_selector"
+    )
+    pod = build_pod(parse_spec(text).profile("l4"), "l4-abc")
+    (webui,) = pod["spec"]["containers"]
+    assert webui["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 7861}
+    assert {"name": "agent", "containerPort": 7861} in webui["ports"]
+    assert set(mounts_of(webui)) == {"podinfo", "models"}
+    assert "SDB_ROLE" not in {e["name"] for e in webui["env"]}
 
 
 def test_status_reasons_are_reported_the_way_kubectl_shows_them() -> None:

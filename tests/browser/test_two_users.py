@@ -9,17 +9,14 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from fleet import slugify
+from tests.browser import support
 from tests.support.procs import wait_for, write_fleet
 
 pytestmark = pytest.mark.browser
 
 
 def log_in(browser: Browser, base: str, name: str) -> Page:
-    page = browser.new_context().new_page()
-    page.goto(base + "/")
-    assert "/_broker/login" in page.url  # not logged in: sent to the login page
-    page.fill("#user", name)
-    page.click("#login")
+    page = support.log_in(browser, base, name)
     page.wait_for_selector("#pod-id", timeout=30_000)  # the wait page refreshes into the WebUI
     return page
 

@@ -30,9 +30,8 @@ async def amain(config: settings.Config) -> int:
         timeout = config.request_timeout
         webui: WebUI
         if config.webui == "comfyui":
-            webui = ComfyUI(
-                session, config.webui_url, timeout, config.outputs_link, config.holding_dir
-            )
+            link = None if config.split else config.outputs_link
+            webui = ComfyUI(session, config.webui_url, timeout, link, config.holding_dir)
         else:
             webui = A1111(session, config.webui_url, timeout)
         sdk = AgonesSDK(session, config.agones_url, timeout) if config.mode == "agones" else None
@@ -70,13 +69,14 @@ def main() -> int:
         return EXIT_FATAL_CONFIG
     logging.getLogger().setLevel(config.log_level)
     log.info(
-        "starting: mode=%s webui=%s at %s, probes on %s:%d, outputs under %s",
+        "starting: mode=%s webui=%s at %s, probes on %s:%d, outputs under %s%s",
         config.mode,
         config.webui,
         config.webui_url,
         config.host,
         config.port,
         config.outputs_root,
+        f" (split: the WebUI saves into {config.holding_dir})" if config.split else "",
     )
     return asyncio.run(amain(config))
 

@@ -35,6 +35,11 @@ class Config:
     port: int
     outputs_root: Path
     holding_dir: Path
+    # Split layout (the pods sdbroker builds): the WebUI runs in a container of
+    # its own without the outputs volume, and sees the per-pod folder it saves
+    # into (holding_dir here) at this path. None: one container, where the
+    # WebUI sees /outputs itself (docker run, older pod templates).
+    webui_outputs: Path | None
     outputs_link: Path
     podinfo_dir: Path
     agones_url: str
@@ -43,6 +48,10 @@ class Config:
     health_grace: float
     request_timeout: float
     log_level: str
+
+    @property
+    def split(self) -> bool:
+        return self.webui_outputs is not None
 
     @property
     def labels_file(self) -> Path:
@@ -93,6 +102,10 @@ def _path(env: Mapping[str, str], name: str, default: str) -> Path:
     return Path(text)
 
 
+def _optional_path(env: Mapping[str, str], name: str) -> Path | None:
+    return _path(env, name, "") if env.get(name, "").strip() else None
+
+
 def _resolve_mode(wanted: str, env: Mapping[str, str], podinfo_dir: Path) -> str:
     """``auto``: Agones sets AGONES_SDK_HTTP_PORT in its pods; a Downward API mount means plain pods."""
     if wanted != "auto":
@@ -125,6 +138,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         port=_port(env, "SDB_AGENT_PORT", 7861),
         outputs_root=_path(env, "SDB_AGENT_OUTPUTS_ROOT", "/outputs"),
         holding_dir=_path(env, "SDB_AGENT_HOLDING_DIR", "/tmp/sdbroker/unclaimed"),
+        webui_outputs=_optional_path(env, "SDB_AGENT_WEBUI_OUTPUTS"),
         outputs_link=_path(env, "SDB_AGENT_OUTPUTS_LINK", "/tmp/sdbroker/outputs"),
         podinfo_dir=podinfo_dir,
         agones_url=f"http://127.0.0.1:{sdk_port}",
@@ -154,6 +168,15 @@ def check_filesystem(config: Config) -> None:
         raise ConfigError(f"outputs root {root} is not a directory (SDB_AGENT_OUTPUTS_ROOT)")
     if not os.access(root, os.W_OK | os.X_OK):
         raise ConfigError(
-            f"outputs root {root} is not writable by uid {os.getuid()}: "
-            "mount the outputs volume read-write and set the pod's fsGroup to 1000"
+            f"outputs root {root} is not writable by uid {os.getuid()} gid {os.getgid()}: "
+            "mount the outputs volume read-write in this container and chown it to this uid "
+            "on the share"
+        )
+    handoff = config.holding_dir
+    # Split layout: the agent empties what the WebUI container saves, so the
+    # shared folder must already be there (an emptyDir), not made in our own /tmp.
+    if config.split and not (handoff.is_dir() and os.access(handoff, os.W_OK | os.X_OK)):
+        raise ConfigError(
+            f"{handoff} (SDB_AGENT_HOLDING_DIR) is not a writable directory: mount the pod's "
+            f"handoff emptyDir there, and at {config.webui_outputs} in the WebUI container"
         )

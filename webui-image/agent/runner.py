@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -65,6 +66,7 @@ class Agent:
             "healthy": self.healthy(),
             "user": self.claim.slug if self.claim else None,
             "outputs": str(self.outputs) if self.outputs else None,
+            "layout": "split" if self.config.split else "one container",
         }
         if self.sdk is not None:
             body["agones"] = {"ready_sent": self.sdk_ready_sent, "health_pings": self.health_pings}
@@ -145,30 +147,52 @@ class Agent:
             await asyncio.sleep(self.config.poll_interval)
 
     async def _settle_outputs(self, check: Check) -> Check:
-        """Point the WebUI at the user's folder (or, unclaimed, the holding folder).
+        """Point the WebUI where it saves, and move what it saved into the user's folder.
 
         Part of readiness: /ready only says 200 once images would land in the
         right place, also after the WebUI restarted with its default folders.
+        One container: the WebUI saves into the holding folder, then (claimed)
+        into the user's folder on the volume. Split: it always saves into the
+        handoff folder (its own ``/outputs``, under ``<slug>/`` once claimed, the
+        folder the broker names too), and only this agent touches the volume.
         """
-        holding, claimed = self.config.holding_dir, self.claim is not None
-        folder = self.config.outputs_root / self.claim.slug if self.claim else holding
+        config, slug = self.config, self.claim.slug if self.claim else ""
+        target = config.outputs_root / slug if slug else None  # on the volume
+        if config.webui_outputs is not None:
+            shown = config.webui_outputs / slug if slug else config.webui_outputs
+        else:
+            shown = target or config.holding_dir
+        # Split: the volume is this container's alone, so nobody else needs to
+        # write there; one container: the WebUI (same group) saves there itself.
+        mode = 0o755 if config.split else 0o775
         try:
             # In threads: the outputs volume is often NFS, and slow file calls
             # must not stall the probe endpoints served by this event loop.
-            await asyncio.to_thread(folder.mkdir, mode=0o775, parents=not claimed, exist_ok=True)
-            changed = await self.webui.point_outputs(folder)
-            moved = await asyncio.to_thread(move_tree, holding, folder) if claimed else 0
+            if not config.split:
+                await asyncio.to_thread(shown.mkdir, mode=mode, parents=not slug, exist_ok=True)
+            changed = await self.webui.point_outputs(shown)
+            moved = 0
+            if target is not None:
+                strip = slug if config.split else ""
+                moved = await asyncio.to_thread(
+                    move_tree, config.holding_dir, target, strip=strip, mode=mode
+                )
         except PermissionError as exc:
-            self.fatal(f"cannot write {folder}: {exc} (set the pod's fsGroup?)", EXIT_FATAL_CONFIG)
-            return Check(False, f"cannot write {folder}", check.answered)
+            self.fatal(
+                f"cannot write {target or shown}: {exc} (the outputs volume must be writable "
+                f"by uid {os.getuid()}: chown it on the share)",
+                EXIT_FATAL_CONFIG,
+            )
+            return Check(False, f"cannot write {target or shown}", check.answered)
         except (OSError, *REQUEST_ERRORS) as exc:
-            return Check(False, f"cannot point outputs at {folder}: {exc}", check.answered)
+            return Check(False, f"cannot point outputs at {shown}: {exc}", check.answered)
         if changed:
-            again = self.outputs == folder
-            log.info("outputs %s %s", "re-applied (WebUI restarted?) to" if again else "->", folder)
-            self.outputs = folder
+            again = self.outputs == shown
+            log.info("outputs %s %s", "re-applied (WebUI restarted?) to" if again else "->", shown)
+            self.outputs = shown
         if moved:
-            log.info("moved %d file(s) made before the claim was seen into %s", moved, folder)
+            what = "" if config.split else " made before the claim was seen"
+            log.info("moved %d file(s)%s into %s", moved, what, target)
         return check
 
     def on_claim(self, claim: Claim | None) -> None:

@@ -123,7 +123,9 @@ class ComfyUI:
 
     ComfyUI loads checkpoints on the first prompt, so answering HTTP is all
     there is to wait for. Before a claim the link points at the pod-local
-    holding folder, so nothing lands on the shared volume unowned.
+    holding folder, so nothing lands on the shared volume unowned. ``link``
+    None: the split layout, where ComfyUI saves into the handoff folder for
+    good (``--output-directory /outputs``) and the agent moves what it saves.
     """
 
     def __init__(
@@ -131,7 +133,7 @@ class ComfyUI:
         session: aiohttp.ClientSession,
         base_url: str,
         timeout: float,
-        link: Path,
+        link: Path | None,
         holding: Path,
     ) -> None:
         self.session = session
@@ -142,6 +144,8 @@ class ComfyUI:
 
     async def prepare(self) -> None:
         """The entrypoint makes the link before ComfyUI starts; this repairs a run without it."""
+        if self.link is None:
+            return
         self.holding.mkdir(parents=True, exist_ok=True)
         self.link.parent.mkdir(parents=True, exist_ok=True)
         if self.link.is_dir() and not self.link.is_symlink():
@@ -159,6 +163,8 @@ class ComfyUI:
             return Check(False, f"WebUI not answering: {exc.__class__.__name__} {exc}", False)
 
     async def point_outputs(self, folder: Path) -> bool:
+        if self.link is None:
+            return False
         if self.link.is_symlink() and Path(os.readlink(self.link)) == folder:
             return False
         self._swap(folder)
@@ -166,6 +172,7 @@ class ComfyUI:
 
     def _swap(self, target: Path) -> None:
         """Atomic: a new symlink renamed over the old, so no save sees it missing."""
+        assert self.link is not None
         tmp = self.link.with_name(f".{self.link.name}.new")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
