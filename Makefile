@@ -19,7 +19,7 @@ PIP_QUIET := --quiet --disable-pip-version-check --no-input
 UV_COMPILE := $(TOOLS)/bin/uv pip compile --quiet --universal --generate-hashes \
 	--custom-compile-command "make lock"
 
-.PHONY: install install-test demo test lint pytest bench lock test-latest clean
+.PHONY: install install-test sandbox demo test lint pytest bench lock test-latest clean
 
 $(VENV)/pyvenv.cfg:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -35,8 +35,15 @@ $(TEST_STAMP): $(RUNTIME_STAMP) $(LOCKS)/test.txt
 	$(BIN)/pip install $(PIP_QUIET) --require-hashes -r $(LOCKS)/test.txt -r $(LOCKS)/build.txt
 	@touch $@
 
-install: $(RUNTIME_STAMP)
-install-test: $(TEST_STAMP)
+# bubblewrap sandboxes each local WebUI (docs/security.md): Debian's, when we may
+# install it; without it the broker says at start what isolation is missing.
+sandbox:
+	@command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || { \
+	  apt-get install -y -q --no-install-recommends bubblewrap >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends bubblewrap >/dev/null; }; }
+
+install: $(RUNTIME_STAMP) sandbox
+install-test: $(TEST_STAMP) sandbox
 
 demo: install
 	SDB_FLEET=$${SDB_FLEET:-fleet.local.yaml} SDB_AUTH=$${SDB_AUTH:-dev} $(BIN)/sdbroker serve

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil
 
-from fleet.backends.local import read_pods
+from fleet.backends.local_records import read_pods
 
 from .instruments import Profiler, RedisMonitor, calls_delta, raise_fd_limit
 from .report import (

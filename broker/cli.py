@@ -10,14 +10,21 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from ipaddress import ip_network
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from fleet import SpecError, load_spec
+from fleet import BackendError, FleetSpec, SpecError, isolation_of, load_spec
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 EXIT_USAGE = 2
+LOOPBACK_V4, LOOPBACK_V6 = ip_network("127.0.0.0/8"), ip_network("::1/128")
 
 
 def _fail(message: str) -> int:
@@ -80,6 +87,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         spec = load_spec(settings.fleet)
     except SpecError as exc:
         return _fail(str(exc))
+    problem = _isolation_problem(settings, spec, announce=not args.worker)
+    if problem:
+        return _fail(problem)
+    # The broker's files (secret, Redis, records, logs) are its own: a WebUI, even one
+    # with a uid of its own, reads none of them.
+    os.umask(0o077)
     try:
         import uvloop
 
@@ -112,6 +125,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reuse_port=True,
     )
     return 0
+
+
+def _isolation_problem(settings: Settings, spec: FleetSpec, *, announce: bool) -> str | None:
+    """Why this broker must not start with these WebUIs, if it must not; `announce`:
+    log what isolation each profile gets (once: the supervisor, not each worker)."""
+    try:
+        isolation = isolation_of(spec, settings.data_dir.resolve())
+    except BackendError as exc:
+        return f"{settings.fleet}: {exc}"
+    exposed = [name for name, i in isolation.items() if i.sandbox is None]
+    # Any 127.x source address is anybody's on this machine, not only 127.0.0.1.
+    loopback = [n for n in settings.trusted_proxies
+                if n.overlaps(LOOPBACK_V4 if n.version == 4 else LOOPBACK_V6)]  # fmt: skip
+    if settings.auth == "header" and loopback and exposed:
+        return (
+            f"SDB_TRUSTED_PROXIES: {loopback[0]} holds the loopback address that the WebUIs of "
+            f"profile {', '.join(exposed)} connect from (they run in the broker's network: "
+            "install bubblewrap, or isolation is none): any of them could send "
+            "X-Forwarded-User and act as anyone. Sandbox them, or let the proxy reach "
+            "the broker on another address."
+        )
+    for name, found in isolation.items() if announce else ():
+        chosen = spec.profile(name).local.isolation == "none"  # type: ignore[union-attr]
+        level = logging.INFO if found.complete or chosen else logging.WARNING
+        logging.getLogger("broker").log(
+            level, "profile %s: WebUI isolation: %s", name, found.describe()
+        )
+    return None
 
 
 def cmd_fleet_validate(args: argparse.Namespace) -> int:

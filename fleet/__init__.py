@@ -6,7 +6,7 @@ Knows nothing of HTTP pages or of who is logged in: callers hand it user ids.
 from . import keys, specstore
 from .aiotasks import Tasks
 from .autoscale import Autoscaler, Override, SizeError, Sizing
-from .backends import Backend, make_backend
+from .backends import Backend, Isolation, isolation_of, make_backend
 from .controller import Controller
 from .embedded_redis import EmbeddedRedis
 from .errors import BackendError, Conflict, FleetError, PodGone, StoreUnavailable
@@ -39,6 +39,8 @@ __all__ = [
     "specstore",
     "Backend",
     "BackendError",
+    "Isolation",
+    "isolation_of",
     "Claim",
     "Conflict",
     "Controller",

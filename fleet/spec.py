@@ -103,13 +103,18 @@ class ScheduleEntry(_Model):
 
 
 class LocalProfile(_Model):
-    """WebUI processes on this host; `{port}` and `{pod}` are filled in per pod."""
+    """WebUI processes on this host; `{port}`, `{pod}` and `{home}` (the pod's own
+    private, writable folder) are filled in per pod. `isolation` (README, docs/security.md):
+    `auto` keeps each WebUI from the broker and its neighbours as far as this machine
+    allows, `strict` refuses to start one unless all of it holds, `none` is for WebUIs
+    whose code is trusted."""
 
     command: list[Text] = Field(min_length=1)
     gpus: list[Count] = []
     env: dict[str, Text] = {}
     cwd: str | None = None
     stop_grace: Duration = 10.0
+    isolation: Literal["auto", "strict", "none"] = "auto"
 
     @field_validator("command")
     @classmethod
@@ -119,7 +124,10 @@ class LocalProfile(_Model):
             for name in PLACEHOLDER.findall(arg):
                 if name not in PLACEHOLDERS:
                     problems.append(
-                        ((index,), f"unknown placeholder {{{name}}}; use {{port}} or {{pod}}")
+                        (
+                            (index,),
+                            f"unknown placeholder {{{name}}}; use {{port}}, {{pod}} or {{home}}",
+                        )
                     )
         if not any("{port}" in arg for arg in command):
             problems.append(((), "must contain {port} (the port the WebUI listens on)"))
@@ -132,9 +140,12 @@ class LocalProfile(_Model):
         fail_at([((i,), f"GPU {g} is listed twice") for i, g in enumerate(gpus) if g in gpus[:i]])
         return gpus
 
-    def argv(self, port: int, pod: str) -> list[str]:
-        """The command with `{port}` and `{pod}` filled in (other braces are left alone)."""
-        return [a.replace("{port}", str(port)).replace("{pod}", pod) for a in self.command]
+    def argv(self, port: int, pod: str, home: str = "") -> list[str]:
+        """The command with the placeholders filled in (other braces are left alone)."""
+        return [
+            a.replace("{port}", str(port)).replace("{pod}", pod).replace("{home}", home)
+            for a in self.command
+        ]
 
 
 class _Volume(_Model):

@@ -27,7 +27,7 @@ from .durations import Duration
 from .yamlfile import Loc
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "WS", "*")
-PLACEHOLDERS = ("port", "pod")
+PLACEHOLDERS = ("port", "pod", "home")
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 _PROFILE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")

@@ -82,7 +82,7 @@ BROKEN: dict[str, list[str]] = {
         "11: profiles[2].name: duplicate profile name 'default' (first at profiles[0])",
     ],
     "missing_port.yaml": [
-        "6: profiles[0].local.command[2]: unknown placeholder {prot}; use {port} or {pod}",
+        "6: profiles[0].local.command[2]: unknown placeholder {prot}; use {port}, {pod} or {home}",
         f"6: profiles[0].local.command: {MUST_HAVE_PORT}",
         "10: profiles[1].local.command: must not be empty",
     ],

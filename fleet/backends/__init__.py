@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..spec import FleetSpec
 from .base import Backend
+from .isolation import Isolation, decide_for
 
 
 def make_backend(spec: FleetSpec, data_dir: Path) -> Backend:
@@ -24,4 +25,17 @@ def make_backend(spec: FleetSpec, data_dir: Path) -> Backend:
     raise NotImplementedError(f"backend {spec.backend!r} is not available yet")
 
 
-__all__ = ["Backend", "make_backend"]
+def isolation_of(spec: FleetSpec, data_dir: Path) -> dict[str, Isolation]:
+    """Per local profile, what its WebUIs get on this machine, as the local backend will
+    decide it (raises BackendError for `isolation: strict` where it cannot hold). Other
+    backends: {} (each pod has a network and file system of its own)."""
+    if spec.backend != "local":
+        return {}
+    return {
+        p.name: decide_for(p.local.isolation, p.name, p.local.command, data_dir, spec.outputs)
+        for p in spec.profiles
+        if p.local is not None
+    }
+
+
+__all__ = ["Backend", "Isolation", "isolation_of", "make_backend"]

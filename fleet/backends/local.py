@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,90 +32,45 @@ from ..errors import BackendError, Conflict, PodGone
 from ..model import Phase, PodRecord
 from ..spec import FleetSpec, Profile
 from .base import Backend
+from .isolation import (
+    Isolation,
+    decide_for,
+    give_outputs,
+    hidden_paths,
+    make_home,
+    named_paths,
+    next_uid,
+    pod_env,
+    sandbox_argv,
+)
+from .local_records import (
+    CLAIM_MAX,
+    CLAIM_SUFFIX,
+    EXITED,
+    open_claim,
+    proc_stat,
+    read_pod,
+    read_record,
+)
 
 log = logging.getLogger(__name__)
 _RECENT_PORTS = 512  # never hand a just-freed port to a new pod: a stale route must not reach it
-_EXITED = ("Z", "X", "x")  # /proc states of a process that has ended (zombie, dead)
-_CLAIM = ".claim"  # a pod's claim: a file beside its record, empty until claimed, then the user
-_CLAIM_MAX = 64 * 1024  # bytes of a claim file read: a user's JSON name, far below
 OBSERVE_SLICE = 50  # pods read between two turns of the event loop (about a millisecond)
 
 
-def _proc_stat(pid: int) -> tuple[str, bytes] | None:
-    """(state letter, start time in clock ticks) from /proc/<pid>/stat; None without one."""
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        text = os.read(fd, 4096)  # a few hundred bytes; os.* skips io's buffered stack
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    fields = text[text.rfind(b")") + 2 :].split(b" ", 20)  # the name may hold ") "
-    if len(fields) < 20:
-        return None
-    return fields[0].decode("ascii", "replace"), fields[19]
-
-
-def _open_claim(path: str, flags: int) -> int:
-    try:
-        return os.open(path, flags, 0o644)
-    except OSError as exc:
-        raise BackendError(f"cannot open the claim file {path}: {exc}") from exc
-
-
-def read_pods(data_dir: Path) -> list[dict[str, Any]]:
-    """Every pod's record with its claim, as kept under a broker's data dir: for tools
-    and tests that look at the truth from outside a broker."""
-    records_dir = Path(data_dir) / "pods"
-    found = (read_pod(records_dir, p.stem) for p in sorted(records_dir.glob("*.json")))
-    return [data for data in found if data is not None]
-
-
-def read_pod(records_dir: Path, pod_id: str) -> dict[str, Any] | None:
-    """The pod's record with its claim, if any (records of older versions carry it inside)."""
-    data = _read_record(records_dir, pod_id)
-    if data is None:
-        return None
-    claim = _read_claim(f"{records_dir}/{pod_id}{_CLAIM}")
-    return data | claim if claim else data
-
-
-def _read_record(records_dir: Path, pod_id: str) -> dict[str, Any] | None:
-    try:
-        return json.loads((records_dir / f"{pod_id}.json").read_bytes())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _read_claim(path: str) -> dict[str, Any] | None:
-    """A claim ({user, claimed_at}: the file's JSON and its mtime). None when unclaimed
-    or unreadable (an unreadable claim still refuses every user in _mark_claimed: it is
-    not empty)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)  # never half of a claim being written
-        raw, claimed_at = os.read(fd, _CLAIM_MAX), os.fstat(fd).st_mtime
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    try:
-        user = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return {"user": user, "claimed_at": claimed_at} if isinstance(user, str) else None
-
-
 def _spawn(
-    command: list[str], cwd: str | None, env: dict[str, str], log_path: Path
+    command: list[str],
+    cwd: str | None,
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    uid: int | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """Fork off the thread: a fork of a big broker process must not stall the event loop."""
+    as_uid: dict[str, Any] = {}
+    if uid is not None:  # the pod's own uid and group, no supplementary groups of ours
+        as_uid = {"user": uid, "group": uid, "extra_groups": [], "umask": 0o022}
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
             command,
@@ -124,6 +80,8 @@ def _spawn(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: survives us, killed as a group
+            pass_fds=pass_fds,
+            **as_uid,
         )
 
 
@@ -133,8 +91,12 @@ class LocalBackend(Backend):
 
     def __init__(self, spec: FleetSpec, data_dir: Path) -> None:
         super().__init__(spec)
-        self.records_dir = Path(data_dir).resolve() / "pods"
-        self.logs_dir = Path(data_dir).resolve() / "logs"
+        self.data_dir = Path(data_dir).resolve()
+        self.records_dir = self.data_dir / "pods"
+        self.logs_dir = self.data_dir / "logs"
+        self.homes_dir = self.data_dir / "homes"  # each pod's {home}, its own uid's
+        self._isolation: dict[str, Isolation] = {}  # per profile, decided once
+        self._claimed_uid: dict[str, int] = {}  # slug -> uid of the pod just claimed for it
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._recent_ports: deque[int] = deque(maxlen=_RECENT_PORTS)
         self._creating = asyncio.Lock()  # a slot is chosen and recorded before the next is chosen
@@ -146,8 +108,29 @@ class LocalBackend(Backend):
         self._started: dict[str, tuple[int, bytes]] = {}
 
     async def start(self) -> None:
-        self.records_dir.mkdir(parents=True, exist_ok=True)
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.records_dir, self.logs_dir, self.homes_dir):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for profile in self.spec.profiles:
+            if profile.local is not None:
+                self.isolation_of(profile)  # said once, at start, in the log
+
+    def isolation_of(self, profile: Profile) -> Isolation:
+        """What this profile's WebUIs get here, decided (and logged) once per setting."""
+        assert profile.local is not None
+        key = f"{profile.name}/{profile.local.isolation}"
+        found = self._isolation.get(key)
+        if found is None:
+            found = self._isolation[key] = decide_for(
+                profile.local.isolation, profile.name, profile.local.command,
+                self.data_dir, self.spec.outputs,
+            )  # fmt: skip
+            # `sdbroker serve` says it once for all workers (fleet.isolation_of).
+            log.debug("profile %s: WebUI isolation: %s", profile.name, found.describe())
+            if found.own_uid:
+                # Others may pass through (to their own {home}), never list or read.
+                os.chmod(self.data_dir, 0o711)
+                os.chmod(self.homes_dir, 0o711)
+        return found
 
     # --- records ------------------------------------------------------------
 
@@ -155,7 +138,7 @@ class LocalBackend(Backend):
         return self.records_dir / f"{pod_id}.json"
 
     def _claim_path(self, pod_id: str) -> str:
-        return f"{self.records_dir}/{pod_id}{_CLAIM}"
+        return f"{self.records_dir}/{pod_id}{CLAIM_SUFFIX}"
 
     def _read(self, pod_id: str) -> dict[str, Any] | None:
         return read_pod(self.records_dir, pod_id)
@@ -181,8 +164,8 @@ class LocalBackend(Backend):
                 for e in it:
                     if e.name.endswith(".json"):
                         records.append(e)
-                    elif e.name.endswith(_CLAIM):
-                        claims[e.name[: -len(_CLAIM)]] = e
+                    elif e.name.endswith(CLAIM_SUFFIX):
+                        claims[e.name[: -len(CLAIM_SUFFIX)]] = e
         except FileNotFoundError:
             return
         records.sort(key=lambda e: e.name)
@@ -224,9 +207,9 @@ class LocalBackend(Backend):
             pid = int(data["pid"])
         except (KeyError, ValueError):
             return False
-        stat = _proc_stat(pid)
+        stat = proc_stat(pid)
         if stat is not None and self._started.get(data["id"]) == (pid, stat[1]):
-            return stat[0] not in _EXITED
+            return stat[0] not in EXITED
         try:
             proc = psutil.Process(pid)
             alive = (
@@ -262,14 +245,17 @@ class LocalBackend(Backend):
             },
         )
 
-    def _free_port(self) -> int:
+    def _listen(self) -> socket.socket:
+        """A listening socket on a free loopback port (not one freed just now)."""
         for _ in range(100):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
             if port not in self._recent_ports:
                 self._recent_ports.append(port)
-                return port
+                sock.listen(1024)
+                return sock
+            sock.close()
         raise BackendError("no free loopback port")
 
     def _free_slot(self, profile: Profile) -> int | None:
@@ -302,26 +288,58 @@ class LocalBackend(Backend):
     async def _create(self, profile: Profile, pod_id: str) -> PodRecord:
         if profile.local is None:
             raise BackendError(f"profile {profile.name} has no local: block")
-        port = self._free_port()
+        isolation = self.isolation_of(profile)
+        base = self.outputs_path("")
+        if isolation.sandbox:  # it is bound into the sandbox: it must be there
+            try:
+                await asyncio.to_thread(os.makedirs, base, 0o711, True)
+            except OSError as exc:
+                raise BackendError(f"cannot make the outputs folder {base}: {exc}") from exc
+        listener = self._listen()
+        port = listener.getsockname()[1]
         slot = self._free_slot(profile)
-        command = profile.local.argv(port, pod_id)
+        uid = next_uid(self.data_dir / "pod-uids") if isolation.own_uid else None
+        home = self.homes_dir / pod_id
+        try:
+            make_home(home, uid)
+        except OSError as exc:
+            listener.close()
+            raise BackendError(f"cannot make the home folder {home}: {exc}") from exc
+        command = profile.local.argv(port, pod_id, str(home))
         if command[0] in ("python", "python3"):
             command[0] = sys.executable  # the broker's interpreter: `python` may not be on PATH
-        env = {**os.environ, **profile.local.env, "SDB_POD_ID": pod_id}
+        env = pod_env(profile.local.env, pod_id, str(home))
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(slot)
+        pass_fds: tuple[int, ...] = ()
+        if isolation.sandbox:
+            command = sandbox_argv(
+                isolation.sandbox, command, port=port, fd=listener.fileno(), uid=uid,
+                hidden=hidden_paths(self.data_dir),
+                visible=named_paths(command, profile.local.cwd),
+                writable=[self.outputs_path(""), str(home)], cwd=profile.local.cwd,
+            )  # fmt: skip
+            pass_fds = (listener.fileno(),)
+            listener.set_inheritable(True)
+        else:
+            listener.close()  # the WebUI binds the port itself, in our network
         log_path = self.logs_dir / f"{pod_id}.log"
         # The pod's empty claim file, made now (before its process: no pod without one) so
         # that claiming it creates no file: making a file (an inode) took up to a
         # millisecond on a busy disk, writing into one ~20 us.
         claim = self._claim_path(pod_id)
-        os.close(_open_claim(claim, os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
+        os.close(open_claim(claim, os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
         try:
-            child = await asyncio.to_thread(_spawn, command, profile.local.cwd, env, log_path)
+            as_uid = None if isolation.sandbox else uid  # a sandbox drops to it itself
+            child = await asyncio.to_thread(
+                _spawn, command, profile.local.cwd, env, log_path, uid=as_uid, pass_fds=pass_fds
+            )
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(claim)
             raise BackendError(f"profile {profile.name}: cannot start {command[0]}: {exc}") from exc
+        finally:
+            listener.close()  # the relay holds its own copy
         self._children[pod_id] = child
         data = {
             "id": pod_id,
@@ -334,6 +352,9 @@ class LocalBackend(Backend):
             "created": time.time(),
             "log": str(log_path),
             "command": command,
+            "uid": uid,
+            "home": str(home),
+            "isolation": isolation.describe(),
         }
         self._write(data)
         log.info("started pod %s (pid %s) on port %s", pod_id, child.pid, port)
@@ -359,6 +380,8 @@ class LocalBackend(Backend):
         self._path(pod_id).unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._claim_path(pod_id))
+        # Single-use: nothing of the pod's own is kept for anyone else.
+        await asyncio.to_thread(shutil.rmtree, self.homes_dir / pod_id, ignore_errors=True)
         log.info("deleted pod %s", pod_id)
 
     async def _stop_group(self, pid: int, grace: float) -> None:
@@ -402,9 +425,9 @@ class LocalBackend(Backend):
         # In the event loop, not a thread: a lock, two small reads, a small write and
         # (for a pod another broker started) a /proc read, some 50 us. A thread's hop
         # cost more than that: with the loop busy it waited for the GIL at each syscall.
-        self._mark_claimed(pod_id, user)
+        self._mark_claimed(pod_id, user, slug)
 
-    def _mark_claimed(self, pod_id: str, user: str) -> None:
+    def _mark_claimed(self, pod_id: str, user: str, slug: str = "") -> None:
         """Claim the pod for `user`: its claim file, locked, is written only when empty.
 
         The lock (flock) holds across processes (brokers share the data dir), so
@@ -413,22 +436,25 @@ class LocalBackend(Backend):
         the same user (binding is idempotent) and a Conflict for anyone else:
         single-use, even when Redis was flushed between the Lua claim and this step.
         """
+        data = read_record(self.records_dir, pod_id)
+        if data is not None and data.get("uid") is not None:
+            self._claimed_uid[slug] = int(data["uid"])  # prepare_outputs hands it the folder
         mine = json.dumps(user).encode()
         path = self._claim_path(pod_id)
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:  # a deleted pod, or one started by an older version
-            if _read_record(self.records_dir, pod_id) is None:
+            if read_record(self.records_dir, pod_id) is None:
                 raise PodGone(f"pod {pod_id} is gone") from None
-            fd = _open_claim(path, os.O_RDWR | os.O_CREAT)
+            fd = open_claim(path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise BackendError(f"cannot record the claim of pod {pod_id}: {exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            held = os.pread(fd, _CLAIM_MAX, 0)
+            held = os.pread(fd, CLAIM_MAX, 0)
             if held and held != mine:
                 raise Conflict(f"pod {pod_id} is already claimed by someone else")
-            data = _read_record(self.records_dir, pod_id)
+            data = read_record(self.records_dir, pod_id)
             if data is None or not self._alive(data):
                 raise PodGone(f"pod {pod_id} is gone")
             if data.get("user") and data["user"] != user:  # claimed by an older version
@@ -446,6 +472,19 @@ class LocalBackend(Backend):
         if self._outputs[0] != self.spec.outputs:
             self._outputs = (self.spec.outputs, Path(self.spec.outputs).resolve())
         return str(self._outputs[1] / slug)
+
+    async def prepare_outputs(self, slug: str) -> None:
+        """The user's folder, then (own uids) handed to the pod that serves them now."""
+        await super().prepare_outputs(slug)
+        uid = self._claimed_uid.pop(slug, None)
+        if uid is not None:
+            base = self.outputs_path("")
+            if os.stat(base).st_mode & 0o777 != 0o711:
+                os.chmod(base, 0o711)  # through to one's own folder; no listing of others'
+            try:
+                await asyncio.to_thread(give_outputs, self.outputs_path(slug), uid)
+            except OSError as exc:
+                raise BackendError(f"cannot hand over {self.outputs_path(slug)}: {exc}") from exc
 
     async def stop_all(self) -> None:
         """Stop every pod (demo exit): the caller ends their claims first."""

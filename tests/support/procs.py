@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from fleet.backends.local import read_pods
+from fleet.backends.local_records import read_pods
 from fleet.embedded_redis import redis_server_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -206,10 +206,11 @@ class Broker:
 def kill_pods(data_dir: Path) -> None:
     """Kill every pod of a data dir (test teardown).
 
-    By record, and also by environment: pods inherit the broker's
-    SDB_DATA_DIR, which finds even a pod spawned by a broker killed before it
-    could write that pod's record.
+    By record, and also by environment: a pod's HOME is its folder under the
+    data dir's homes/ (fleet.backends.isolation.pod_env), which finds even a pod
+    spawned by a broker killed before it could write that pod's record.
     """
+    homes = f"{Path(data_dir).resolve()}/homes/"
     pids: set[int] = set()
     for path in (data_dir / "pods").glob("*.json"):
         with contextlib.suppress(ValueError, OSError, KeyError):
@@ -217,7 +218,7 @@ def kill_pods(data_dir: Path) -> None:
     for proc in psutil.process_iter(["pid"]):
         with contextlib.suppress(psutil.Error):
             env = proc.environ()
-            if "SDB_POD_ID" in env and env.get("SDB_DATA_DIR") == str(data_dir):
+            if "SDB_POD_ID" in env and env.get("HOME", "").startswith(homes):
                 pids.add(proc.pid)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
