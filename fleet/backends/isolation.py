@@ -247,14 +247,17 @@ def hidden_paths(data_dir: Path) -> list[str]:
 
 
 def named_paths(command: list[str], cwd: str | None) -> list[str]:
-    """Existing paths the WebUI's command line names (`/x`, `--flag=/x`), its cwd, and
+    """Existing paths the WebUI's command line names (`/x`, `--flag=/x`; a file's folder),
+    its cwd, and
     the broker's Python (`python` in a command is the broker's interpreter): what a
     sandbox must show although they may lie under /tmp or a hidden home."""
     found = {sys.prefix, sys.base_prefix, str(RELAY.parent)}
     for arg in [*command, cwd or ""]:
         value = arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else arg
         if value.startswith("/") and os.path.exists(value):
-            found.add(os.path.realpath(value))
+            real = os.path.realpath(value)
+            # A script imports its siblings (its folder is sys.path[0]): show the folder.
+            found.add(real if os.path.isdir(real) else os.path.dirname(real))
     return sorted(found)
 
 

@@ -46,6 +46,7 @@ profiles:
     local:
       command: [python, {hostile}, --port, "{{port}}", --pod-id, "{{pod}}", --delay, "0.1"]
       stop_grace: 3s
+      cwd: {repo}
       isolation: {isolation}
 """
 ATTACKS = {
@@ -57,7 +58,9 @@ ATTACKS = {
 
 def fleet_file(tmp_path: Path, isolation: str) -> Path:
     path = tmp_path / "fleet.yaml"
-    path.write_text(FLEET.format(outputs=tmp_path / "out", hostile=HOSTILE, isolation=isolation))
+    path.write_text(  # cwd: the sandbox shows the repo, whose stand-in WebUI it imports
+        FLEET.format(outputs=tmp_path / "out", hostile=HOSTILE, isolation=isolation, repo=REPO)
+    )
     return path
 
 
