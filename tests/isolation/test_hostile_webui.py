@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 
 from fleet import slugify
-from fleet.backends.isolation import sandbox_argv
+from fleet.backends.isolation import RELAY, sandbox_argv
 from tests.support import in_ci
 from tests.support.procs import REPO, wait_for
 
@@ -186,7 +186,8 @@ def test_a_broker_that_is_not_root_still_sandboxes(redis_server, complete_isolat
         argv = sandbox_argv(
             shutil.which("bwrap"), ["/usr/bin/python3", str(ATTACKER), str(port)],
             port=port, fd=listener.fileno(), uid=None, hidden=[str(data)],
-            visible=[str(ATTACKER.parent)], writable=[str(out), str(home)], cwd=None,
+            visible=[str(ATTACKER.parent), str(RELAY.parent)],
+            writable=[str(out), str(home)], cwd=None,
             python="/usr/bin/python3",
         )  # fmt: skip
         pod = subprocess.Popen(
