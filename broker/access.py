@@ -54,6 +54,10 @@ class AccessPolicy:
     groups: frozenset[str] = frozenset()
     admin_users: frozenset[str] = frozenset()
     admin_groups: frozenset[str] = frozenset()
+    #: Header mode: an admin is named by the user header alone. A proxy that sets the
+    #: user but passes a client's own X-Forwarded-Email on would otherwise make
+    #: `X-Forwarded-User: mallory` + `X-Forwarded-Email: admin@...` an admin.
+    admin_by_email: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessPolicy:
@@ -63,6 +67,7 @@ class AccessPolicy:
             groups=frozenset(settings.allowed_groups),
             admin_users=_lower(settings.admin_users),
             admin_groups=frozenset(settings.admin_groups),
+            admin_by_email=settings.auth != "header",
         )
 
     @property
@@ -71,7 +76,9 @@ class AccessPolicy:
         return not (self.emails or self.domains or self.groups)
 
     def is_admin(self, identity: Identity) -> bool:
-        names = {identity.user.lower(), identity.email.lower()} - {""}
+        names = {identity.user.lower()}
+        if self.admin_by_email and identity.email:
+            names.add(identity.email.lower())
         return bool(names & self.admin_users) or bool(
             self.admin_groups.intersection(identity.groups)
         )

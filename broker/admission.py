@@ -52,7 +52,7 @@ def refused(request: web.Request, identity: Identity) -> web.Response:
             "detail": detail,
             "logout_url": auth.logout_url,
             "csrf_field": CSRF_FIELD,
-            "csrf_token": csrf_token(request, signer) if own_logout else "",
+            "csrf_token": csrf_token(request, signer, user=identity.user) if own_logout else "",
         },
         status=403,
     )

@@ -73,7 +73,7 @@ async def choose_page(request: web.Request) -> web.StreamResponse:
         "next": safe_next(request.query.get("next")),
         "identity": identity,
         "csrf_field": CSRF_FIELD,
-        "csrf_token": csrf_token(request, app[SIGNER]),
+        "csrf_token": csrf_token(request, app[SIGNER], user=identity.user),
     }
     response = aiohttp_jinja2.render_template("choose.html", request, context)
     attach_csrf_cookie(request, response)
@@ -87,7 +87,7 @@ async def choose(request: web.Request) -> web.StreamResponse:
         return identity
     app = request.app
     form = await request.post()
-    if not csrf_ok(request, app[SIGNER], str(form.get(CSRF_FIELD, ""))):
+    if not csrf_ok(request, app[SIGNER], str(form.get(CSRF_FIELD, "")), user=identity.user):
         return problem(request, 403, "Form expired", "Reload the page and choose again.")
     name = str(form.get("profile", ""))
     if not any(p.name == name for p in app[FLEET].spec.profiles):

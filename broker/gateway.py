@@ -25,6 +25,7 @@ from .appkeys import ACTIVITY, FLEET, HTTP, PODS, ROUTER, SETTINGS, STORE
 from .headers import upstream_headers
 from .identity import Identity
 from .metrics import redis_error
+from .origin import cross_site
 from .pages import problem, wants_html
 from .proxy import BrokerBusy, PodTimeout, PodUnreachable, proxy_http, proxy_websocket
 from .redirects import safe_next
@@ -94,6 +95,11 @@ def client_activity(activity: ActivityRecorder, user: str) -> Callable[[], None]
     return lambda: activity.saw(user)
 
 
+@functools.cache
+def _allowed(origins: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(origins)
+
+
 def is_websocket(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket" and request.method == "GET"
 
@@ -152,6 +158,23 @@ async def gateway(request: web.Request) -> web.StreamResponse:
     identity = await authenticate(request)
     if not isinstance(identity, Identity):
         return identity
+    settings = app[SETTINGS]
+    refused = cross_site(
+        request,
+        websocket=is_websocket(request),
+        public_url=settings.public_url,
+        allowed=_allowed(tuple(settings.allowed_origins)),
+    )
+    if refused is not None:
+        log.warning("refused a cross-site %s %s for %s (%s)",
+                    request.method, request.path, identity.user, refused)  # fmt: skip
+        return problem(
+            request,
+            403,
+            "Blocked: sent from another site",
+            "This request to your WebUI came from another web site, so it was not passed on. "
+            "Open your WebUI from this site's own address.",
+        )
     router = app[ROUTER]
     try:
         if router.cached(identity.user) is None:

@@ -87,8 +87,25 @@ def upstream_headers(
 
 
 def downstream_headers(headers: CIMultiDict[str] | object) -> CIMultiDict[str]:
+    """The pod's answer headers for the browser: no hop-by-hop header, and no cookie
+    of ours. A WebUI shares our origin, so its Set-Cookie could otherwise plant or
+    overwrite a broker session, CSRF or login cookie in its user's browser."""
     drop = _hop_by_hop(headers)  # type: ignore[arg-type]
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)  # type: ignore[attr-defined]
+    return CIMultiDict(
+        (k, v)
+        for k, v in headers.items()  # type: ignore[attr-defined]
+        if k.lower() not in drop and not (k.lower() == "set-cookie" and sets_broker_cookie(v))
+    )
+
+
+def sets_broker_cookie(set_cookie: str) -> bool:
+    """Whether a Set-Cookie value names one of our cookies, in any case or prefix
+    (`__Host-`, `__Secure-`): browsers compare names exactly, but a look-alike is
+    no WebUI's business either."""
+    name = set_cookie.split("=", 1)[0].strip().lower()
+    for prefix in ("__host-", "__secure-"):
+        name = name.removeprefix(prefix)
+    return name.startswith(COOKIE_PREFIX)
 
 
 def cookie_names(cookie_header: str) -> list[str]:

@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     # Identity (docs/identity.md). Declared last: their checks read auth, host, trusted_proxies.
     public_url: str | None = None
     logout_url: str | None = None
+    allowed_origins: Annotated[list[str], NoDecode] = []
     allowed_emails: Annotated[list[str], NoDecode] = []
     allowed_domains: Annotated[list[str], NoDecode] = []
     allowed_groups: Annotated[list[str], NoDecode] = []
@@ -142,6 +143,19 @@ class Settings(BaseSettings):
     @classmethod
     def _cidrs(cls, value: object) -> object:
         return [ipaddress.ip_network(v, strict=False) for v in _split(value)]  # type: ignore[union-attr]
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        from .origin import normalised_origin
+
+        origins = []
+        for item in _split(value):  # type: ignore[union-attr]
+            origin = normalised_origin(item)
+            if origin is None:
+                raise ValueError(f"{item!r} is not an origin (scheme://host[:port])")
+            origins.append(origin)
+        return origins
 
     @field_validator("allowed_groups", "admin_users", "admin_groups", mode="before")
     @classmethod

@@ -90,7 +90,7 @@ async def console(request: web.Request) -> web.StreamResponse:
         "seconds": seconds,
         "clock": clock_in(app[FLEET].spec.timezone),
         "csrf_field": CSRF_FIELD,
-        "csrf_token": csrf_token(request, app[SIGNER]),
+        "csrf_token": csrf_token(request, app[SIGNER], user=who.user),
     }
     response = aiohttp_jinja2.render_template("admin/console.html", request, context)
     attach_csrf_cookie(request, response)
@@ -105,7 +105,7 @@ async def _checked_form(
     if not isinstance(who, Identity):
         return who
     form = await request.post()
-    if not csrf_ok(request, request.app[SIGNER], str(form.get(CSRF_FIELD, ""))):
+    if not csrf_ok(request, request.app[SIGNER], str(form.get(CSRF_FIELD, "")), user=who.user):
         return problem(
             request,
             403,

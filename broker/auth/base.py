@@ -44,13 +44,14 @@ class Authenticator(ABC):
 
     async def logout_page(self, request: web.Request) -> web.Response:
         """A form, not a link: logging out is a POST with a CSRF token."""
+        identity = await self.identify(request)
         response = aiohttp_jinja2.render_template(
             "logout.html",
             request,
             {
-                "identity": await self.identify(request),
+                "identity": identity,
                 "csrf_field": CSRF_FIELD,
-                "csrf_token": csrf_token(request, self.signer),
+                "csrf_token": csrf_token(request, self.signer, user=_user(identity)),
             },
         )
         attach_csrf_cookie(request, response)
@@ -59,5 +60,11 @@ class Authenticator(ABC):
     async def logout_form(self, request: web.Request) -> None:
         """Read the logout POST; a missing or forged CSRF token is 403."""
         form = await request.post()
-        if not csrf_ok(request, self.signer, str(form.get(CSRF_FIELD, ""))):
+        user = _user(await self.identify(request))
+        if not csrf_ok(request, self.signer, str(form.get(CSRF_FIELD, "")), user=user):
             raise web.HTTPForbidden(text="The logout form expired; reload the page and try again.")
+
+
+def _user(identity: object) -> str:
+    """Whom a logout form is for: the identity's user, "" when nobody is logged in."""
+    return getattr(identity, "user", "") or ""

@@ -39,7 +39,7 @@ class DevAuthenticator(Authenticator):
             {
                 "next": safe_next(request.query.get("next")),
                 "csrf_field": CSRF_FIELD,
-                "csrf_token": csrf_token(request, self.signer),
+                "csrf_token": csrf_token(request, self.signer, user=""),  # before login
                 "error": error,
                 "name": name,
             },
@@ -55,7 +55,7 @@ class DevAuthenticator(Authenticator):
         form = await request.post()
         name = str(form.get("user", "")).strip()
         target = safe_next(str(form.get("next", "/")))
-        if not csrf_ok(request, self.signer, str(form.get(CSRF_FIELD, ""))):
+        if not csrf_ok(request, self.signer, str(form.get(CSRF_FIELD, "")), user=""):
             return self._form(
                 request, error="Your login form expired. Please try again.", name=name, status=403
             )

@@ -45,6 +45,7 @@ class TestKit:
         app.router.add_get("/stub/bytes", self.zeros)
         app.router.add_post("/stub/upload", self.upload)
         app.router.add_get("/stub/ws-echo", self.ws_echo)
+        app.router.add_get("/stub/set-cookie", self.set_cookie)
 
     async def whoami(self, request: web.Request) -> web.Response:
         """Whose pod this is and who the broker says is asking."""
@@ -56,6 +57,14 @@ class TestKit:
                 "cookies": sorted(request.cookies),
             }
         )
+
+    async def set_cookie(self, request: web.Request) -> web.Response:
+        """Set-Cookie for each NAME=VALUE of the query, as written: what a hostile WebUI
+        would send to plant a cookie in its user's browser."""
+        response = web.json_response({"set": sorted(request.query)})
+        for name, value in request.query.items():
+            response.headers.add("Set-Cookie", f"{name}={value}; Path=/")
+        return response
 
     async def echo_headers(self, request: web.Request) -> web.Response:
         """Every request header, names lower-cased, repeats joined by ", " so none hide."""
