@@ -33,8 +33,11 @@ def _fail(message: str) -> int:
 
 
 def load_settings():  # noqa: ANN201 - returns broker.settings.Settings
-    from .settings import Settings
+    from .settings import Settings, unknown_variables
 
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        raise SystemExit(_fail("\n".join(unknown)))
     try:
         return Settings()
     except ValidationError as exc:

@@ -6,12 +6,14 @@ contract with users and later issues, so they do not change.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
 import math
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -283,3 +285,29 @@ class Settings(BaseSettings):
             tmp.chmod(0o600)
             tmp.replace(path)
         return path.read_text().strip().encode()
+
+
+#: SDB_* names that belong to other programs (the in-pod agent, the WebUI image's
+#: entrypoint, the pods' own id, the test suite), not to the broker.
+FOREIGN = frozenset({"SDB_POD_ID", "SDB_ROLE", "SDB_STOP_GRACE", "SDB_PRINT_COMMAND"})
+FOREIGN_PREFIXES = ("SDB_AGENT_", "SDB_TEST_")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per SDB_* variable that is no setting, with the closest real name.
+
+    pydantic-settings skips them silently: a misspelt SDB_ALLOWED_EMAIL would leave
+    the allow list empty and the site open to everyone.
+    """
+    known = {f"SDB_{name.upper()}" for name in Settings.model_fields}
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("SDB_") or upper in known or upper in FOREIGN:
+            continue
+        if upper.startswith(FOREIGN_PREFIXES):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"{name}: not a setting of the broker{hint}")
+    return lines

@@ -6,11 +6,16 @@ comfyui, or http:<path> for anything else that only has a health URL.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
+#: The longest answer a probe reads. Real ones are a few hundred bytes; a WebUI runs
+#: its user's code, which could answer a gigabyte to every busy probe (each admin
+#: console load, each reap cycle) and grow the broker by as much.
+ANSWER_MAX = 64 * 1024
 
 
 class Probe:
@@ -34,9 +39,18 @@ class Probe:
         """Point the WebUI's outputs at the user's folder, where the WebUI has an API for it."""
 
     async def _json(self, http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> Any:
+        """The answer's JSON; an answer over ANSWER_MAX is no answer (ClientPayloadError)."""
         async with http.request(method, url, timeout=PROBE_TIMEOUT, **kw) as resp:
             resp.raise_for_status()
-            return await resp.json(content_type=None)
+            too_big = aiohttp.ClientPayloadError(f"{url}: answer over {ANSWER_MAX} bytes")
+            if (resp.content_length or 0) > ANSWER_MAX:
+                raise too_big
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(16 * 1024):
+                body += chunk
+                if len(body) > ANSWER_MAX:
+                    raise too_big
+            return json.loads(body) if body else None
 
 
 class A1111Probe(Probe):

@@ -32,6 +32,21 @@ def test_dev_login_refuses_a_non_loopback_bind(host: str) -> None:
     assert "loopback" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("command", [["serve"], ["fleet", "status"]])
+def test_a_misspelt_setting_stops_the_broker(command: list[str]) -> None:
+    """SDB_ALLOWED_EMAIL (no S) was ignored, leaving the allow list empty: the site open."""
+    env = {**os.environ, "SDB_ALLOWED_EMAIL": "ann@example.com",
+           "SDB_FLEET": str(REPO / "fleet.local.yaml")}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "broker", *command], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr == (
+        "SDB_ALLOWED_EMAIL: not a setting of the broker (did you mean SDB_ALLOWED_EMAILS?)\n"
+    )
+
+
 def test_bad_settings_are_one_line_and_exit_2() -> None:
     env = {**os.environ, "SDB_PORT": "not-a-port", "SDB_FLEET": str(REPO / "fleet.local.yaml")}
     out = subprocess.run(
