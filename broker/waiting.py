@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -166,6 +167,11 @@ class WaitingRoom:
 
 
 WAITING_ROOM = web.AppKey("waiting_room", WaitingRoom)
+#: Open /_broker/events streams per user, in this process. Each costs a few Redis
+#: calls a second (300 of one user's made ~1,100 commands/s): a person has a few
+#: tabs, not hundreds.
+EVENT_STREAMS = web.AppKey("event_streams", Counter)
+STREAMS_PER_USER = 4
 
 
 async def respond(request: web.Request, identity: Identity, result: Waiting) -> web.StreamResponse:
@@ -254,11 +260,31 @@ async def events(request: web.Request) -> web.StreamResponse:
     if not isinstance(identity, Identity):
         return identity
     app = request.app
-    room, router, store = app[WAITING_ROOM], app[ROUTER], app[STORE]
     target = safe_next(request.query.get("next"))
     choose = await needs_choice(request, identity.user, target)  # never queue for a default
     if choose is not None:
         return choose
+    streams = app[EVENT_STREAMS]
+    if streams[identity.user] >= STREAMS_PER_USER:
+        return problem(
+            request,
+            429,
+            "Too many open pages",
+            f"You have {STREAMS_PER_USER} waiting pages open already. Close some and reload.",
+            retry_after=10,
+        )
+    streams[identity.user] += 1
+    try:
+        return await _stream(request, identity, target)
+    finally:
+        streams[identity.user] -= 1
+        if streams[identity.user] <= 0:
+            del streams[identity.user]
+
+
+async def _stream(request: web.Request, identity: Identity, target: str) -> web.StreamResponse:
+    app = request.app
+    room, router, store = app[WAITING_ROOM], app[ROUTER], app[STORE]
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -293,5 +319,6 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
+    app[EVENT_STREAMS] = Counter()
     app.router.add_get(WAIT_PATH, wait_page)
     app.router.add_get(EVENTS_PATH, events)
