@@ -27,7 +27,14 @@ from .identity import Identity
 from .metrics import redis_error
 from .origin import cross_site
 from .pages import problem, wants_html
-from .proxy import BrokerBusy, PodTimeout, PodUnreachable, proxy_http, proxy_websocket
+from .proxy import (
+    BrokerBusy,
+    PodBadAnswer,
+    PodTimeout,
+    PodUnreachable,
+    proxy_http,
+    proxy_websocket,
+)
 from .redirects import safe_next
 from .upstream import BodyStalled
 
@@ -218,6 +225,15 @@ async def gateway(request: web.Request) -> web.StreamResponse:
             "Your WebUI is not answering any more. Your outputs are kept. Reload to get a fresh WebUI."
             if ended
             else "Your WebUI did not answer. Try again in a moment.",
+        )
+    except PodBadAnswer as exc:
+        log.warning("pod %s of %s sent a bad answer: %s", result.pod, identity.user, exc)
+        return problem(
+            request,
+            502,
+            "Your WebUI sent a broken answer",
+            "Your WebUI answered with something that is not valid HTTP, so it was not passed "
+            "on. Try again; if it keeps happening, an extension in your WebUI may be at fault.",
         )
     except PodTimeout:
         return problem(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import aiohttp
-from aiohttp import web
+from aiohttp import http_exceptions, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -31,6 +31,12 @@ class PodUnreachable(Exception):
 
 class PodTimeout(Exception):
     """The pod did not answer in time."""
+
+
+class PodBadAnswer(Exception):
+    """The pod answered something no browser should get: a malformed head (Content-Length
+    with Transfer-Encoding, two Content-Lengths: the makings of response smuggling), or a
+    101 to a request that asked for no upgrade."""
 
 
 class BrokerBusy(Exception):
@@ -112,6 +118,11 @@ async def proxy_http(
             )
     except BodyBrokeOff as exc:
         raise web.HTTPBadRequest(text="The request body broke off before its end.") from exc
+    except http_exceptions.HttpProcessingError as exc:
+        raise PodBadAnswer(f"malformed answer: {exc.message}"[:300]) from exc
+    if upstream.status == 101:
+        upstream.release()
+        raise PodBadAnswer("101 Switching Protocols to a request that asked for no upgrade")
     return await relay_answer(request, upstream)
 
 
@@ -131,20 +142,29 @@ class Answer(Protocol):
     def release(self) -> object: ...
 
 
-async def relay_answer(request: web.Request, upstream: Answer) -> web.StreamResponse:
-    """Send the pod's answer on to the browser, streamed unless it is small."""
+async def relay_answer(
+    request: web.Request, upstream: Answer, *, close: bool = False
+) -> web.StreamResponse:
+    """Send the pod's answer on to the browser, streamed unless it is small; `close`:
+    then close the browser's connection (a refused upgrade: what follows on it was
+    meant for a WebSocket, never to be read as the next request)."""
     try:
         out_headers = downstream_headers(upstream.headers)
         length = upstream.content_length
         if length is not None and length <= SMALL_BODY:
             body = await upstream.read()
             out_headers.popall("Content-Length", None)
-            return web.Response(
+            small = web.Response(
                 status=upstream.status, reason=upstream.reason, headers=out_headers, body=body
             )
+            if close:
+                small.force_close()
+            return small
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=out_headers
         )
+        if close:
+            response.force_close()
         if length is None:
             out_headers.popall("Content-Length", None)
         await response.prepare(request)
@@ -188,7 +208,7 @@ async def proxy_websocket(
     del headers
     request.protocol.keep_alive(False)  # this connection is a WebSocket or it ends
     if upstream.status != 101:
-        return await relay_answer(request, upstream)
+        return await relay_answer(request, upstream, close=True)
     connection = upstream.connection
     try:
         if connection is None or connection.protocol is None or connection.transport is None:
