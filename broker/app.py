@@ -136,8 +136,14 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
 
         tasks = app[TASKS] = Tasks()
         tasks.start("controller", controller.run)
-        handlers = app[EVENT_HANDLERS] = [router.on_event, wake_controller]  # fleetops adds more
-        tasks.start("events", lambda: listen(app[REDIS], handlers, on_reconnect=router.clear))
+        handlers = app[EVENT_HANDLERS] = [router.on_event, wake_controller]  # others add more
+
+        def reconnected() -> None:  # events may have been missed: caches start over
+            router.clear()
+            for handler in handlers:
+                handler("reconnect", [])
+
+        tasks.start("events", lambda: listen(app[REDIS], handlers, on_reconnect=reconnected))
         scheduler = app[SCHEDULER] = AsyncIOScheduler()
         scheduler.add_job(
             activity.flush, "interval", seconds=settings.activity_flush, id="activity-flush"

@@ -27,7 +27,7 @@ from authlib.common.urls import add_params_to_uri
 
 from fleet import REDIS_DOWN
 
-from ..appkeys import HTTP, REDIS
+from ..appkeys import EVENT_HANDLERS, HTTP, REDIS
 from ..cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, set_cookie
 from ..identity import Identity
 from ..pages import problem
@@ -85,6 +85,7 @@ class OidcAuthenticator(Authenticator):
             app[REDIS], ttl=self.settings.session_ttl, cache_ttl=self.settings.session_cache_ttl
         )
         self._pending = PendingLogins(app[REDIS], ttl=LOGIN_TTL)
+        app[EVENT_HANDLERS].append(self._sessions.on_event)  # revocations from anywhere
         with contextlib.suppress(ProviderUnavailable):
             await self.provider()  # warm the caches; a failure is retried at the first login
 

@@ -6,7 +6,9 @@ log in. Every login gets a new ticket and drops the browser's old one (no
 fixation); sessions end after SDB_SESSION_TTL, and an admin can revoke one or
 all of a user's. A replica remembers a session it has read for
 SDB_SESSION_CACHE_TTL, so a proxied request costs no Redis call; a revocation
-is immediate on the replica that made it and reaches the others within that.
+(logout, a new login, an admin's) is published with it, and every worker of
+every replica drops the session from its cache on hearing it (`on_event`): it
+is over everywhere at once, not after the cache's TTL.
 
 A login in progress (PKCE verifier, nonce, where to go next) is kept under the
 hash of its `state`, read and deleted in one step: a callback works once.
@@ -31,6 +33,7 @@ from fleet import keys
 from ..identity import Identity
 
 TICKET = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+REVOKED = "session-revoked"  # the event: "session-revoked SID [SID...]"
 CACHE_SIZE = 10_000
 
 
@@ -119,6 +122,7 @@ class SessionStore:
             pipe.delete(keys.session(sid))
             if user is not None:
                 pipe.srem(keys.user_sessions(user), sid)
+            pipe.publish(keys.EVENTS, f"{REVOKED} {sid}")
             deleted, *_ = await pipe.execute()
         return bool(deleted)
 
@@ -134,8 +138,19 @@ class SessionStore:
             for sid in sids:
                 pipe.delete(keys.session(sid))
             pipe.delete(keys.user_sessions(user))
+            if sids:
+                pipe.publish(keys.EVENTS, " ".join([REVOKED, *sids]))
             results = await pipe.execute()
-        return sum(results[:-1])
+        return sum(results[: len(sids)])
+
+    def on_event(self, kind: str, args: list[str]) -> None:
+        """Pub/sub handler: a session revoked anywhere leaves this cache at once; after a
+        reconnect (revocations may have been missed) the whole cache goes."""
+        if kind == REVOKED:
+            for sid in args:
+                self._cache.pop(sid, None)
+        elif kind == "reconnect":
+            self._cache.clear()
 
     async def sessions_of(self, user: str) -> list[Session]:
         sids = sorted(await self.redis.smembers(keys.user_sessions(user)))

@@ -266,9 +266,9 @@ def test_allow_lists(broker: Broker, db: str, username: str, allowed: bool) -> N
     marker = f"allow-{username}"
     page = browser.get(f"{broker.url}/stub/whoami?{marker}")
     cookie = {"Cookie": "sdb_session=" + browser.cookies["127.0.0.1"]["sdb_session"]}
-    if allowed:  # (503 only while a fresh WebUI warms up for a first-time user)
+    if allowed:  # (503, or the wait page, only while a fresh WebUI warms up for a first-timer)
         page = wait_for(
-            lambda: (r := browser.get(broker.url + "/stub/whoami")).status != 503 and r, 20
+            lambda: not _warming(r := browser.get(broker.url + "/stub/whoami")) and r, 20
         )
         assert page.status == 200 and page.json()["user"] == email
         return
@@ -279,6 +279,12 @@ def test_allow_lists(broker: Broker, db: str, username: str, allowed: bool) -> N
     assert websocket_status(f"{broker.url}/stub/ws-echo?{marker}", headers=cookie) == 403
     assert email not in claims_in_redis(db)
     assert pod_log_lines(broker.data_dir, marker) == []
+
+
+def _warming(page: Response) -> bool:
+    return page.status == 503 or (
+        page.status == 302 and urlsplit(page.location).path == "/_broker/wait"
+    )
 
 
 def test_next_never_leaves_the_origin(broker: Broker) -> None:
