@@ -195,9 +195,18 @@ async def revoke_token(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def log_out(request: web.Request) -> web.StreamResponse:
+    checked = await _checked_form(request)
+    if not isinstance(checked, tuple):
+        return checked
+    who, form = checked
+    return _back(request, await ops.log_out(request.app, str(form.get("user", "")), who.user))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(CONSOLE, console)
     app.router.add_post(f"{CONSOLE}/reclaim", reclaim)
+    app.router.add_post(f"{CONSOLE}/logout", log_out)
     app.router.add_post(f"{CONSOLE}/delete-pod", delete_pod)
     app.router.add_post(f"{CONSOLE}/sizes", sizes)
     app.router.add_post(f"{CONSOLE}/tokens", create_token)

@@ -18,7 +18,7 @@ from aiohttp import web
 from fleet import PodInfo, PodState, Profile, SizeError, make_probe
 from reaper import Reason, end_session
 
-from ..appkeys import AUTOSCALER, FLEET, HISTORY, HTTP, ROUTER, STORE
+from ..appkeys import AUTH, AUTOSCALER, FLEET, HISTORY, HTTP, ROUTER, STORE
 from .models import (
     AuditView,
     Done,
@@ -200,6 +200,20 @@ async def reclaim(app: web.Application, user: str, by: str) -> Done:
     app[ROUTER].forget(user)
     await app[STORE].audit(action="reclaim", user=user, by=by)
     return Done(ok=True, detail=f"reclaimed the session of {user}")
+
+
+async def log_out(app: web.Application, user: str, by: str) -> Done:
+    """End every login of a user on every replica (their WebUI stays theirs: see reclaim)."""
+    ended = await app[AUTH].revoke_user(user)
+    if ended is None:
+        return Done(
+            ok=False,
+            detail="this login mode keeps no logins to end: end them at the proxy or identity provider",
+        )
+    if not ended:
+        return Done(ok=False, detail=f"{user} has no login")
+    await app[STORE].audit(action="logout", user=user, by=by, sessions=str(ended))
+    return Done(ok=True, detail=f"logged {user} out ({ended} login{'s' if ended != 1 else ''})")
 
 
 async def delete_pod(app: web.Application, pod_id: str, by: str) -> Done:

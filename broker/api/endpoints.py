@@ -89,6 +89,10 @@ async def reclaim_session(request: web.Request, token: TokenView) -> Done:
     return await ops.reclaim(request.app, request.match_info["user"], f"token:{token.name}")
 
 
+async def log_out_user(request: web.Request, token: TokenView) -> Done:
+    return await ops.log_out(request.app, request.match_info["user"], f"token:{token.name}")
+
+
 async def list_pods(request: web.Request, token: TokenView) -> list[PodView]:
     return await ops.pods(request.app)
 
@@ -162,6 +166,8 @@ API: list[Endpoint] = [
              query=(("busy", "boolean", "ask each WebUI whether it is generating (default true)"),)),
     Endpoint("POST", "/sessions/{user}/reclaim", "End a user's session now (the pod is deleted)",
              reclaim_session, Done, fail_status=404),
+    Endpoint("POST", "/sessions/{user}/logout", "End every login of a user now, on every replica",
+             log_out_user, Done, fail_status=404),
     Endpoint("GET", "/pods", "Every pod the fleet knows", list_pods, list[PodView]),
     Endpoint("DELETE", "/pods/{pod}", "Delete a pod (a claimed pod's session ends)", delete_pod, Done,
              fail_status=404),

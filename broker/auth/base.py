@@ -36,6 +36,11 @@ class Authenticator(ABC):
     async def identify(self, request: web.Request) -> Identity | None:
         """Who sent the request, or None when unauthenticated."""
 
+    async def revoke_user(self, user: str) -> int | None:
+        """End every login of `user` now, on every replica; how many there were. None: this
+        mode keeps no logins of its own to end (the proxy in front, or IAP, holds them)."""
+        return None
+
     def add_routes(self, app: web.Application) -> None:
         """Login/logout/callback pages under /_broker/."""
 

@@ -89,6 +89,9 @@ class OidcAuthenticator(Authenticator):
         with contextlib.suppress(ProviderUnavailable):
             await self.provider()  # warm the caches; a failure is retried at the first login
 
+    async def revoke_user(self, user: str) -> int | None:
+        return await self.sessions.revoke_user(user)
+
     async def provider(self) -> Provider:
         provider = await self.discovery.get(self.http)
         if self.keys.url != provider.jwks_uri:
