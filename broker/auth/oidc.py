@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import logging
 from typing import Any
 
@@ -47,6 +48,8 @@ from .oidc_provider import (
 from .sessions import PendingLogins, SessionStore, digest, new_secret
 
 log = logging.getLogger(__name__)
+USERINFO_TIMEOUT = aiohttp.ClientTimeout(total=10)
+USERINFO_MAX = 64 * 1024  # a userinfo answer is a few hundred bytes
 
 LOGIN_TTL = 600.0  # seconds from the redirect to the provider until its callback
 CALLBACK = "/_broker/callback"
@@ -212,6 +215,7 @@ class OidcAuthenticator(Authenticator):
             },
         )
         claims = await self._verify_id_token(token.get("id_token"), provider, record["n"])
+        claims = await self._with_userinfo(claims, token, provider)
         identity = self._identity(claims)
         ticket = await self.sessions.create(
             identity, id_token=token["id_token"], replaces=request.cookies.get(SESSION_COOKIE)
@@ -252,6 +256,46 @@ class OidcAuthenticator(Authenticator):
             log.warning("ID token refused: aud %r azp %r", claims["aud"], claims.get("azp"))
             raise LoginFailed("The identity provider's answer was meant for another application.")
         return claims
+
+    async def _with_userinfo(
+        self, claims: dict[str, Any], token: dict[str, Any], provider: Provider
+    ) -> dict[str, Any]:
+        """The ID token's claims, completed from the userinfo endpoint where they lack what
+        we need. OpenID Connect Core 5.4 lets a provider put only `sub` in the ID token and
+        serve the rest at userinfo (panva's certified oidc-provider does so by default);
+        5.3.2: the userinfo answer's `sub` must be the ID token's, or it is someone else's."""
+        wanted = ["email", self.settings.oidc_groups_claim.split(".")[0]]
+        if self.settings.oidc_require_verified_email:
+            wanted.append("email_verified")
+        access = token.get("access_token")
+        if all(k in claims for k in wanted) or not provider.userinfo_endpoint or not access:
+            return claims
+        try:
+            async with self.http.get(
+                provider.userinfo_endpoint,
+                headers={"Authorization": f"Bearer {access}", "Accept": "application/json"},
+                timeout=USERINFO_TIMEOUT,
+            ) as resp:
+                resp.raise_for_status()
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(8192):
+                    body += chunk
+                    if len(body) > USERINFO_MAX:
+                        raise ValueError(f"answer over {USERINFO_MAX} bytes")
+                info = json.loads(body)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("userinfo at %s failed: %s", provider.userinfo_endpoint, exc)
+            raise LoginFailed(
+                "The identity provider did not tell us who you are. Try again."
+            ) from None
+        if not isinstance(info, dict) or info.get("sub") != claims["sub"]:
+            log.warning(
+                "userinfo refused: sub %r, not the ID token's %r",
+                info.get("sub") if isinstance(info, dict) else None,
+                claims["sub"],
+            )
+            raise LoginFailed("The identity provider's answers did not agree about who you are.")
+        return {**info, **claims}  # what the signed ID token says wins
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
         email = claims.get("email")

@@ -49,6 +49,7 @@ class Provider:
     jwks_uri: str
     end_session_endpoint: str | None
     algorithms: tuple[str, ...]
+    userinfo_endpoint: str | None = None
 
 
 class Discovery:
@@ -92,10 +93,17 @@ class Discovery:
         end_session = doc.get("end_session_endpoint")
         if not (isinstance(end_session, str) and is_secure_transport(end_session)):
             end_session = None
+        userinfo = doc.get("userinfo_endpoint")
+        if not (isinstance(userinfo, str) and is_secure_transport(userinfo)):
+            userinfo = None
         offered = doc.get("id_token_signing_alg_values_supported") or ["RS256"]
         algorithms = tuple(a for a in offered if a in KEY_TYPES) or ("RS256",)
         return Provider(
-            self.issuer, **endpoints, end_session_endpoint=end_session, algorithms=algorithms
+            self.issuer,
+            **endpoints,
+            end_session_endpoint=end_session,
+            algorithms=algorithms,
+            userinfo_endpoint=userinfo,
         )
 
 

@@ -213,10 +213,12 @@ class IdToken(OpenIDCode):
         return {"iss": self.provider.issuer, "aud": client.get_client_id()}
 
     def generate_user_info(self, user: User, scope: str) -> UserInfo:
-        info = UserInfo(sub=user.sub, name=user.username)
-        if "email" in scope.split():
-            info.update(email=user.email, email_verified=user.email_verified)
-        info["groups"] = list(user.groups)
+        """The ID token's claims: only `sub` when the provider serves the rest at userinfo
+        (OIDC Core 5.4; panva's oidc-provider, `conformIdTokenClaims` on by default)."""
+        if self.provider.userinfo_only:
+            info = UserInfo(sub=user.sub)
+        else:
+            info = self.provider.claims_of(user, scope)
         info.update(self.provider.tamper)  # after the standard claims: it can override any
         return info
 
@@ -246,7 +248,9 @@ class _Server(AuthorizationServer):
         return self.provider.clients.get(client_id)
 
     def save_token(self, token: dict, request: OAuth2Request) -> None:
-        pass
+        code = getattr(request, "authorization_code", None)  # the token's code and user
+        scope = code.get_scope() if code is not None else (request.scope or "")
+        self.provider.access_tokens[token["access_token"]] = (request.user, scope)
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         pass
@@ -272,6 +276,9 @@ class Provider:
         self.used_codes: set[str] = set()
         self.sso: dict[str, str] = {}  # SSO cookie -> username
         self.tamper: dict[str, Any] = {}
+        self.userinfo_only = False  # ID tokens carry only `sub`; the rest is at /userinfo
+        self.userinfo_tamper: dict[str, Any] = {}
+        self.access_tokens: dict[str, tuple[User, str]] = {}
         self.replays = 0
         self.ended: list[str] = []
         self.jwks_hits = 0
@@ -286,6 +293,7 @@ class Provider:
         app.router.add_post("/authorize", self.authorize)
         app.router.add_post("/token", self.token)
         app.router.add_get("/end-session", self.end_session)
+        app.router.add_get("/userinfo", self.userinfo)
         self.http = ThreadedServer(app, host=host)
 
     @property
@@ -320,6 +328,7 @@ class Provider:
                 "token_endpoint": iss + "/token",
                 "jwks_uri": iss + "/jwks",
                 "end_session_endpoint": iss + "/end-session",
+                "userinfo_endpoint": iss + "/userinfo",
                 "response_types_supported": ["code"],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["RS256"],
@@ -356,6 +365,22 @@ class Provider:
         self.sso[sso] = user.username
         response.set_cookie(SSO_COOKIE, sso, path="/", httponly=True, samesite="Lax")
         return response
+
+    def claims_of(self, user: User, scope: str) -> UserInfo:
+        info = UserInfo(sub=user.sub, name=user.username)
+        if "email" in scope.split():
+            info.update(email=user.email, email_verified=user.email_verified)
+        info["groups"] = list(user.groups)
+        return info
+
+    async def userinfo(self, request: web.Request) -> web.Response:
+        """OIDC Core 5.3: the claims of the access token's user, for a Bearer token."""
+        auth = request.headers.get("Authorization", "")
+        found = self.access_tokens.get(auth.removeprefix("Bearer ").strip())
+        if not auth.startswith("Bearer ") or found is None:
+            return web.json_response({"error": "invalid_token"}, status=401)
+        user, scope = found
+        return web.json_response({**self.claims_of(user, scope), **self.userinfo_tamper})
 
     async def token(self, request: web.Request) -> web.Response:
         return self.server.create_token_response(_Request(request, await request.post()))
