@@ -140,6 +140,7 @@ class Settings(BaseSettings):
     oidc_scopes: Annotated[list[str], NoDecode] = ["openid", "email", "profile"]
     oidc_groups_claim: str = "groups"
     oidc_require_verified_email: bool = True
+    oidc_token_auth: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
 
     @field_validator("trusted_proxies", "metrics_cidrs", mode="before")
     @classmethod

@@ -14,11 +14,13 @@ of a request from a trusted proxy, or else the bind address (loopback only).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hmac
 import json
 import logging
 from typing import Any
+from urllib.parse import quote_plus
 
 import aiohttp
 import aiohttp_jinja2
@@ -120,14 +122,17 @@ class OidcAuthenticator(Authenticator):
 
     def _client(self, redirect_uri: str) -> AiohttpOAuth2Client:
         secret = self.settings.oidc_client_secret
-        return AiohttpOAuth2Client(
+        client = AiohttpOAuth2Client(
             self.http,
             client_id=self.client_id,
             client_secret=secret.get_secret_value() if secret else None,
             scope=" ".join(self.settings.oidc_scopes),
             redirect_uri=redirect_uri,
             code_challenge_method="S256",
+            token_endpoint_auth_method=self.settings.oidc_token_auth,
         )
+        client.register_client_auth_method(("client_secret_basic", _basic_rfc6749))
+        return client
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         """Start a login: remember it (cookie + Redis) and send the browser to the provider."""
@@ -357,3 +362,12 @@ def claim_groups(claims: dict[str, Any], path: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
     return tuple(str(g) for g in value if isinstance(g, str | int))[:256]
+
+
+def _basic_rfc6749(client: Any, method: str, uri: str, headers: dict, body: Any) -> tuple:
+    """HTTP Basic as RFC 6749 2.3.1 wants it: id and secret form-urlencoded first. authlib
+    sends them raw (authlib#628), so a secret with `+`, `%` or `:` failed at providers
+    that decode (Keycloak's BasicAuthHelper.RFC6749, Java's URLDecoder: `+` is a space)."""
+    text = f"{quote_plus(client.client_id)}:{quote_plus(client.client_secret or '')}"
+    headers["Authorization"] = "Basic " + base64.b64encode(text.encode()).decode("ascii")
+    return uri, headers, body

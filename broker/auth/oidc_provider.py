@@ -129,6 +129,12 @@ class AiohttpOAuth2Client(OAuth2Client):
                 token = None
         if not isinstance(token, dict):
             raise LoginFailed(f"The identity provider's token endpoint answered HTTP {status}.")
+        if token.get("error") == "invalid_client":
+            log.error("the token endpoint refused the broker's client id or secret: %s", token)
+            raise LoginFailed(
+                "The identity provider did not accept this site's own credentials, so nobody "
+                "can log in. The site's admin must check SDB_OIDC_CLIENT_ID and its secret."
+            )
         if "error" in token:
             log.info("token endpoint refused the code: %s", token.get("error"))
             raise LoginFailed("The identity provider refused this login (the code may be used up).")

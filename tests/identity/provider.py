@@ -10,12 +10,14 @@ counters it keeps.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 from authlib.common.security import generate_token
@@ -236,6 +238,24 @@ class EndSession(EndSessionEndpoint):
         self.provider.ended.append(claims.get("sub", ""))
 
 
+def _basic_form_decoded(query_client: Any, request: OAuth2Request) -> Client | None:
+    """client_secret_basic as RFC 6749 2.3.1 and the providers that follow it read it: id
+    and secret form-urldecoded, `+` a space (Keycloak 26, `BasicAuthHelper.RFC6749
+    .parseHeader` with Java's URLDecoder; authlib's own server only `unquote`s)."""
+    auth = request.headers.get("Authorization", "")
+    if not auth.lower().startswith("basic "):
+        return None
+    try:
+        raw = base64.b64decode(auth.split(None, 1)[1]).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    client_id, _, secret = raw.partition(":")
+    client = query_client(unquote_plus(client_id))
+    if client is not None and client.check_client_secret(unquote_plus(secret)):
+        return client
+    return None
+
+
 class _Server(AuthorizationServer):
     def __init__(self, provider: Provider) -> None:
         super().__init__(scopes_supported=["openid", "email", "profile", "groups"])
@@ -243,6 +263,7 @@ class _Server(AuthorizationServer):
         self.register_token_generator(
             "default", BearerTokenGenerator(lambda *a, **k: generate_token(42))
         )
+        self.register_client_auth_method("client_secret_basic", _basic_form_decoded)
 
     def query_client(self, client_id: str) -> Client | None:
         return self.provider.clients.get(client_id)
@@ -307,10 +328,12 @@ class Provider:
     def stop(self) -> None:
         self.http.stop()
 
-    def add_client(self, broker_url: str, client_id: str = CLIENT_ID) -> None:
+    def add_client(
+        self, broker_url: str, client_id: str = CLIENT_ID, secret: str = CLIENT_SECRET
+    ) -> None:
         self.clients[client_id] = Client(
             client_id,
-            CLIENT_SECRET,
+            secret,
             [broker_url + "/_broker/callback"],
             [broker_url + "/_broker/logged-out"],
         )
