@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     cookie_secret: SecretStr | None = None
     session_ttl: Duration = 12 * 3600.0
+    api_token_ttl: Duration = 90 * 86400.0
     activity_flush: Duration = 10.0
     route_cache_ttl: Duration = 5.0
     queue_grace: Duration = 60.0

@@ -18,7 +18,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from ..appkeys import FLEET, REDIS, SIGNER, STORE
+from ..appkeys import FLEET, REDIS, SETTINGS, SIGNER, STORE
 from ..csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
 from ..identity import Identity
 from ..pages import problem
@@ -175,7 +175,12 @@ async def create_token(request: web.Request) -> web.StreamResponse:
     if not isinstance(checked, tuple):
         return checked
     who, form = checked
-    new = await Tokens(request.app[REDIS]).create(str(form.get("name", "")), who.user)
+    new = await Tokens(request.app[REDIS]).create(
+        str(form.get("name", "")),
+        who,
+        ttl=request.app[SETTINGS].api_token_ttl,
+        scope=str(form.get("scope", "admin")),
+    )
     await request.app[STORE].audit(action="token_create", token=new.id, by=who.user)
     return aiohttp_jinja2.render_template("admin/token.html", request, {"new": new, "who": who})
 

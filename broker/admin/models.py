@@ -7,6 +7,8 @@ Times are unix seconds.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -110,6 +112,15 @@ class TokenView(_Out):
     name: str
     created: float
     by: str
+    expires: float = Field(
+        0.0,
+        description="seconds since the epoch; 0: a token of an older broker, created + SDB_API_TOKEN_TTL",
+    )
+    scope: Literal["read", "admin"] = Field("admin", description="read: GET only")
+    groups: list[str] = Field(
+        [],
+        description="its creator's groups when it was made: admin rights are re-checked on each use",
+    )
 
 
 class NewToken(TokenView):

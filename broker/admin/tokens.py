@@ -1,8 +1,11 @@
-"""Bearer tokens for the admin JSON API: created and revoked by an admin, stored hashed.
+"""Bearer tokens for the admin JSON API: created and revoked by an admin in the console
+(never through the API: a token cannot mint tokens), stored hashed.
 
 A token is 256 random bits, so a plain SHA-256 is enough to make a stolen
 Redis dump useless (no slow hash needed: there is nothing to brute-force).
 The token itself is shown once, at creation. Lookups are one HGET by hash.
+A token expires (SDB_API_TOKEN_TTL), may be read-only, and is worth nothing
+once its creator is no admin any more: rights are re-checked on every use.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from redis.asyncio import Redis
 
 from fleet import keys
 
+from ..access import AccessPolicy
+from ..identity import Identity
 from .models import NewToken, TokenView
 
 PREFIX = "sdbt_"
@@ -32,21 +37,36 @@ class Tokens:
         self.redis = redis
         self.clock = clock
 
-    async def create(self, name: str, by: str) -> NewToken:
+    async def create(
+        self, name: str, by: Identity, *, ttl: float, scope: str = "admin"
+    ) -> NewToken:
         token = PREFIX + secrets.token_urlsafe(32)
         key = digest(token)
+        now = self.clock()
         view = TokenView(
-            id=key[:12], name=name.strip()[:64] or "unnamed", created=self.clock(), by=by
-        )
+            id=key[:12], name=name.strip()[:64] or "unnamed", created=now, by=by.user,
+            expires=now + ttl, scope="read" if scope == "read" else "admin",
+            groups=list(by.groups),
+        )  # fmt: skip
         await self.redis.hset(keys.API_TOKENS, key, view.model_dump_json())
         return NewToken(**view.model_dump(), token=token)
 
-    async def verify(self, token: str | None) -> TokenView | None:
-        """The token's record, or None for anything unknown, revoked or malformed."""
+    async def verify(
+        self, token: str | None, access: AccessPolicy, *, ttl: float
+    ) -> TokenView | None:
+        """The token's record, or None for anything unknown, revoked, malformed, expired,
+        or made by someone who is no admin now."""
         if not token or not token.startswith(PREFIX) or len(token) > MAX_TOKEN:
             return None
         raw = await self.redis.hget(keys.API_TOKENS, digest(token))
-        return TokenView.model_validate_json(raw) if raw else None
+        if not raw:
+            return None
+        view = TokenView.model_validate_json(raw)
+        if self.clock() >= (view.expires or view.created + ttl):
+            return None
+        creator = Identity(user=view.by, email=view.by if "@" in view.by else "",
+                           groups=tuple(view.groups))  # fmt: skip
+        return view if access.is_admin(creator) else None
 
     async def all(self) -> list[TokenView]:
         raw = await self.redis.hgetall(keys.API_TOKENS)

@@ -24,7 +24,6 @@ from ..admin.models import (
     AuditView,
     Done,
     HistoryView,
-    NewToken,
     PodView,
     ProfileView,
     SessionView,
@@ -32,9 +31,9 @@ from ..admin.models import (
     WaiterView,
 )
 from ..admin.tokens import Tokens
-from ..appkeys import REDIS, STORE
+from ..appkeys import ACCESS, REDIS, SETTINGS
 from ..metrics import redis_error
-from .models import SizeChange, TokenCreate
+from .models import SizeChange
 
 BASE = "/_broker/api/v1"
 Handler = Callable[..., Awaitable[Any]]
@@ -136,24 +135,6 @@ async def list_tokens(request: web.Request, token: TokenView) -> list[TokenView]
     return await Tokens(request.app[REDIS]).all()
 
 
-async def create_token(request: web.Request, token: TokenView, body: TokenCreate) -> NewToken:
-    new = await Tokens(request.app[REDIS]).create(body.name, f"token:{token.name}")
-    await request.app[STORE].audit(action="token_create", token=new.id, by=f"token:{token.name}")
-    return new
-
-
-async def revoke_token(request: web.Request, token: TokenView) -> Done:
-    token_id = request.match_info["id"]
-    revoked = await Tokens(request.app[REDIS]).revoke(token_id)
-    if revoked:
-        await request.app[STORE].audit(
-            action="token_revoke", token=token_id, by=f"token:{token.name}"
-        )
-    return Done(
-        ok=revoked, detail=f"token {token_id} revoked" if revoked else f"no token {token_id}"
-    )
-
-
 async def openapi_json(request: web.Request, token: TokenView | None) -> dict[str, Any]:
     from .openapi import document  # the document is built from this module's table
 
@@ -181,9 +162,6 @@ API: list[Endpoint] = [
     Endpoint("DELETE", "/profiles/{profile}/sizes", "Drop the override: back to the file and its schedule",
              clear_sizes, Done, fail_status=404),
     Endpoint("GET", "/tokens", "API tokens (never the tokens themselves)", list_tokens, list[TokenView]),
-    Endpoint("POST", "/tokens", "Create a token; the answer is the only time it is shown", create_token,
-             NewToken, body=TokenCreate, status=201),
-    Endpoint("DELETE", "/tokens/{id}", "Revoke a token by its id", revoke_token, Done, fail_status=404),
     Endpoint("GET", "/openapi.json", "This document", openapi_json, None, public=True),
 ]  # fmt: skip
 
@@ -198,14 +176,19 @@ def dispatcher(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stre
 
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
-            token = await Tokens(request.app[REDIS]).verify(bearer(request))
+            token = await Tokens(request.app[REDIS]).verify(
+                bearer(request), request.app[ACCESS], ttl=request.app[SETTINGS].api_token_ttl
+            )
             if token is None and not endpoint.public:
                 return problem(
                     401,
                     "Not authorised",
-                    "Send Authorization: Bearer <token>; an admin creates tokens in /_broker/admin.",
+                    "Send Authorization: Bearer <token>; an admin creates tokens in "
+                    "/_broker/admin. A token expires, and ends when its creator is no admin.",
                     **{"WWW-Authenticate": 'Bearer realm="sdbroker"'},
                 )
+            if token is not None and token.scope == "read" and endpoint.method != "GET":
+                return problem(403, "Read-only token", "This token may only read (GET).")
             args: list[Any] = [request, token]
             if endpoint.body is not None:
                 try:

@@ -19,10 +19,6 @@ class SizeChange(_In):
     max: int | None = Field(None, ge=1)
 
 
-class TokenCreate(_In):
-    name: str = Field(min_length=1, max_length=64, description="what the token is for")
-
-
 class Problem(BaseModel):
     """Every error: what went wrong, and what to do about it."""
 

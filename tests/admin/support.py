@@ -128,12 +128,11 @@ class Person:
         async with self.http.get(self.base + "/stub/whoami") as resp:
             return await resp.json() if resp.status == 200 else None
 
-    async def admin_token(self, name: str = "tests") -> tuple[str, str]:
+    async def admin_token(self, name: str = "tests", scope: str = "admin") -> tuple[str, str]:
         """Create an API token through the console form: (token, id)."""
         _, _, console = await self.page("/_broker/admin")
-        status, _, page = await self.post_form(
-            "/_broker/admin/tokens", {"csrf_token": field(console, "csrf_token"), "name": name}
-        )
+        form = {"csrf_token": field(console, "csrf_token"), "name": name, "scope": scope}
+        status, _, page = await self.post_form("/_broker/admin/tokens", form)
         assert status == 200, page
         return element(page, "new-token"), element(page, "new-token-id")
 

@@ -36,26 +36,25 @@ async def test_tokens_are_created_used_and_revoked(brokers, tmp_path: Path, redi
 
         status, listed = await api.call("GET", "/tokens")
         assert status == 200 and [t["id"] for t in listed] == [token_id]
-        assert "token" not in listed[0]
-        status, second = await api.call("POST", "/tokens", {"name": "deploy"})
-        assert status == 201 and second["token"].startswith("sdbt_")
-        other = Api(bare, broker.url, second["token"])
-
-        assert (await api.call("DELETE", f"/tokens/{token_id}"))[0] == 200
-        status, body = await api.call("GET", "/fleet")
-        assert status == 401 and body["error"] == "Not authorised"
+        assert "token" not in listed[0] and listed[0]["scope"] == "admin"
+        assert listed[0]["expires"] > listed[0]["created"]
+        # A token cannot mint or revoke tokens: that is the console's alone.
+        assert (await api.call("POST", "/tokens", {"name": "deploy"}))[0] in (404, 405)
+        assert (await api.call("DELETE", f"/tokens/{token_id}"))[0] in (404, 405)
+        second, second_id = await root.admin_token("deploy")
+        other = Api(bare, broker.url, second)
         assert (await other.call("GET", "/pods"))[0] == 200
-        assert (await other.call("DELETE", f"/tokens/{token_id}"))[0] == 404
 
-        # Revoked from the console too; then nothing works.
+        # Revoked from the console; then nothing works.
         _, _, console = await root.page("/_broker/admin")
-        assert second["id"] in console
+        assert second_id in console
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', console)[1]  # type: ignore[index]
         status, _, _ = await root.post_form(
-            "/_broker/admin/tokens/revoke", {"csrf_token": csrf, "id": second["id"]}
+            "/_broker/admin/tokens/revoke", {"csrf_token": csrf, "id": second_id}
         )
         assert status == 200
         assert (await other.call("GET", "/pods"))[0] == 401
+        assert (await api.call("GET", "/pods"))[0] == 200  # the first one still works
 
         # No token, a made-up one, or an admin's cookies alone: 401 with a challenge.
         async with bare.get(broker.url + "/_broker/api/v1/fleet") as resp:
@@ -185,3 +184,49 @@ async def test_metrics_from_a_cidr_and_fleet_gauges_agree_across_replicas(
 
         a, b = await eventually(both, what="two warm pods seen by both replicas")
         assert a == b
+
+
+async def test_tokens_expire_may_be_read_only_and_die_with_their_creators_rights(
+    brokers, tmp_path: Path, redis_url: str
+) -> None:
+    fleet = fleet_file(tmp_path / "fleet.yaml", tmp_path / "outputs", {"buffer": 0, "max": 1})
+    broker = brokers(fleet=fleet, SDB_AUTH="dev", SDB_ADMIN_USERS="root,ops")
+    root = Person(broker.url)
+    bare = aiohttp.ClientSession()
+    try:
+        await root.login("root")
+        reader, _ = await root.admin_token("dashboards", scope="read")
+        admin, _ = await root.admin_token("deploy")
+        status, body = await Api(bare, broker.url, reader).call("GET", "/fleet")
+        assert status == 200
+        status, body = await Api(bare, broker.url, reader).call("POST", "/sessions/x/reclaim")
+        assert status == 403 and body["error"] == "Read-only token"
+        assert (await Api(bare, broker.url, admin).call("POST", "/sessions/x/reclaim"))[0] == 404
+
+        # The same Redis behind a broker where root is no admin any more: the tokens root
+        # made are worth nothing there, however long they would have lived.
+        demoted = brokers(fleet=fleet, data_dir=tmp_path / "data2", SDB_AUTH="dev",
+                          SDB_ADMIN_USERS="ops")  # fmt: skip
+        assert (await Api(bare, demoted.url, admin).call("GET", "/fleet"))[0] == 401
+        # And where tokens live a second, they stop working after it.
+        short = brokers(fleet=fleet, data_dir=tmp_path / "data3", SDB_AUTH="dev",
+                        SDB_ADMIN_USERS="root", SDB_API_TOKEN_TTL="1s")  # fmt: skip
+        person = Person(short.url)
+        try:
+            await person.login("root")
+            brief, _ = await person.admin_token("brief")
+            assert await _status(bare, short.url, brief) == 200
+
+            async def expired() -> bool:
+                return await _status(bare, short.url, brief) == 401
+
+            await eventually(expired, timeout=5, what="the token expired")
+        finally:
+            await person.close()
+    finally:
+        await bare.close()
+        await root.close()
+
+
+async def _status(http: aiohttp.ClientSession, base: str, token: str) -> int:
+    return (await Api(http, base, token).call("GET", "/fleet"))[0]
