@@ -142,6 +142,7 @@ class Settings(BaseSettings):
     oidc_groups_claim: str = "groups"
     oidc_require_verified_email: bool = True
     oidc_token_auth: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    oidc_user_claim: Literal["email", "sub"] = "email"
 
     @field_validator("trusted_proxies", "metrics_cidrs", mode="before")
     @classmethod

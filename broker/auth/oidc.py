@@ -20,7 +20,7 @@ import hmac
 import json
 import logging
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlsplit
 
 import aiohttp
 import aiohttp_jinja2
@@ -303,22 +303,29 @@ class OidcAuthenticator(Authenticator):
         return {**info, **claims}  # what the signed ID token says wins
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
+        """Who logged in. SDB_OIDC_USER_CLAIM=email (default) keys people on their address;
+        =sub keys them on the provider's own id (`HOST/SUB`), which an address change or a
+        reused address never moves, and then an unverified address is kept for nothing."""
+        by_sub = self.settings.oidc_user_claim == "sub"
         email = claims.get("email")
+        verified = claims.get("email_verified") in (True, "true")
         if not isinstance(email, str) or not email.strip() or len(email) > 254:
-            raise LoginFailed("The identity provider did not tell us your email address.")
-        verified = claims.get("email_verified")
-        if self.settings.oidc_require_verified_email and verified not in (True, "true"):
+            if not by_sub:
+                raise LoginFailed("The identity provider did not tell us your email address.")
+            email = ""
+        if email and self.settings.oidc_require_verified_email and not verified and not by_sub:
             raise LoginFailed(
                 f"Your identity provider has not verified the address {email}. Verify it there, "
                 "then log in again."
             )
         email = email.strip().lower()
-        return Identity(
-            user=email,
-            email=email,
-            groups=claim_groups(claims, self.settings.oidc_groups_claim),
-            sub=claims["sub"],
-        )
+        groups = claim_groups(claims, self.settings.oidc_groups_claim)
+        if by_sub:
+            host = urlsplit(self.settings.oidc_issuer or "").hostname or "oidc"
+            user = f"{host}/{claims['sub']}"[:256]
+            return Identity(user=user, email=email if verified else "", groups=groups,
+                            sub=claims["sub"])  # fmt: skip
+        return Identity(user=email, email=email, groups=groups, sub=claims["sub"])
 
     async def logout(self, request: web.Request) -> web.Response:
         """End the broker session, then the provider's when it has an end_session_endpoint."""
