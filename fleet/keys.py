@@ -93,6 +93,11 @@ def login(state_hash: str) -> str:
     return f"{PREFIX}login:{state_hash}"
 
 
+def login_starts(client: str) -> str:
+    """Counter: logins a client address started in the last LOGIN_TTL (oidc)."""
+    return f"{PREFIX}login-starts:{client}"
+
+
 def profile_choice(user: str) -> str:
     """String: the profile a user chose last time."""
     return f"{PREFIX}choice:{user}"

@@ -54,6 +54,10 @@ USERINFO_TIMEOUT = aiohttp.ClientTimeout(total=10)
 USERINFO_MAX = 64 * 1024  # a userinfo answer is a few hundred bytes
 
 LOGIN_TTL = 600.0  # seconds from the redirect to the provider until its callback
+#: Logins one client address may start per LOGIN_TTL. Each keeps ~3 KB in Redis for
+#: LOGIN_TTL; unbounded, 3,000 anonymous GETs took 8.5 MB, and a flood could fill a
+#: `noeviction` Redis and stop every claim and login. People start a handful.
+LOGINS_PER_CLIENT = 30
 CALLBACK = "/_broker/callback"
 LOGGED_OUT = "/_broker/logged-out"
 UNAVAILABLE = "The broker cannot reach its database. Retrying shortly."
@@ -151,6 +155,17 @@ class OidcAuthenticator(Authenticator):
         redirect_uri = public_base(self.settings, request) + CALLBACK
         target = safe_next(request.query.get("next"))
         try:
+            if await self._pending.started_by(_client_address(self.settings, request)) > (
+                LOGINS_PER_CLIENT
+            ):
+                return problem(
+                    request,
+                    429,
+                    "Too many logins started",
+                    "This address started many logins in the last minutes without finishing "
+                    "them. Wait a few minutes, then log in once.",
+                    retry_after=int(LOGIN_TTL),
+                )
             await self._pending.put(
                 state, {"n": nonce, "v": verifier, "next": target, "r": redirect_uri}
             )
@@ -378,3 +393,12 @@ def _basic_rfc6749(client: Any, method: str, uri: str, headers: dict, body: Any)
     text = f"{quote_plus(client.client_id)}:{quote_plus(client.client_secret or '')}"
     headers["Authorization"] = "Basic " + base64.b64encode(text.encode()).decode("ascii")
     return uri, headers, body
+
+
+def _client_address(settings: Any, request: web.Request) -> str:
+    """The browser's address: the last hop a trusted proxy appended, else the peer."""
+    peer = request.remote or "unknown"
+    if settings.is_trusted_proxy(peer):
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        return forwarded[:64] or peer
+    return peer

@@ -207,6 +207,16 @@ class PendingLogins:
     async def put(self, state: str, record: dict[str, str]) -> None:
         await self.redis.set(keys.login(digest(state)), json.dumps(record), ex=int(self.ttl))
 
+    async def started_by(self, client: str) -> int:
+        """Count one more login started by `client` in the last `ttl`; returns the count.
+        Each costs a stored record for `ttl`: an anonymous flood must not fill Redis."""
+        key = keys.login_starts(client)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, 0, ex=int(self.ttl), nx=True)  # the window opens (EXPIRE NX: Redis 7)
+            pipe.incr(key)  # keeps the key's TTL
+            _, count = await pipe.execute()
+        return int(count)
+
     async def take(self, state: str) -> dict[str, str] | None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(keys.login(digest(state)))

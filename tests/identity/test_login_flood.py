@@ -1,0 +1,41 @@
+"""An anonymous flood of GET /_broker/login (oidc) cannot fill Redis: a cap per client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+
+from broker.auth.oidc import LOGINS_PER_CLIENT
+from fleet import keys
+from tests.support.procs import Broker
+
+from .helpers import redis_url, request
+from .provider import CLIENT_ID, CLIENT_SECRET, Provider
+
+
+def test_a_login_flood_from_one_address_is_capped(
+    start_broker: Callable[..., Broker], provider: Provider
+) -> None:
+    broker = start_broker(
+        lambda b: provider.add_client(b.url),
+        warm=False,
+        SDB_AUTH="oidc",
+        SDB_OIDC_ISSUER=provider.issuer,
+        SDB_OIDC_CLIENT_ID=CLIENT_ID,
+        SDB_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+        SDB_TRUSTED_PROXIES="127.0.0.1/32",
+    )
+    statuses = [
+        request(broker.url + "/_broker/login").status for _ in range(LOGINS_PER_CLIENT + 20)
+    ]
+    assert statuses[:LOGINS_PER_CLIENT] == [302] * LOGINS_PER_CLIENT
+    assert set(statuses[LOGINS_PER_CLIENT:]) == {429}
+    client = redis.Redis.from_url(redis_url(broker))
+    try:
+        assert len(client.keys(keys.login("*"))) == LOGINS_PER_CLIENT  # not one more stored
+    finally:
+        client.close()
+    # Another browser behind the same trusted proxy is another client: it may log in.
+    other = request(broker.url + "/_broker/login", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert other.status == 302
