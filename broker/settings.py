@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     oidc_require_verified_email: bool = True
     oidc_token_auth: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
     oidc_user_claim: Literal["email", "sub"] = "email"
+    # Logins one client address may start per 10 minutes (oidc). Each keeps ~3 KB in Redis
+    # for 10 minutes: unbounded, a flood fills a noeviction Redis and stops every claim.
+    # An office behind one NAT address starts many: hundreds, not thousands.
+    logins_per_client: int = Field(300, ge=1)
 
     @field_validator("trusted_proxies", "metrics_cidrs", mode="before")
     @classmethod

@@ -54,10 +54,6 @@ USERINFO_TIMEOUT = aiohttp.ClientTimeout(total=10)
 USERINFO_MAX = 64 * 1024  # a userinfo answer is a few hundred bytes
 
 LOGIN_TTL = 600.0  # seconds from the redirect to the provider until its callback
-#: Logins one client address may start per LOGIN_TTL. Each keeps ~3 KB in Redis for
-#: LOGIN_TTL; unbounded, 3,000 anonymous GETs took 8.5 MB, and a flood could fill a
-#: `noeviction` Redis and stop every claim and login. People start a handful.
-LOGINS_PER_CLIENT = 30
 CALLBACK = "/_broker/callback"
 LOGGED_OUT = "/_broker/logged-out"
 UNAVAILABLE = "The broker cannot reach its database. Retrying shortly."
@@ -155,9 +151,8 @@ class OidcAuthenticator(Authenticator):
         redirect_uri = public_base(self.settings, request) + CALLBACK
         target = safe_next(request.query.get("next"))
         try:
-            if await self._pending.started_by(_client_address(self.settings, request)) > (
-                LOGINS_PER_CLIENT
-            ):
+            client = _client_address(self.settings, request)
+            if await self._pending.started_by(client) > self.settings.logins_per_client:
                 return problem(
                     request,
                     429,
