@@ -23,6 +23,7 @@ from joserfc.jwk import ECKey
 
 from broker.admin import Tokens
 from broker.auth.jwks import JWKSCache, TokenRejected, essential, verify
+from broker.identity import Identity
 from fleet import SpecError, connect_redis, parse_spec
 from tests.chaos.support import HEADER_AUTH
 from tests.support.procs import Broker, write_fleet
@@ -163,7 +164,7 @@ def admin_token(dev_broker: Broker) -> str:
     async def create() -> str:
         redis = connect_redis(dev_broker.env["SDB_REDIS_URL"])
         try:
-            return (await Tokens(redis).create("fuzz", "tests")).token
+            return (await Tokens(redis).create("fuzz", Identity("root"), ttl=3600)).token
         finally:
             await redis.aclose()
 

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from broker.admin import Tokens
+from broker.identity import Identity
 from fleet import connect_redis
 from tests.chaos.support import HEADER_AUTH, MB, as_user, pod_of
 from tests.support.procs import Broker
@@ -99,18 +100,19 @@ async def test_oversized_headers_get_a_4xx_and_others_are_unaffected(
         assert (broker.rss() - before) / MB < 20
 
 
-async def test_oversized_body_to_the_broker_itself_is_refused(broker: Broker) -> None:
+async def test_oversized_body_to_the_broker_itself_is_refused(brokers) -> None:
+    broker = brokers(**HEADER_AUTH, SDB_ADMIN_USERS="tests")  # the token's maker is an admin
     redis = connect_redis(broker.env["SDB_REDIS_URL"])
     try:
-        token = (await Tokens(redis).create("chaos", "tests")).token
+        token = (await Tokens(redis).create("chaos", Identity("tests"), ttl=3600)).token
     finally:
         await redis.aclose()
     body = b'{"name": "' + b"x" * (70 * MB) + b'"}'
     async with aiohttp.ClientSession() as http:
         before = broker.rss()
         try:
-            async with http.post(
-                broker.url + "/_broker/api/v1/tokens",
+            async with http.put(
+                broker.url + "/_broker/api/v1/profiles/default/sizes",
                 data=body,
                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             ) as resp:
