@@ -15,10 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, Page
 
 from tests.browser import support
-from tests.support.procs import wait_for, write_fleet
+from tests.support.procs import Broker, wait_for, write_fleet
 
 pytestmark = pytest.mark.browser
 
@@ -48,16 +48,21 @@ def serve(body: str) -> ThreadingHTTPServer:
     return server
 
 
-def test_another_site_cannot_open_alices_webui_websocket(
-    brokers, tmp_path: Path, browser: Browser
-) -> None:
+@pytest.fixture
+def alice(brokers, tmp_path: Path, browser: Browser) -> tuple[Broker, Page]:
+    """A broker, and alice logged in to her WebUI in Chromium."""
     fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=1, max=2)
     broker = brokers(fleet=fleet, SDB_AUTH="dev")
     wait_for(lambda: len(broker.pod_records()) >= 1, 20, what="a warm pod")
     alice = support.log_in(browser, broker.url, "alice")
     alice.wait_for_selector("#pod-id", timeout=30_000)
+    return broker, alice
+
+
+def test_another_site_cannot_open_alices_webui_websocket(alice: tuple[Broker, Page]) -> None:
+    broker, page = alice
     # Her own page may: the same WebSocket from the broker's origin works.
-    own = alice.evaluate(
+    own = page.evaluate(
         """() => new Promise((ok) => {
             const ws = new WebSocket(location.origin.replace("http", "ws") + "/stub/ws-echo");
             ws.onopen = () => ws.send("mine");
@@ -68,26 +73,20 @@ def test_another_site_cannot_open_alices_webui_websocket(
     assert own == "open: mine"
     evil = serve(EVIL_PAGE % broker.port)
     try:
-        page = alice.context.new_page()  # same browser, same cookies: alice visits evil
-        page.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
-        page.wait_for_function("document.title !== 'evil'", timeout=15_000)
-        assert page.title() == "refused"
+        visit = page.context.new_page()  # same browser, same cookies: alice visits evil
+        visit.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
+        visit.wait_for_function("document.title !== 'evil'", timeout=15_000)
+        assert visit.title() == "refused"
     finally:
         evil.shutdown()
 
 
-def test_a_webui_cannot_replace_the_brokers_session_cookie(
-    brokers, tmp_path: Path, browser: Browser
-) -> None:
-    fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=1, max=2)
-    broker = brokers(fleet=fleet, SDB_AUTH="dev")
-    wait_for(lambda: len(broker.pod_records()) >= 1, 20, what="a warm pod")
-    alice = support.log_in(browser, broker.url, "alice")
-    alice.wait_for_selector("#pod-id", timeout=30_000)
-    alice.goto(broker.url + "/stub/set-cookie?sdb_session=forged&sdb_csrf=forged&theme=dark")
-    cookies = {c["name"]: c["value"] for c in alice.context.cookies(broker.url)}
+def test_a_webui_cannot_replace_the_brokers_session_cookie(alice: tuple[Broker, Page]) -> None:
+    broker, page = alice
+    page.goto(broker.url + "/stub/set-cookie?sdb_session=forged&sdb_csrf=forged&theme=dark")
+    cookies = {c["name"]: c["value"] for c in page.context.cookies(broker.url)}
     assert cookies["theme"] == "dark"  # the WebUI's own cookies work as before
     assert cookies.get("sdb_session") not in (None, "forged")
     assert cookies.get("sdb_csrf") != "forged"
-    who = json.loads(alice.evaluate("() => fetch('/stub/whoami').then(r => r.text())"))
+    who = json.loads(page.evaluate("() => fetch('/stub/whoami').then(r => r.text())"))
     assert who["user"] == "alice"  # still logged in, as herself

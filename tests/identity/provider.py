@@ -434,3 +434,15 @@ def _login_form(query: str, error: str) -> web.Response:
 <input id="username" name="username" autofocus><button id="op-login" type="submit">Sign in</button>
 </form>"""
     return web.Response(text=page, content_type="text/html")
+
+
+def oidc_broker(start_broker: Any, provider: Provider, **env: Any) -> Any:
+    """A broker in oidc mode at this provider (its client registered first); `env` adds
+    or overrides settings (SDB_WORKERS, allow lists...). Returns a tests.support Broker."""
+    client_id = env.pop("SDB_OIDC_CLIENT_ID", CLIENT_ID)
+    secret = env.pop("client_secret", CLIENT_SECRET)
+    return start_broker(
+        lambda b: provider.add_client(b.url, client_id, secret),
+        **{"SDB_AUTH": "oidc", "SDB_OIDC_ISSUER": provider.issuer,
+           "SDB_OIDC_CLIENT_ID": client_id, "SDB_OIDC_CLIENT_SECRET": secret, **env},
+    )  # fmt: skip

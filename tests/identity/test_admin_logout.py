@@ -11,7 +11,7 @@ from collections.abc import Callable
 from tests.support.procs import Broker, wait_for
 
 from .helpers import Browser, form_field, login, request
-from .provider import CLIENT_ID, CLIENT_SECRET, Provider
+from .provider import Provider, oidc_broker
 
 CAROL = "carol@partner.org"
 
@@ -33,12 +33,9 @@ def _logged_out(broker: Broker, browser: Browser) -> bool:
 def test_an_admin_logs_a_person_out_from_the_console_and_the_api(
     start_broker: Callable[..., Broker], provider: Provider
 ) -> None:
-    broker = start_broker(
-        lambda b: provider.add_client(b.url),
-        SDB_AUTH="oidc",
-        SDB_OIDC_ISSUER=provider.issuer,
-        SDB_OIDC_CLIENT_ID=CLIENT_ID,
-        SDB_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+    broker = oidc_broker(
+        start_broker,
+        provider,
         SDB_SESSION_CACHE_TTL="60s",
         SDB_ADMIN_USERS="ann@example.com",
         SDB_WORKERS="2",

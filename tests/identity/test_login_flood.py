@@ -10,7 +10,7 @@ from fleet import keys
 from tests.support.procs import Broker
 
 from .helpers import redis_url, request
-from .provider import CLIENT_ID, CLIENT_SECRET, Provider
+from .provider import Provider, oidc_broker
 
 LOGINS_PER_CLIENT = 12  # the default is 300: an office behind one NAT address
 
@@ -18,13 +18,10 @@ LOGINS_PER_CLIENT = 12  # the default is 300: an office behind one NAT address
 def test_a_login_flood_from_one_address_is_capped(
     start_broker: Callable[..., Broker], provider: Provider
 ) -> None:
-    broker = start_broker(
-        lambda b: provider.add_client(b.url),
+    broker = oidc_broker(
+        start_broker,
+        provider,
         warm=False,
-        SDB_AUTH="oidc",
-        SDB_OIDC_ISSUER=provider.issuer,
-        SDB_OIDC_CLIENT_ID=CLIENT_ID,
-        SDB_OIDC_CLIENT_SECRET=CLIENT_SECRET,
         SDB_TRUSTED_PROXIES="127.0.0.1/32",
         SDB_LOGINS_PER_CLIENT=str(LOGINS_PER_CLIENT),
     )

@@ -31,17 +31,14 @@ from .helpers import (
     request,
     websocket_status,
 )
-from .provider import CLIENT_ID, CLIENT_SECRET, Provider
+from .provider import CLIENT_ID, Provider, oidc_broker
 
 
 @pytest.fixture(scope="module")
 def broker(start_broker: Callable[..., Broker], provider: Provider) -> Broker:
-    return start_broker(
-        lambda b: provider.add_client(b.url),
-        SDB_AUTH="oidc",
-        SDB_OIDC_ISSUER=provider.issuer,
-        SDB_OIDC_CLIENT_ID=CLIENT_ID,
-        SDB_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+    return oidc_broker(
+        start_broker,
+        provider,
         SDB_ALLOWED_DOMAINS="example.com",
         SDB_ALLOWED_GROUPS="sd-users",
         SDB_SESSION_CACHE_TTL="1s",

@@ -7,18 +7,15 @@ from collections.abc import Callable
 from tests.support.procs import Broker
 
 from .helpers import Browser, login
-from .provider import CLIENT_ID, CLIENT_SECRET, Provider
+from .provider import Provider, oidc_broker
 
 
 def test_keyed_on_sub_an_unverified_address_logs_in_but_opens_no_allow_list(
     start_broker: Callable[..., Broker], provider: Provider
 ) -> None:
-    broker = start_broker(
-        lambda b: provider.add_client(b.url),
-        SDB_AUTH="oidc",
-        SDB_OIDC_ISSUER=provider.issuer,
-        SDB_OIDC_CLIENT_ID=CLIENT_ID,
-        SDB_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+    broker = oidc_broker(
+        start_broker,
+        provider,
         SDB_OIDC_USER_CLAIM="sub",
         SDB_ALLOWED_DOMAINS="example.com",
         SDB_ALLOWED_GROUPS="staff",

@@ -14,7 +14,7 @@ import pytest
 from tests.support.procs import Broker
 
 from .helpers import Browser, login
-from .provider import CLIENT_ID, CLIENT_SECRET, Provider
+from .provider import Provider, oidc_broker
 
 
 @pytest.fixture
@@ -27,12 +27,9 @@ def userinfo_only(provider: Provider) -> Iterator[Provider]:
 
 @pytest.fixture
 def broker(start_broker: Callable[..., Broker], provider: Provider) -> Broker:
-    return start_broker(
-        lambda b: provider.add_client(b.url),
-        SDB_AUTH="oidc",
-        SDB_OIDC_ISSUER=provider.issuer,
-        SDB_OIDC_CLIENT_ID=CLIENT_ID,
-        SDB_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+    return oidc_broker(
+        start_broker,
+        provider,
         SDB_ALLOWED_GROUPS="sd-users",
         SDB_WORKERS="2",
     )

@@ -17,18 +17,15 @@ from broker.auth.sessions import SessionStore
 from tests.support.procs import Broker, wait_for
 
 from .helpers import Browser, form_field, login, redis_url, request
-from .provider import CLIENT_ID, CLIENT_SECRET, Provider
+from .provider import Provider, oidc_broker
 
 ROUNDS = 16  # each on a new connection: SO_REUSEPORT spreads them over both workers
 
 
 def _broker(start_broker: Callable[..., Broker], provider: Provider) -> Broker:
-    return start_broker(
-        lambda b: provider.add_client(b.url),
-        SDB_AUTH="oidc",
-        SDB_OIDC_ISSUER=provider.issuer,
-        SDB_OIDC_CLIENT_ID=CLIENT_ID,
-        SDB_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+    return oidc_broker(
+        start_broker,
+        provider,
         SDB_SESSION_CACHE_TTL="60s",
         SDB_WORKERS="2",
     )
