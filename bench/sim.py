@@ -141,6 +141,12 @@ def main() -> None:
     )
     ap.add_argument("--scale", type=float, default=200, help="ScaledClock factor (real-code run)")
     ap.add_argument("--no-model", action="store_true", help="skip the discrete-time model table")
+    ap.add_argument(
+        "--backend",
+        choices=["kubernetes", "agones"],
+        default="kubernetes",
+        help="backend of the real-code run (agones: sdbroker's policy only, with GPU churn)",
+    )
     args = ap.parse_args()
     from .sim_real import main_real
 

@@ -2,7 +2,9 @@
 
 One process, one event loop: KubeSim (50 nodes x 1 GPU, pod start 60-120 s
 simulated, no process runner: pods turn Ready after the delay), the
-kubernetes backend (real kubernetes_asyncio client, real watch), FleetStore
+kubernetes backend, or the agones backend on the simulator's Agones
+(sim_agones.py: GPU churn counted too), with the real kubernetes_asyncio
+client and watch, FleetStore
 on a real redis-server, Fleet for claims, Controller for scaling and the
 reaper's ReapCycle for reclaim. Every clock parameter gets the same
 ScaledClock; the controller's interval (real seconds) is the policy's
@@ -31,6 +33,7 @@ from fleet.spec import parse_spec
 from reaper.cycle import ReapCycle
 from tests.kubeapi import KubeSim, ScaledClock
 
+from . import sim_agones
 from .harness import RedisServer, stop_process
 
 SPEC = """\
@@ -86,6 +89,7 @@ class RealResult:
     lag_max: float = 0.0  # simulated seconds the loop ran late (worst)
     lag_mean: float = 0.0
     stuck_tasks: int = 0  # tasks that ignored their cancel at the end (a library swallowed it)
+    churn: sim_agones.Churn | None = None  # agones: GameServers made and never used
     wall: float = 0.0
 
 
@@ -116,7 +120,7 @@ class NotBusy(Probe):
 
 async def run_real(
     policy: RealPolicy, plan: list[User], *, gpus: int, buffer: int, span: float, scale: float,
-    redis_url: str, tmp: Path, seed: int,
+    redis_url: str, tmp: Path, seed: int, backend_kind: str = "kubernetes",
 ) -> RealResult:  # fmt: skip
     res = RealResult()
     clock = ScaledClock(scale)
@@ -126,7 +130,10 @@ async def run_real(
             KubeSim(nodes=gpus, gpus_per_node=1, start_delay=(60, 120), clock=clock, seed=seed)
         )
         os.environ["KUBECONFIG"] = str(sim.write_kubeconfig(tmp / "kubeconfig", namespace="sd"))
-        spec = parse_spec(SPEC.format(buffer=buffer, gpus=gpus))
+        agones = backend_kind == "agones"
+        if agones:
+            res.churn = sim_agones.count_churn(sim)
+        spec = parse_spec((sim_agones.SPEC if agones else SPEC).format(buffer=buffer, gpus=gpus))
         redis = connect_redis(redis_url)
         stack.push_async_callback(redis.aclose)
         await redis.flushdb()
@@ -135,6 +142,8 @@ async def run_real(
         backend = make_backend(spec, tmp / "data")
         await backend.start()
         stack.push_async_callback(backend.close)
+        if agones:
+            await sim_agones.install_fleet(backend, spec)
         fleet = Fleet(store, backend, spec, http, queue_grace=60, clock=clock.time)
         controller = Controller(
             store, backend, lambda: fleet.spec, http,
@@ -255,6 +264,8 @@ def main_real(args, pct) -> None:  # noqa: ANN001
         RealPolicy("published (timer 30s, reaper 5m, HTTP silence)", 30, False, 300, True),
         RealPolicy("sdbroker (events + 2s timer, reaper 30s, activity)", 2, True, 30, False),
     ]
+    if args.backend == "agones":  # the published policy is the kubernetes backend's question
+        policies = policies[1:]
     logging.basicConfig(level=logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="sdb-sim-") as tmpdir:
         tmp = Path(tmpdir)
@@ -267,7 +278,7 @@ def main_real(args, pct) -> None:  # noqa: ANN001
                     run_real(
                         policy, plan, gpus=args.gpus, buffer=args.buffer, span=args.span,
                         scale=args.scale, redis_url=redis.url.rsplit("/", 1)[0] + f"/{i}",
-                        tmp=tmp / str(i), seed=args.seed,
+                        tmp=tmp / str(i), seed=args.seed, backend_kind=args.backend,
                     )
                 )  # fmt: skip
                 results.append((policy, r))
@@ -276,7 +287,7 @@ def main_real(args, pct) -> None:  # noqa: ANN001
     wall = sum(r.wall for _, r in results)
     print(
         f"method: REAL CODE - KubeSim ({args.gpus} nodes x 1 GPU, pod start 60-120 s sim, no processes) "
-        f"+ kubernetes backend + FleetStore on redis-server + Fleet.claim + Controller + ReapCycle, "
+        f"+ {args.backend} backend + FleetStore on redis-server + Fleet.claim + Controller + ReapCycle, "
         f"one event loop, one ScaledClock x{args.scale:g}; {args.users} users arriving over a "
         f"{args.span / 3600:.1f} h simulated morning (peak ~{0.3 * args.span / 3600:.1f} h in), buffer "
         f"{args.buffer}, idle timeout 15m, claim polled every {POLL:g} s sim, seed {args.seed}; "
@@ -303,6 +314,9 @@ def main_real(args, pct) -> None:  # noqa: ANN001
             f"{r.claim_calls} claim calls; loop lag mean {r.lag_mean:.1f} s / max {r.lag_max:.0f} s sim; "
             f"wall {r.wall:.0f} s"
         )
+    for policy, r in results:
+        if r.churn is not None:
+            print(f"  {policy.name}: {r.churn.line()}")
     print(
         "  time-to-WebUI = simulated seconds from arrival until Fleet.claim returned a Claim "
         "(percentiles over served users; users not served by the end of the span are left out "

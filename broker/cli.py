@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=cmd_fleet_validate)
     render = fleet.add_parser(
-        "render", help="print the Agones Fleet and FleetAutoscaler of an agones fleet file"
+        "render", help="print the Agones Fleet of an agones fleet file (the broker sizes it)"
     )
     render.add_argument("file")
     render.set_defaults(func=cmd_fleet_render)

@@ -44,6 +44,7 @@ ENDED_DETAIL = {
     "idle": "Your session ended after {idle} without activity; its GPU went back to the pool.",
     "max_session": "Your session reached its maximum length ({session}).",
     "dead": "Your WebUI stopped working.",
+    "node_lost": "The machine your WebUI ran on stopped answering, so it was replaced.",
     "admin": "An administrator ended your session.",
 }
 

@@ -52,12 +52,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Redis answers and the fleet spec is loaded."""
+    """Ready when Redis answers, the fleet spec is loaded and the platform shows its pods
+    (a missing RBAC rule or CRD is named here, verb and resource, not only in a log)."""
     try:
         await request.app[STORE].ping()
     except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
         return web.Response(status=503, text=f"not ready: {exc}\n")
     fleet = request.app[FLEET]
+    if problem := fleet.backend.problem():
+        return web.Response(status=503, text=f"not ready: {problem}\n")
     return web.Response(text=f"ready ({len(fleet.spec.profiles)} profiles)\n")
 
 

@@ -9,7 +9,7 @@ from .autoscale import Autoscaler, Override, SizeError, Sizing
 from .backends import Backend, Isolation, isolation_of, make_backend
 from .controller import Controller
 from .embedded_redis import EmbeddedRedis
-from .errors import BackendError, Conflict, FleetError, PodGone, StoreUnavailable
+from .errors import BackendError, Conflict, FleetError, PodGone, StoreUnavailable, Unavailable
 from .events import listen
 from .forecast import Eta, Outlook, estimate, read_outlook
 from .history import History, Sample, samples_kept
@@ -60,6 +60,7 @@ __all__ = [
     "SpecError",
     "StoreUnavailable",
     "Tasks",
+    "Unavailable",
     "Waiting",
     "connect_redis",
     "keys",

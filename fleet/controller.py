@@ -35,7 +35,7 @@ from . import keys
 from .aiotasks import raise_if_cancelled
 from .allocations import check_allocations
 from .backends.base import Backend
-from .errors import FleetError
+from .errors import BackendError, FleetError
 from .history import History
 from .leader import LeaderLock
 from .model import Phase, PodInfo, PodRecord, PodState
@@ -50,6 +50,11 @@ MIN_FULL_GAP = 0.25  # seconds between the end of a full pass and the start of t
 SCALE_GAP = 0.1  # claims, releases and queue joins gathered this long into one light pass
 ORPHAN_GRACE = 30.0  # an indexed pod without a record may be one being created right now
 MAX_BACKOFF = 60.0
+#: A longer pass is cut short (a call on a dead path, say), or its lead, renewed all along,
+#: would keep every other controller idle while nothing is done; the next pass finishes it.
+PASS_TIMEOUT = 60.0
+NOTICE_TTL = 7 * 86400.0  # an unread "your session ended" notice is kept (as reaper.policy's)
+NODE_LOST = "node_lost"  # why a claim ends when its pod's node stopped answering
 
 
 @dataclass(slots=True)
@@ -75,6 +80,7 @@ class Controller:
         leader_ttl: float = 6.0,
         clock: Callable[[], float] = time.time,
         sizes: Callable[[FleetSpec], Awaitable[list[Profile]]] | None = None,
+        pass_timeout: float = PASS_TIMEOUT,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -87,6 +93,7 @@ class Controller:
         self.on_ready: Callable[[str, float], None] | None = None
         self.http = http
         self.interval = interval
+        self.pass_timeout = pass_timeout
         self.clock = clock
         self.lock = LeaderLock(store.redis, store.scripts, keys.CONTROLLER_LEADER, ttl=leader_ttl)
         self.health: dict[str, ProfileHealth] = {}
@@ -144,6 +151,10 @@ class Controller:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
+                except (FleetError, TimeoutError) as exc:  # the platform failed it, or time ran out
+                    why = str(exc) or f"took more than {self.pass_timeout:.0f}s"
+                    log.warning("controller: pass failed (%s); again in %.1fs", why, self.interval)
+                    earliest_full = next_full = time.monotonic() + self.interval
                 if not self.leading:
                     # Events are the leader's business: a follower only tries for the lock,
                     # and starts with a full pass when it gets it.
@@ -177,7 +188,7 @@ class Controller:
         (Redis failed over, this process stalled) stops the pass where it is; the
         next leader's full pass adopts whatever it left half done.
         """
-        task = asyncio.ensure_future(work)
+        task = asyncio.ensure_future(self._bounded(work))
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=self.lock.ttl / 3)
@@ -192,6 +203,13 @@ class Controller:
                     await task
         if not task.cancelled():
             task.result()  # the pass's own error, if any
+
+    async def _bounded(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            async with asyncio.timeout(self.pass_timeout):
+                await work
+        finally:
+            work.close()  # cancelled before it began: no "never awaited" warning
 
     async def rescale(self) -> None:
         """The light pass: delete what is marked, then scale each profile (no per-pod work).
@@ -208,6 +226,9 @@ class Controller:
             await self._scale(profile)
 
     async def reconcile(self) -> None:
+        if not self.backend.synced():
+            # An empty cache would read as "every pod is gone" and end every session.
+            raise BackendError(self.backend.problem() or "the platform has not listed its pods yet")
         spec = self.spec()
         records = {r.id: r for r in await self.backend.observe()}
         built = await self.store.is_built()
@@ -280,7 +301,7 @@ class Controller:
         if rec.phase in (Phase.GONE, Phase.FAILED):
             health.failures_in_row += pod.state is PodState.WARMING
             health.last_error = rec.reason
-            await self._end(pod.id, "dead", rec.reason)
+            await self._end(pod.id, NODE_LOST if rec.node_lost else "dead", rec.reason)
             return
         if pod.state is not PodState.WARMING:
             health.problems.pop(pod.id, None)
@@ -326,6 +347,9 @@ class Controller:
                 reason=reason,
                 detail=detail[:200],
             )
+            if reason == NODE_LOST:  # the user's next page says what happened
+                notice = {"reason": reason, "pod": pod_id, "at": self.clock()}
+                await self.store.note_ended(ended.user, notice, NOTICE_TTL)
             if self.on_reclaim:
                 self.on_reclaim(ended.user, pod_id, reason, 0.0)
 

@@ -78,6 +78,7 @@ class PodRecord:
     claimed_at: float = 0.0
     reason: str = ""  # why it is failed or still starting (ImagePullBackOff, Unschedulable...)
     terminating: bool = False  # deletion asked for and under way: do not ask again
+    node_lost: bool = False  # its node stopped answering: out of reach, perhaps for good
     extra: dict[str, str] = field(default_factory=dict)  # backend details kept in Redis
 
 

@@ -1,8 +1,12 @@
-"""`sdbroker fleet render`: the Agones Fleet and FleetAutoscaler for agones profiles.
+"""`sdbroker fleet render`: the Agones Fleet of each agones profile.
 
-Both are checked against the rules Agones' admission webhook applies to a
-Buffer policy, because the CRD schema alone accepts policies the webhook
-then refuses at apply time.
+Only the Fleet: no FleetAutoscaler, and no `spec.replicas` in the Fleet. The
+broker alone sizes the Fleet (fleet/backends/agones.py): a FleetAutoscaler's
+Buffer policy would set the replicas back to allocated + bufferSize on every
+sync (agones v1.56.0 `applyBufferPolicy`) and delete the GameServers started
+for people waiting in line, and a `replicas:` in the applied Fleet would
+reset the size on every `kubectl apply`. So `buffer: 0` (scale to zero) works
+on Agones as anywhere else.
 """
 
 from __future__ import annotations
@@ -17,40 +21,7 @@ WEBUI_NAME = "sdbroker-webui"
 
 
 class RenderError(ValueError):
-    """The profile cannot be expressed as an Agones Fleet + FleetAutoscaler."""
-
-
-def buffer_policy(profile: Profile) -> dict[str, Any]:
-    """Agones' Buffer policy for a profile, or RenderError saying plainly why not."""
-    buffer = profile.buffer
-    if buffer in (0, "0%"):
-        raise RenderError(
-            f"profile {profile.name}: buffer 0 cannot be rendered: Agones' Buffer policy cannot scale "
-            "to zero (bufferSize must be at least 1, agones#1782). Use buffer >= 1, or the kubernetes "
-            "backend, where buffer: 0 means the first user waits for a pod to start."
-        )
-    policy: dict[str, Any] = {
-        "bufferSize": buffer,
-        "minReplicas": profile.min,
-        "maxReplicas": profile.max,
-    }
-    if isinstance(buffer, int):
-        if profile.max < buffer:
-            raise RenderError(
-                f"profile {profile.name}: max ({profile.max}) must be at least buffer ({buffer})"
-            )
-        if profile.min and profile.min < buffer:
-            raise RenderError(
-                f"profile {profile.name}: Agones requires min ({profile.min}) to be 0 or at least buffer ({buffer})"
-            )
-    else:
-        if not 1 <= int(buffer.rstrip("%")) <= 99:
-            raise RenderError(f"profile {profile.name}: Agones accepts a buffer between 1% and 99%")
-        if profile.min < 1:
-            raise RenderError(
-                f"profile {profile.name}: a percentage buffer needs min >= 1 in Agones"
-            )
-    return policy
+    """The profile cannot be expressed as an Agones Fleet."""
 
 
 def render_profile(profile: Profile) -> list[dict[str, Any]]:
@@ -65,8 +36,8 @@ def render_profile(profile: Profile) -> list[dict[str, Any]]:
         "apiVersion": "agones.dev/v1",
         "kind": "Fleet",
         "metadata": {"name": block.fleet, "namespace": block.namespace, "labels": dict(labels)},
+        # No replicas: the broker sets them (and a re-apply must not reset them).
         "spec": {
-            "replicas": max(profile.min, profile.buffer_for(0)),
             "scheduling": "Packed",
             "strategy": {
                 "type": "RollingUpdate",
@@ -95,17 +66,7 @@ def render_profile(profile: Profile) -> list[dict[str, Any]]:
             },
         },
     }
-    autoscaler = {
-        "apiVersion": "autoscaling.agones.dev/v1",
-        "kind": "FleetAutoscaler",
-        "metadata": {"name": block.fleet, "namespace": block.namespace, "labels": dict(labels)},
-        "spec": {
-            "fleetName": block.fleet,
-            "policy": {"type": "Buffer", "buffer": buffer_policy(profile)},
-            "sync": {"type": "FixedInterval", "fixedInterval": {"seconds": 10}},
-        },
-    }
-    return [fleet, autoscaler]
+    return [fleet]
 
 
 def _pod(block: AgonesProfile) -> dict[str, Any]:

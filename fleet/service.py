@@ -2,7 +2,10 @@
 
 A claim is the Lua call in the store, then the claim is written on the pod's
 own record (file or label) and the WebUI is pointed at the user's outputs.
-If that second step fails the pod is ended (single-use) and another taken.
+If the pod turns out to be someone else's or gone, or its WebUI fails, the pod
+is ended (single-use) and another taken. If the platform's API only failed to
+answer (a 503, a 429, no route), the pod is kept: the claim stays unbound, the
+user waits, and their next request binds it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable
 import aiohttp
 
 from .backends.base import Backend
-from .errors import FleetError
+from .errors import Conflict, FleetError, PodGone
 from .model import Claim, Ended, Go, Phase, Waiting
 from .probes import make_probe
 from .slug import slugify
@@ -93,11 +96,14 @@ class Fleet:
         return result
 
     async def _when_bound(self, claim: Claim) -> Claim | Waiting:
-        """Wait for the claimer to finish binding; if it never does (it died), bind here.
+        """Wait for the claimer to finish binding; if it never does (it died, or the
+        platform's API did not answer it), bind here: BIND_WAIT after the claim was made.
 
         Binding twice is harmless: both steps are idempotent for the same user.
         """
-        deadline = time.monotonic() + BIND_WAIT
+        deadline = time.monotonic() + min(
+            BIND_WAIT, max(0.0, claim.since + BIND_WAIT - self.clock())
+        )
         while time.monotonic() < deadline:
             await asyncio.sleep(BIND_POLL)
             current = await self.store.lookup(claim.user)
@@ -108,14 +114,19 @@ class Fleet:
         log.warning("claim of pod %s for %s left unbound; binding it here", claim.pod, claim.user)
         return claim if await self._bind_or_end(claim) else Waiting(claim.profile, 0, 0)
 
-    async def _bind_or_end(self, claim: Claim) -> bool:
-        """Bind the claim and mark it bound; if the pod fails, end its claim (False)."""
+    async def _bind_or_end(self, claim: Claim) -> bool | None:
+        """Bind the claim and mark it bound (True); if the pod is someone else's, gone or
+        failing, end its claim (False); if the platform only failed to answer, keep both
+        and let the user wait (None: the claim stays binding, a later request binds it)."""
         try:
             await self._bind(claim)
-        except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
+        except (Conflict, PodGone, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("claim of pod %s for %s failed (%s)", claim.pod, claim.user, exc)
             await self.store.end_pod(claim.pod, "claim_failed", only_user=claim.user)
             return False
+        except FleetError as exc:  # the API refused for now (Unavailable), or refused us
+            log.warning("claim of pod %s for %s waits: %s", claim.pod, claim.user, exc)
+            return None
         await self.store.mark_bound(claim)
         return True
 
@@ -132,9 +143,12 @@ class Fleet:
             )
             if not isinstance(result, Claim) or not result.new:
                 return result
-            if await self._bind_or_end(result):  # else: take another pod
+            bound = await self._bind_or_end(result)
+            if bound:
                 self._claimed(result, started)
                 return result
+            if bound is None:  # the pod is kept for the user: they wait for it
+                return Waiting(name, 0, 0)
         return Waiting(name, 0, 0)
 
     async def _allocate_claim(

@@ -337,6 +337,9 @@ class FleetSpec(_Model):
     backend: Literal["local", "kubernetes", "agones"]
     idle_timeout: PositiveDuration = 900.0
     max_session: PositiveDuration | None = None
+    # A pod whose node stopped answering is replaced after this long (Kubernetes itself
+    # waits 40-50 s to call the node lost, then 300 s more before evicting its pods).
+    node_lost_grace: PositiveDuration = 60.0
     outputs: str = "./data/outputs"
     timezone: TimeZoneName = "UTC"
     profiles: list[Profile] = Field(min_length=1)

@@ -680,9 +680,13 @@ async def test_fleet_makes_ready_gameservers_and_allocation_is_idempotent(tmp_pa
             *AGONES, NS, "gameservers", label_selector="agones.dev/fleet=webui"
         )
         gs = listed["items"][0]
-        assert gs["metadata"]["name"].startswith("webui-") and gs["status"]["address"].startswith(
-            "127."
-        )
+        assert gs["metadata"]["name"].startswith("webui-")
+        # status.address is the NODE's (Agones' address()); the pod IP is a PodIP entry.
+        assert gs["status"]["address"].endswith(".255")
+        assert {
+            "type": "PodIP",
+            "address": sim.pod(NS, gs["metadata"]["name"])["status"]["podIP"],
+        } in gs["status"]["addresses"]
         assert gs["status"]["ports"][0]["name"] == "http" and gs["status"]["nodeName"].startswith(
             "node-"
         )
@@ -698,7 +702,7 @@ async def test_fleet_makes_ready_gameservers_and_allocation_is_idempotent(tmp_pa
         assert (
             status["state"] == "Allocated"
             and status["gameServerName"]
-            and status["address"].startswith("127.")
+            and status["address"].endswith(".255")  # the node's, as on the GameServer
         )
         assert status["ports"] and status["nodeName"]
         again = await custom.create_namespaced_custom_object(

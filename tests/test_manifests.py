@@ -478,43 +478,6 @@ def test_oidc_ingress_streams():
 # --- Agones ---
 
 
-def buffer_policy_problems(buffer: dict) -> list[str]:
-    """What Agones' admission webhook refuses in a Buffer policy (not in the CRD schema)."""
-    size, low, high = buffer.get("bufferSize"), buffer.get("minReplicas", 0), buffer["maxReplicas"]
-    problems = []
-    if isinstance(size, str):
-        match = re.fullmatch(r"(\d+)%", size)
-        if not match or not 1 <= int(match[1]) <= 99:
-            problems.append("bufferSize percentage must be between 1% and 99%")
-        if low < 1:
-            problems.append("minReplicas must be at least 1 with a percentage bufferSize")
-    elif not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        problems.append("bufferSize must be an integer > 0")
-    else:
-        if high < size:
-            problems.append("maxReplicas must be >= bufferSize")
-        if low and low < size:
-            problems.append("minReplicas must be >= bufferSize")
-    if low and low > high:
-        problems.append("minReplicas must be <= maxReplicas")
-    return problems
-
-
-def test_buffer_policy_rules_themselves():
-    assert not buffer_policy_problems({"bufferSize": 2, "minReplicas": 2, "maxReplicas": 8})
-    assert not buffer_policy_problems({"bufferSize": "20%", "minReplicas": 1, "maxReplicas": 8})
-    bad = [
-        {"bufferSize": 0, "maxReplicas": 8},
-        {"bufferSize": 5, "maxReplicas": 4},
-        {"bufferSize": 2, "minReplicas": 1, "maxReplicas": 8},
-        {"bufferSize": 2, "minReplicas": 9, "maxReplicas": 8},
-        {"bufferSize": "0%", "minReplicas": 1, "maxReplicas": 8},
-        {"bufferSize": "20%", "minReplicas": 0, "maxReplicas": 8},
-        {"bufferSize": True, "maxReplicas": 8},
-    ]
-    assert all(buffer_policy_problems(b) for b in bad)
-
-
 def test_agones_fleet_matches_its_spec():
     docs = rendered("agones")
     spec = yaml.safe_load(the(docs, "ConfigMap", "sdbroker-fleet")["data"]["fleet.yaml"])
@@ -554,20 +517,9 @@ def test_agones_fleet_matches_its_spec():
         }
         for kind, volume in block.get("volumes", {}).items():
             assert claims[kind] == volume["claim"] and (kind, volume["path"]) in mounted
-        autoscaler = [
-            a
-            for a in docs
-            if a["kind"] == "FleetAutoscaler" and a["spec"]["fleetName"] == block["fleet"]
-        ]
-        (policy,) = [a["spec"]["policy"] for a in autoscaler]
-        assert policy["type"] == "Buffer"
-        buffer = policy["buffer"]
-        assert not buffer_policy_problems(buffer)
-        assert (buffer["bufferSize"], buffer["minReplicas"], buffer["maxReplicas"]) == (
-            profile["buffer"],
-            profile["min"],
-            profile["max"],
-        )
+        # The broker alone sizes the Fleet: nothing rendered may set its replicas again.
+        assert "replicas" not in fleet["spec"]
+        assert not [a for a in docs if a["kind"] == "FleetAutoscaler"]
 
 
 # --- NetworkPolicies, evaluated on the rendered pods' labels ---

@@ -15,9 +15,16 @@ a labelled GameServer that is not Allocated (or whose label and annotation
 disagree) is reported FAILED, so the controller ends and deletes it and a
 rebuild of the index never binds a claim to it.
 
-The FleetAutoscaler (Buffer policy) sizes the Fleet; the broker only raises
-`spec.replicas` at once when demand arrives, never lowers it. Agones' Buffer
-policy cannot scale to zero: at least `bufferSize` (>= 1) GameServers stay warm.
+The broker alone sizes the Fleet: it sets `spec.replicas` to claimed + queued +
+buffer (within min and max), up and down, as the kubernetes backend creates
+and deletes pods. There is no FleetAutoscaler: its Buffer policy sets
+allocated + bufferSize on every sync (agones v1.56.0
+`pkg/fleetautoscalers/fleetautoscalers.go`, `applyBufferPolicy`), which undid
+every raise made for the queue and made the Fleet delete the GameServers it
+had just started. Agones picks which unallocated GameServers a scale-down
+removes, never an Allocated one (gameserversets `computeReconciliationAction`).
+Reading GameServers (the WebUI is at the pod IP, not `status.address`) is
+agones_objects.py.
 """
 
 from __future__ import annotations
@@ -31,65 +38,31 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from ..errors import BackendError, Conflict, PodGone
-from ..model import Phase, PodRecord, http_address
-from ..slug import slugify
+from ..model import Phase, PodRecord
 from ..spec import FleetSpec, Profile
+from .agones_objects import (
+    FLEET_LABEL,
+    allocated_to,
+    allocation_body,
+    free_ready,
+    gameserver_phase,
+    merged_allocation,
+    webui_address,
+)
 from .kubeclient import api_errors, read_json
-from .kubepods import CLAIMED_AT, STATE, USER, _created
+from .kubepods import CLAIMED_AT, USER, _created
 from .kubewatch import WatchingBackend
 
 log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 AGONES = ("agones.dev", "v1")
 ALLOCATION = ("allocation.agones.dev", "v1")
-FLEET_LABEL = "agones.dev/fleet"
-ALLOCATE_ATTEMPTS = 4  # contention or a lost response: retried with jitter, then the user waits
+AUTOSCALING = ("autoscaling.agones.dev", "v1")
+# Contention, a conflict or a lost answer: retried with jitter, then the user waits in line.
+ALLOCATE_ATTEMPTS = 4
 FLEET_CACHE_SECONDS = 1.0
-STARTING = {"PortAllocation", "Creating", "Starting", "Scheduled", "RequestReady", "Reserved"}
-DEAD = {"Unhealthy", "Error"}
-
-
-def allocation_body(fleet: str, user: str, slug: str) -> dict[str, Any]:
-    """A GameServerAllocation that returns the user's GameServer if they have one."""
-    return {
-        "apiVersion": "allocation.agones.dev/v1",
-        "kind": "GameServerAllocation",
-        "spec": {
-            "selectors": [
-                {"matchLabels": {FLEET_LABEL: fleet, USER: slug}, "gameServerState": "Allocated"},
-                # Never a GameServer that was ever someone's (SDK Ready() from inside
-                # the pod puts an Allocated one back to Ready with its labels).
-                {
-                    "matchLabels": {FLEET_LABEL: fleet},
-                    "matchExpressions": [{"key": USER, "operator": "DoesNotExist"}],
-                    "gameServerState": "Ready",
-                },
-            ],
-            "metadata": {
-                "labels": {USER: slug, STATE: "claimed"},
-                "annotations": {USER: user, CLAIMED_AT: f"{time.time():.3f}"},
-            },
-        },
-    }
-
-
-def gameserver_phase(gs: dict[str, Any]) -> tuple[Phase, str]:
-    meta = gs.get("metadata", {})
-    state = str((gs.get("status") or {}).get("state") or "Creating")
-    if meta.get("deletionTimestamp") or state == "Shutdown":
-        return Phase.GONE, "being deleted"
-    label = (meta.get("labels") or {}).get(USER)
-    if label and state != "Allocated":
-        # Only an allocation labels a GameServer, and only its own pod (SDK Ready()
-        # or Reserve()) takes it out of Allocated: its user's code did. Never reused.
-        return Phase.FAILED, f"GameServer claimed by {label} left Allocated (now {state})"
-    if label and label != slugify((meta.get("annotations") or {}).get(USER, "")):
-        return Phase.FAILED, f"GameServer user label {label} disagrees with its annotation"
-    if state in ("Ready", "Allocated"):
-        return Phase.READY, ""
-    if state in DEAD:
-        return Phase.FAILED, f"GameServer {state}"
-    return Phase.STARTING, state
+OWNER_MEMORY = 30.0  # seconds a size this broker set is taken as still its own
+OTHER_OWNER_EVERY = 300.0  # seconds between two warnings that something else sets a Fleet's size
 
 
 class AgonesBackend(WatchingBackend):
@@ -102,7 +75,7 @@ class AgonesBackend(WatchingBackend):
         super().__init__(spec)
         self.custom: client.CustomObjectsApi | None = None
         self._fleet_replicas: dict[tuple[str, str], tuple[float, int]] = {}
-        self._said_no_zero = False
+        self._said_other_owner: dict[tuple[str, str], float] = {}
 
     def _fleets(self) -> dict[tuple[str, str], Profile]:
         """(namespace, fleet) -> profile."""
@@ -131,10 +104,8 @@ class AgonesBackend(WatchingBackend):
             return None
         status = gs.get("status") or {}
         phase, reason = gameserver_phase(gs)
-        ports = status.get("ports") or []
-        addr = ""
-        if status.get("address") and ports:
-            addr = http_address(status["address"], ports[0].get("port", ""))
+        assert profile.agones is not None
+        addr = webui_address(status, profile.agones.port)
         # A FAILED record names nobody: a rebuild must not bind a claim to it.
         allocated = phase is Phase.READY and status.get("state") == "Allocated" and labels.get(USER)
         claimed_at = annotations.get(CLAIMED_AT, "")
@@ -216,7 +187,7 @@ class AgonesBackend(WatchingBackend):
         if found is None:
             raise PodGone(f"gameserver {pod_id} is not known to the watch")
         namespace, gs = found
-        if not _allocated_to(gs, user, slug):  # the watch may lag the allocation: ask
+        if not allocated_to(gs, user, slug):  # the watch may lag the allocation: ask
             assert self.custom is not None
             with api_errors(f"read gameserver {pod_id}"):
                 gs = await read_json(
@@ -225,7 +196,7 @@ class AgonesBackend(WatchingBackend):
                     )
                 )
             self.watches[namespace].apply("MODIFIED", gs)
-        if not _allocated_to(gs, user, slug):
+        if not allocated_to(gs, user, slug):
             raise Conflict(f"gameserver {pod_id} is not allocated to this user")
 
     async def allocate(self, profile: Profile, user: str, slug: str) -> PodRecord | None:
@@ -233,7 +204,12 @@ class AgonesBackend(WatchingBackend):
 
         Contention and lost responses (agones#607) are retried with jitter: the
         Allocated+user selector makes a retry return the GameServer the lost
-        response had allocated, never a second one.
+        response had allocated, never a second one. So is UnAllocated while the
+        API shows a Ready GameServer nobody holds (`_free`): Agones answers UnAllocated
+        not only when nothing is Ready but also after a conflict on the one it
+        picked, which leaves its allocation cache until the next watch event
+        brings it back (v1.56.0 `pkg/gameserverallocations/allocator.go`,
+        `allocateFromLocalCluster` and `allocationUpdateWorkers`).
         """
         assert self.custom is not None and profile.agones is not None
         namespace, fleet = profile.agones.namespace, profile.agones.fleet
@@ -258,32 +234,45 @@ class AgonesBackend(WatchingBackend):
             if state == "Allocated":
                 return await self._allocated(namespace, status)
             if state == "UnAllocated":
-                return None
+                ready = (
+                    0 if attempt == ALLOCATE_ATTEMPTS - 1 else await self._free(namespace, fleet)
+                )
+                if not ready:
+                    return None  # nothing Ready: the user waits in line
+                log.info("allocation for %s: UnAllocated with %d Ready; retrying", user, ready)
+                await asyncio.sleep(random.uniform(0.02, 0.1) * (attempt + 1))
+                continue
             log.info("allocation for %s: %s; retrying", user, state)
             await asyncio.sleep(random.uniform(0.02, 0.1) * (attempt + 1))
         return None  # still contended: the user waits and is served from the queue
+
+    async def _free(self, namespace: str, fleet: str) -> int:
+        """GameServers the Ready selector would take, as the API server has them now.
+
+        The watch first: if even it shows none, there are none. If it shows some, it
+        may only lag allocations made a moment ago (then the user waits in line, as
+        they should), so a fresh list decides."""
+        assert self.custom is not None
+        if not free_ready(self.watches[namespace].objects.values(), fleet):
+            return 0
+        try:
+            with api_errors(f"list gameservers of fleet {fleet}"):
+                listed = await read_json(
+                    await self.custom.list_namespaced_custom_object(
+                        *AGONES, namespace, "gameservers",
+                        label_selector=f"{FLEET_LABEL}={fleet}", _preload_content=False,
+                    )
+                )  # fmt: skip
+        except BackendError as exc:
+            log.info("cannot list the GameServers of fleet %s (%s): the user waits", fleet, exc)
+            return 0
+        return free_ready(listed.get("items") or [], fleet)
 
     async def _allocated(self, namespace: str, status: dict[str, Any]) -> PodRecord:
         name = status["gameServerName"]
         watch = self.watches[namespace]
         if name in watch.objects:
-            current = watch.objects[name]
-            meta = status.get("metadata") or {}
-            merged = {
-                **current,
-                "metadata": {
-                    **current["metadata"],
-                    "labels": {
-                        **(current["metadata"].get("labels") or {}),
-                        **meta.get("labels", {}),
-                    },
-                    "annotations": {
-                        **(current["metadata"].get("annotations") or {}),
-                        **meta.get("annotations", {}),
-                    },
-                },
-                "status": {**(current.get("status") or {}), "state": "Allocated"},
-            }
+            merged = merged_allocation(watch.objects[name], status)
             record = self._record(merged)
         else:
             assert self.custom is not None
@@ -300,20 +289,16 @@ class AgonesBackend(WatchingBackend):
         return record
 
     async def set_replicas(self, profile: Profile, replicas: int) -> None:
-        """Raise the Fleet at once on demand; the FleetAutoscaler does every scale-down."""
+        """Make the Fleet's `spec.replicas` the profile's target, up or down: the broker is its
+        only owner. A value we did not write means something else sets it too (a
+        FleetAutoscaler left from an older install, a Fleet applied with `replicas:`): said
+        loudly, since the two would undo each other's every change."""
         block = profile.agones
         if block is None or self.custom is None:
             return
-        if profile.buffer_for(0) == 0 and not self._said_no_zero:
-            self._said_no_zero = True
-            log.warning(
-                "profile %s: buffer 0, but Agones' Buffer policy cannot scale to zero; "
-                "the FleetAutoscaler keeps at least one GameServer warm",
-                profile.name,
-            )
         key = (block.namespace, block.fleet)
         at, known = self._fleet_replicas.get(key, (0.0, -1))
-        if replicas <= known and time.monotonic() - at < FLEET_CACHE_SECONDS:
+        if replicas == known and time.monotonic() - at < FLEET_CACHE_SECONDS:
             return
         try:
             with api_errors(f"read fleet {block.fleet}"):
@@ -323,8 +308,12 @@ class AgonesBackend(WatchingBackend):
                     )
                 )
             current = int((fleet.get("spec") or {}).get("replicas") or 0)
-            if replicas > current:
-                log.info("fleet %s: %d -> %d replicas (demand)", block.fleet, current, replicas)
+            # Only a value this broker set moments ago says anything: another broker's
+            # controller may have led (and sized the Fleet) while this one did not.
+            if current != known and time.monotonic() - at < OWNER_MEMORY:
+                self._other_owner(key, known, current)
+            if current != replicas:
+                log.info("fleet %s: %d -> %d replicas", block.fleet, current, replicas)
                 with api_errors(f"scale fleet {block.fleet}"):
                     await read_json(
                         await self.custom.patch_namespaced_custom_object(
@@ -333,23 +322,54 @@ class AgonesBackend(WatchingBackend):
                             _content_type=MERGE_PATCH, _preload_content=False,
                         )
                     )  # fmt: skip
-                current = replicas
-            self._fleet_replicas[key] = (time.monotonic(), current)
+            self._fleet_replicas[key] = (time.monotonic(), replicas)
         except BackendError as exc:
             log.warning("cannot size fleet %s: %s", block.fleet, exc)
+
+    def _other_owner(self, key: tuple[str, str], ours: int, theirs: int) -> None:
+        said = self._said_other_owner.get(key)
+        if said is not None and time.monotonic() - said < OTHER_OWNER_EVERY:
+            return
+        self._said_other_owner[key] = time.monotonic()
+        namespace, fleet = key
+        log.warning(
+            "fleet %s: spec.replicas is %d, not the %d this broker set: something else sizes "
+            "it too. The broker owns it: delete any FleetAutoscaler of this Fleet "
+            "(kubectl -n %s get fleetautoscalers) and apply the Fleet without replicas",
+            fleet, theirs, ours, namespace,
+        )  # fmt: skip
+
+    async def start(self) -> None:
+        await super().start()
+        await self._check_autoscalers()
+
+    async def _check_autoscalers(self) -> None:
+        """A FleetAutoscaler on one of our Fleets would fight the broker over its size (an
+        install from before the broker owned it): say so at once, by name."""
+        assert self.custom is not None
+        for namespace, fleet in sorted(self._fleets()):
+            try:
+                with api_errors(f"list fleetautoscalers in {namespace}"):
+                    found = await read_json(
+                        await self.custom.list_namespaced_custom_object(
+                            *AUTOSCALING, namespace, "fleetautoscalers", _preload_content=False
+                        )
+                    )
+            except BackendError as exc:  # no such CRD, or no right to list: nothing to say
+                log.debug("cannot list fleetautoscalers: %s", exc)
+                continue
+            for fas in found.get("items") or []:
+                if (fas.get("spec") or {}).get("fleetName") == fleet:
+                    log.error(
+                        "FleetAutoscaler %s/%s sizes fleet %s, which the broker sizes: they "
+                        "undo each other (GameServers started for the queue are deleted). "
+                        "Delete it: kubectl -n %s delete fleetautoscaler %s",
+                        namespace, fas["metadata"]["name"], fleet, namespace,
+                        fas["metadata"]["name"],
+                    )  # fmt: skip
 
     def outputs_path(self, slug: str) -> str:
         return f"/outputs/{slug}"
 
     async def prepare_outputs(self, slug: str) -> None:
         """The in-pod agent makes the folder on the shared volume; the broker has no mount."""
-
-
-def _allocated_to(gs: dict[str, Any], user: str, slug: str) -> bool:
-    """Allocated, and its label and annotation both name this user (as the allocation wrote)."""
-    meta = gs.get("metadata", {})
-    return (
-        (gs.get("status") or {}).get("state") == "Allocated"
-        and (meta.get("labels") or {}).get(USER) == slug
-        and (meta.get("annotations") or {}).get(USER) == user
-    )

@@ -45,6 +45,15 @@ class Backend(ABC):
     async def close(self) -> None:
         """Stop watches and release clients (never deletes pods)."""
 
+    def synced(self) -> bool:
+        """True once `observe` shows every pod there is (a watch cache has listed)."""
+        return True
+
+    def problem(self) -> str:
+        """Why the platform refuses to show us the pods, for good ("" when it does not):
+        readiness fails with it (missing RBAC, a CRD not installed)."""
+        return ""
+
     @abstractmethod
     async def create(self, profile: Profile, pod_id: str) -> PodRecord:
         """Start a pod; returns at once with phase STARTING."""

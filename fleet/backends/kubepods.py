@@ -8,6 +8,7 @@ phase and a reason an admin can act on within seconds (kubespawner#795).
 from __future__ import annotations
 
 import copy
+import datetime
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ PROFILE = "sdbroker.io/profile"
 STATE = "sdbroker.io/state"
 USER = "sdbroker.io/user"  # label: slug; annotation: the raw identity
 CLAIMED_AT = "sdbroker.io/claimed-at"
+# On a claimed pod: the cluster autoscaler never empties its node (scale-down, upgrades).
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 SELECTOR = f"{MANAGED_BY}=sdbroker"
 PODINFO = "/etc/podinfo"
 # The outputs layout of webui-image's pods (its README: the pod contract).
@@ -30,17 +33,23 @@ HANDOFF = "/handoff"  # the per-pod folder the WebUI saves into, as the agent se
 HANDOFF_VOLUME = "handoff"
 
 #: Container waiting reasons that will not fix themselves.
-STUCK = frozenset(
-    {
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "CrashLoopBackOff",
-        "RunContainerError",
-    }
+STUCK = frozenset({"InvalidImageName", "CreateContainerConfigError", "CrashLoopBackOff"})
+#: Waiting reasons the kubelet retries, often with success (the first pull of a
+#: 10-20 GB CUDA image times out; a container runtime hiccups): still starting,
+#: as long as the profile's start_timeout allows. ImagePullBackOff is the pause
+#: between two pulls (kubelet images/image_manager.go, `EnsureImageExists`).
+RETRIED = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "CreateContainerError", "RunContainerError"}
 )
+#: How container runtimes word a pull that can never succeed (containerd:
+#: `code = NotFound ... not found`; registries: `manifest unknown`; docker:
+#: `repository does not exist`): failed at once, no use waiting.
+IMAGE_MISSING = ("code = NotFound", "manifest unknown", "repository does not exist")
+#: Ready=False reasons the kubelet itself writes (status/generate.go,
+#: `GeneratePodReadyCondition`). The node controller, when a node stops
+#: reporting, flips Ready to False and nothing else (controller/util/node,
+#: `MarkPodsNotReady`): the containers still say ready.
+KUBELET_NOT_READY = frozenset({"ContainersNotReady", "ReadinessGatesNotReady", "PodCompleted"})
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -240,23 +249,28 @@ def read_status(status: dict[str, Any]) -> tuple[Phase, str]:
     phase = status.get("phase", "Pending")
     containers = status.get("containerStatuses") or []
     if phase == "Failed":
+        if status.get(
+            "reason"
+        ):  # the pod's own (Evicted, Shutdown...): its containers only died of it
+            return Phase.FAILED, f"{status['reason']}: {status.get('message') or ''}".strip(": ")
         for c in containers:
             term = (c.get("state") or {}).get("terminated") or {}
             if term.get("reason"):
                 return Phase.FAILED, f"{term['reason']} (exit code {term.get('exitCode')})"
-        return (
-            Phase.FAILED,
-            f"{status.get('reason') or 'Failed'}: {status.get('message') or ''}".strip(": "),
-        )
+        return Phase.FAILED, f"Failed: {status.get('message') or ''}".strip(": ")
     if phase == "Succeeded":
         return Phase.GONE, "the WebUI exited"
-    for c in containers:
-        waiting = (c.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in STUCK:
-            return Phase.FAILED, f"{waiting['reason']}: {waiting.get('message') or ''}".strip(": ")
+    for c in containers:  # the cause first: an OOM kill shows as CrashLoopBackOff after it
         last = (c.get("lastState") or {}).get("terminated") or {}
         if last.get("reason") == "OOMKilled":
             return Phase.FAILED, "OOMKilled: the WebUI ran out of memory"
+    for c in containers:
+        waiting = (c.get("state") or {}).get("waiting") or {}
+        reason, message = waiting.get("reason"), waiting.get("message") or ""
+        if reason in STUCK or (
+            reason in RETRIED and any(text in message for text in IMAGE_MISSING)
+        ):
+            return Phase.FAILED, f"{reason}: {message}".strip(": ")
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled", {})
     if scheduled.get("status") == "False":
@@ -269,19 +283,57 @@ def read_status(status: dict[str, Any]) -> tuple[Phase, str]:
     for c in containers:
         waiting = (c.get("state") or {}).get("waiting") or {}
         if waiting.get("reason"):
-            return Phase.STARTING, waiting["reason"]
+            message = waiting.get("message") or ""
+            return Phase.STARTING, f"{waiting['reason']}: {message}".strip(": ")
     return Phase.STARTING, ""
 
 
-def pod_record(obj: dict[str, Any], port: int) -> PodRecord:
+def node_lost_since(status: dict[str, Any]) -> float | None:
+    """When the node controller marked this running pod not Ready because its node
+    stopped reporting (None: it did not). The kubelet, which would say otherwise, is
+    the one that cannot be heard: Ready=False with every container still ready
+    and running is written by nobody else."""
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    ready = conditions.get("Ready") or {}
+    containers = status.get("containerStatuses") or []
+    if (
+        status.get("phase") != "Running"
+        or ready.get("status") != "False"
+        or ready.get("reason") in KUBELET_NOT_READY
+        or not containers
+        or not all(c.get("ready") and "running" in (c.get("state") or {}) for c in containers)
+    ):
+        return None
+    return _stamp(ready.get("lastTransitionTime")) or time.time()
+
+
+def pod_record(
+    obj: dict[str, Any],
+    port: int,
+    *,
+    node_lost_grace: float | None = None,
+    now: float | None = None,
+) -> PodRecord:
+    """The record of a pod. One on a lost node reads as starting (it may come back)
+    for `node_lost_grace` seconds, then as failed, so that its user is told and
+    gets another (None: as starting until the taint eviction deletes it, 5 minutes on)."""
     meta = obj.get("metadata", {})
     labels = meta.get("labels") or {}
     annotations = meta.get("annotations") or {}
     status = obj.get("status") or {}
+    node = (obj.get("spec") or {}).get("nodeName") or ""
     phase, reason = read_status(status)
     terminating = bool(meta.get("deletionTimestamp"))
+    lost = node_lost_since(status)
     if terminating:
         phase, reason = Phase.GONE, "being deleted"
+    elif lost is not None:
+        silent = max(0.0, (time.time() if now is None else now) - lost)
+        if node_lost_grace is not None and silent >= node_lost_grace:
+            phase = Phase.FAILED
+            reason = f"node lost: {node} stopped answering {silent:.0f}s ago"
+        else:
+            reason = f"node lost: {node} not answering for {silent:.0f}s"
     ip = status.get("podIP")
     claimed_at = annotations.get(CLAIMED_AT, "")
     return PodRecord(
@@ -294,8 +346,16 @@ def pod_record(obj: dict[str, Any], port: int) -> PodRecord:
         claimed_at=float(claimed_at) if claimed_at.replace(".", "", 1).isdigit() else 0.0,
         reason=reason,
         terminating=terminating,
-        extra={
-            "namespace": meta.get("namespace", ""),
-            "node": (obj.get("spec") or {}).get("nodeName") or "",
-        },
+        node_lost=lost is not None and not terminating,
+        extra={"namespace": meta.get("namespace", ""), "node": node},
     )
+
+
+def _stamp(text: str | None) -> float | None:
+    """An RFC 3339 time (metav1.Time: `2025-01-01T00:00:00Z`) in unix seconds."""
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

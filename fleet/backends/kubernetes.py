@@ -3,6 +3,8 @@
 Observation comes from one shared watch per namespace (ObjectWatch), never a
 poll per pod. A claim is written on the pod itself (label + annotation) with
 a resourceVersion precondition, so two brokers can never both label one pod.
+Every call is retried while the API server refuses it only for now (429, 5xx,
+no answer: kubeclient.call); only a Conflict or a pod that is gone ends a claim.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from kubernetes_asyncio import client
 from ..errors import BackendError, Conflict, PodGone
 from ..model import PodRecord
 from ..spec import FleetSpec, Profile
-from .kubeclient import api_errors, read_json
-from .kubepods import CLAIMED_AT, SELECTOR, STATE, USER, build_pod, pod_record
+from .kubeclient import call
+from .kubepods import CLAIMED_AT, SAFE_TO_EVICT, SELECTOR, STATE, USER, build_pod, pod_record
 from .kubewatch import WatchingBackend
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,11 @@ class KubernetesBackend(WatchingBackend):
 
     def _record(self, obj: dict[str, Any]) -> PodRecord:
         labels = obj.get("metadata", {}).get("labels") or {}
-        return pod_record(obj, self._port(labels.get("sdbroker.io/profile", "")))
+        return pod_record(
+            obj,
+            self._port(labels.get("sdbroker.io/profile", "")),
+            node_lost_grace=self.spec.node_lost_grace,
+        )
 
     def _find(self, pod_id: str) -> tuple[str, dict[str, Any]] | None:
         for namespace, watch in self.watches.items():
@@ -65,25 +71,27 @@ class KubernetesBackend(WatchingBackend):
             raise BackendError(f"profile {profile.name} has no kubernetes: block")
         body = build_pod(profile, pod_id)
         namespace = profile.kubernetes.namespace
-        with api_errors(f"create pod {pod_id}"):
-            created = await read_json(
-                await self.core.create_namespaced_pod(namespace, body, _preload_content=False)
-            )
+        core = self.core
+        created = await call(
+            f"create pod {pod_id}",
+            lambda: core.create_namespaced_pod(namespace, body, _preload_content=False),
+        )
         self.watches[namespace].apply("ADDED", created)
         return self._record(created)
 
     async def delete(self, pod_id: str) -> None:
         assert self.core is not None
+        core = self.core
         found = self._find(pod_id)
         namespaces = [found[0]] if found else sorted(self.watches)
         for namespace in namespaces:
             try:
-                with api_errors(f"delete pod {pod_id}"):
-                    gone = await read_json(
-                        await self.core.delete_namespaced_pod(
-                            pod_id, namespace, grace_period_seconds=10, _preload_content=False
-                        )
-                    )
+                gone = await call(
+                    f"delete pod {pod_id}",
+                    lambda ns=namespace: core.delete_namespaced_pod(
+                        pod_id, ns, grace_period_seconds=10, _preload_content=False
+                    ),
+                )
             except PodGone:
                 self.watches[namespace].apply("DELETED", {"metadata": {"name": pod_id}})
                 continue
@@ -99,34 +107,41 @@ class KubernetesBackend(WatchingBackend):
         return [self._record(obj) for w in self.watches.values() for obj in w.objects.values()]
 
     async def phase_of(self, pod_id: str) -> PodRecord | None:
-        assert self.core is not None
         found = self._find(pod_id)
         for namespace in [found[0]] if found else sorted(self.watches):
             try:
-                with api_errors(f"read pod {pod_id}"):
-                    obj = await read_json(
-                        await self.core.read_namespaced_pod(
-                            pod_id, namespace, _preload_content=False
-                        )
-                    )
+                obj = await self._read(namespace, pod_id)
             except PodGone:
                 continue
             return self._record(obj)
         return None
 
+    async def _read(self, namespace: str, pod_id: str) -> dict[str, Any]:
+        assert self.core is not None
+        core = self.core
+        return await call(
+            f"read pod {pod_id}",
+            lambda: core.read_namespaced_pod(pod_id, namespace, _preload_content=False),
+        )
+
     async def _patch(self, namespace: str, pod_id: str, body: dict[str, Any]) -> dict[str, Any]:
         assert self.core is not None
-        with api_errors(f"patch pod {pod_id}"):
-            patched = await read_json(
-                await self.core.patch_namespaced_pod(
-                    pod_id, namespace, body, _content_type=MERGE_PATCH, _preload_content=False
-                )
-            )
+        core = self.core
+        patched = await call(
+            f"patch pod {pod_id}",
+            lambda: core.patch_namespaced_pod(
+                pod_id, namespace, body, _content_type=MERGE_PATCH, _preload_content=False
+            ),
+        )
         self.watches[namespace].apply("MODIFIED", patched)
         return patched
 
     async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
-        """Label the pod as this user's, only if nobody else labelled it first."""
+        """Label the pod as this user's, only if nobody else labelled it first.
+
+        A claimed pod also tells the cluster autoscaler not to empty its node
+        (scale-down and node upgrades evict otherwise, ending a live session).
+        """
         found = self._find(pod_id)
         if found is None:
             raise PodGone(f"pod {pod_id} is not known to the watch")
@@ -139,7 +154,11 @@ class KubernetesBackend(WatchingBackend):
                 "metadata": {
                     "resourceVersion": obj["metadata"]["resourceVersion"],
                     "labels": {STATE: "claimed", USER: slug},
-                    "annotations": {USER: user, CLAIMED_AT: f"{time.time():.3f}"},
+                    "annotations": {
+                        USER: user,
+                        CLAIMED_AT: f"{time.time():.3f}",
+                        SAFE_TO_EVICT: "false",
+                    },
                 }
             }
             try:
@@ -147,13 +166,7 @@ class KubernetesBackend(WatchingBackend):
                 return
             except Conflict:
                 # The pod changed (often only its status): look again, and retry if still free.
-                assert self.core is not None
-                with api_errors(f"read pod {pod_id}"):
-                    obj = await read_json(
-                        await self.core.read_namespaced_pod(
-                            pod_id, namespace, _preload_content=False
-                        )
-                    )
+                obj = await self._read(namespace, pod_id)
         raise Conflict(f"pod {pod_id} kept changing while being claimed")
 
     async def mark_ready(self, pod_id: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +31,7 @@ from fleet import (
 from fleet.render import render_profile
 from fleet.spec import parse_spec
 from tests.kubeapi import KubeSim, ProcessRunner
+from tests.kubeapi.relay import Relay
 from tests.support.procs import STUB
 
 LOCAL = """\
@@ -99,6 +101,7 @@ class Harness:
     fleet: Fleet
     http: aiohttp.ClientSession
     sim: KubeSim | None = None
+    relay: Relay | None = None
 
     async def until(
         self, predicate: Callable[[], object], within: float = 30.0, what: str = ""
@@ -133,8 +136,13 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def harness(kind: str, redis_url: str, tmp: Path, *, min: int = 0, buffer: int = 2, max: int = 4,
-                  nodes: int = 6) -> AsyncIterator[Harness]:  # fmt: skip
+                  nodes: int = 6, relay: bool = False, exec_ttl: float | None = None,
+                  top: str = "", start_delay: float = 0.0) -> AsyncIterator[Harness]:  # fmt: skip
+    """`relay`: the backend reaches the simulator through a fault transport (h.relay);
+    `exec_ttl`: with exec-plugin tokens valid that long; `top`: more top-level fleet YAML;
+    `start_delay`: simulated seconds a pod takes to start (image pull), before its process."""
     sim: KubeSim | None = None
+    path: Relay | None = None
     stack = contextlib.AsyncExitStack()
     async with stack:
         if kind == "local":
@@ -147,11 +155,18 @@ async def harness(kind: str, redis_url: str, tmp: Path, *, min: int = 0, buffer:
                     process_runner=STUB_RUNNER,
                     seed=7,
                     autoscaler_sync=AUTOSCALER_SYNC,
+                    start_delay=start_delay,
                 )
             )
-            os.environ["KUBECONFIG"] = str(sim.write_kubeconfig(tmp / "kubeconfig", namespace="sd"))
+            config = sim.kubeconfig("sd", exec_ttl=exec_ttl)
+            if relay:
+                path = await stack.enter_async_context(Relay(sim.host, sim.port))
+                config["clusters"][0]["cluster"]["server"] = path.url
+            kubeconfig = tmp / "kubeconfig"
+            kubeconfig.write_text(json.dumps(config))
+            os.environ["KUBECONFIG"] = str(kubeconfig)
             template = AGONES if kind == "agones" else KUBERNETES
-            text = template.format(min=min, buffer=buffer, max=max)
+            text = top + template.format(min=min, buffer=buffer, max=max)
         spec = parse_spec(text)
         redis = connect_redis(redis_url)
         stack.push_async_callback(redis.aclose)
@@ -174,17 +189,20 @@ async def harness(kind: str, redis_url: str, tmp: Path, *, min: int = 0, buffer:
                 await backend.stop_all()  # type: ignore[attr-defined]
 
         stack.push_async_callback(stop)
-        yield Harness(kind, spec, store, backend, controller, fleet, http, sim)
+        yield Harness(kind, spec, store, backend, controller, fleet, http, sim, path)
 
 
 async def install_fleet(backend: Backend, spec: FleetSpec) -> None:
-    """What `sdbroker fleet render | kubectl apply -f -` does, with the sim's fast autoscaler."""
+    """What `sdbroker fleet render | kubectl apply -f -` does. A FleetAutoscaler (rendered
+    before the broker owned the Fleet's size) gets the simulator's fast sync, not 10 s."""
     custom = backend.custom  # type: ignore[attr-defined]
     for profile in spec.profiles:
-        fleet, autoscaler = render_profile(profile)
-        del autoscaler["spec"]["sync"]  # the simulator's AUTOSCALER_SYNC, not 10 s
-        ns = fleet["metadata"]["namespace"]
-        await custom.create_namespaced_custom_object("agones.dev", "v1", ns, "fleets", fleet)
-        await custom.create_namespaced_custom_object(
-            "autoscaling.agones.dev", "v1", ns, "fleetautoscalers", autoscaler
-        )
+        for doc in render_profile(profile):
+            ns = doc["metadata"]["namespace"]
+            if doc["kind"] == "Fleet":
+                await custom.create_namespaced_custom_object("agones.dev", "v1", ns, "fleets", doc)
+            elif doc["kind"] == "FleetAutoscaler":
+                doc["spec"].pop("sync", None)  # the simulator's AUTOSCALER_SYNC
+                await custom.create_namespaced_custom_object(
+                    "autoscaling.agones.dev", "v1", ns, "fleetautoscalers", doc
+                )

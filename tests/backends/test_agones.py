@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import Claim, Conflict, Waiting
+from fleet import Claim, Conflict, Waiting, keys
 from fleet.backends.agones import ALLOCATE_ATTEMPTS
 from fleet.slug import slugify
 from tests.backends.harness import Harness, harness
@@ -70,6 +70,22 @@ async def test_contention_is_retried(redis_url: str, tmp_path: Path) -> None:
         h.sim.inject_allocation_contention(ALLOCATE_ATTEMPTS - 1)
         claim = await h.claim("ann")
         assert isinstance(claim, Claim) and labelled(h, "ann") == [claim.pod]
+
+
+async def test_unallocated_after_an_update_conflict_is_retried(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Agones answers UnAllocated when its update of the GameServer it picked conflicts
+    (another writer changed it since its cache read it: allocator.go), though that
+    GameServer is still Ready: not a reason to put the user in line."""
+    async with harness("agones", redis_url, tmp_path, buffer=1, max=1) as h:
+        await h.ready(1)
+        assert h.sim is not None
+        h.sim.inject_allocation_conflict(1)
+        claim = await h.claim("ann")
+        assert isinstance(claim, Claim), claim
+        assert labelled(h, "ann") == [claim.pod]
+        assert await h.store.redis.zcard(keys.queue("default")) == 0
 
 
 async def test_lost_allocation_answer_is_retried_to_the_same_gameserver(

@@ -9,10 +9,10 @@ readiness, failures, fleets and allocation) on an injectable clock.
         ...
 """
 
+from .autoscalers import buffer_replicas
 from .clock import Clock, ManualClock, ScaledClock
 from .errors import ApiError
 from .faults import ApiErrorRule, PodFailure, PodFailureRule
-from .fleets import buffer_replicas
 from .nodes import GPU, NodeSpec
 from .processes import PodProcess, ProcessInfo, ProcessRunner
 from .resources import (

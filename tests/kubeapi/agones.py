@@ -4,8 +4,9 @@ Each GameServer gets a backing Pod of the same name, with Agones' metadata
 (gameserver_pod.py), so the pod lifecycle's scheduling, GPU capacity, start
 delay, failures and process runner apply to it. The GameServer follows its
 pod (Creating -> Starting -> Scheduled -> RequestReady -> Ready; a failed or
-lost pod: Unhealthy) and its pod's SDK calls (`sdk_ready`). Allocation picks
-a matching GameServer per selector.
+lost pod: Unhealthy) and its pod's SDK calls (`sdk_ready`). Addresses and
+ports are written as Agones writes them (gameserver_address.py); allocation
+is allocator.py.
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ import random
 from typing import Any
 
 from . import errors
-from .clock import Clock, rfc3339, rfc3339_nano
+from .allocator import Allocator
+from .clock import Clock, rfc3339
 from .faults import Faults
+from .gameserver_address import apply_address_and_port
 from .gameserver_pod import gameserver_pod
 from .lifecycle import PodLifecycle
-from .resources import GAMESERVERS, PODS
-from .selectors import LabelSelector, selector_problems
+from .resources import GAMESERVERS, NODES, PODS
 from .store import Change, Store, check_preconditions, clone
 
 GS_LABEL = "agones.dev/gameserver"
 FLEET_LABEL = "agones.dev/fleet"
 GSS_LABEL = "agones.dev/gameserverset"
-LAST_ALLOCATED = "agones.dev/last-allocated"
 BEFORE_SCHEDULED = ("PortAllocation", "Creating", "Starting")
 SERVING = ("Ready", "Allocated", "Reserved")
 DEAD = ("Unhealthy", "Error", "Shutdown")
@@ -48,10 +49,16 @@ class AgonesController:
             faults,
         )
         self._next_port = 7000
+        self.allocator = Allocator(store, clock, rng, faults)
 
     def start(self) -> None:
         self.store.subscribe(GAMESERVERS, self._on_gameserver)
         self.store.subscribe(PODS, self._on_pod)
+        self.allocator.start()
+
+    def allocate(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The GameServerAllocation create (allocator.py)."""
+        return self.allocator.allocate(ns, body)
 
     # --- GameServers -----------------------------------------------------------------------
 
@@ -177,8 +184,7 @@ class AgonesController:
             if state not in DEAD:
                 self._set_state(ns, name, "Unhealthy")
             return
-        if state in BEFORE_SCHEDULED and (pod.get("spec") or {}).get("nodeName"):
-            self._scheduled(gs, pod)
+        if state in BEFORE_SCHEDULED and _has_node_and_ips(pod) and self._scheduled(gs, pod):
             state = "Scheduled"
         if state == "Scheduled" and _pod_ready(pod):
             self._set_state(ns, name, "RequestReady")
@@ -186,33 +192,21 @@ class AgonesController:
         elif state == "RequestReady":  # SDK Ready() came before the pod had a node
             self._request_ready(ns, name)
 
-    def _scheduled(self, gs: dict[str, Any], pod: dict[str, Any], state: str = "Scheduled") -> None:
+    def _scheduled(self, gs: dict[str, Any], pod: dict[str, Any], state: str = "Scheduled") -> bool:
+        """Address, addresses and ports written as Agones writes them (gameserver_address.py),
+        with the new state: agones v1.56.0 `pkg/gameservers/controller.go`,
+        `syncGameServerStartingState` (which waits for the pod's node AND its pod IPs)."""
         meta = gs["metadata"]
-        sim = self.lifecycle.pods.get((meta["namespace"], meta["name"]))
-        address = sim.ip if sim and sim.ip else ""
-        node = pod["spec"]["nodeName"]
+        node = self.store.peek(NODES, None, pod["spec"]["nodeName"])
+        if node is None:  # Agones retries until its node lister has it
+            return False
 
         def write(o: dict[str, Any]) -> None:
-            ports = o["spec"].get("ports") or []
-            o["status"].update(
-                state=state,
-                nodeName=node,
-                address=address,
-                addresses=[
-                    {"type": "InternalIP", "address": address},
-                    {"type": "PodIP", "address": address},
-                ],
-                ports=[
-                    {
-                        "name": p.get("name", ""),
-                        "port": int(p.get("hostPort") or p.get("containerPort") or 0),
-                    }
-                    for p in ports
-                ]
-                or None,
-            )
+            apply_address_and_port(o["status"], o["spec"], node, pod)
+            o["status"]["state"] = state
 
         self.store.mutate(GAMESERVERS, meta["namespace"], meta["name"], write)
+        return True
 
     def sdk_ready(self, ns: str, name: str) -> dict[str, Any]:
         """SDK Ready(), as code in the GameServer's pod calls it on its sidecar (localhost).
@@ -233,8 +227,8 @@ class AgonesController:
 
     def _request_ready(self, ns: str, name: str) -> None:
         """RequestReady -> Ready once the pod has a node (its address filled in then if
-        still missing): agones v1.56.0 `pkg/gameservers/controller.go`,
-        `syncGameServerRequestReadyState`."""
+        still missing, WITHOUT waiting for pod IPs: no PodIP entry if the pod has none yet):
+        agones v1.56.0 `pkg/gameservers/controller.go`, `syncGameServerRequestReadyState`."""
         gs = self.store.peek(GAMESERVERS, ns, name)
         pod = self.store.peek(PODS, ns, name)
         if gs is None or _state(gs) != "RequestReady" or gs["metadata"].get("deletionTimestamp"):
@@ -251,139 +245,13 @@ class AgonesController:
             GAMESERVERS, ns, name, lambda o: o.setdefault("status", {}).__setitem__("state", state)
         )
 
-    # --- GameServerAllocation ------------------------------------------------------------
-
-    def allocate(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
-        spec = clone(body.get("spec") or {})
-        selectors = (
-            spec.get("selectors")
-            or [
-                *(spec.get("preferred") or []),
-                *([spec["required"]] if spec.get("required") else []),
-            ]
-            or [{}]
-        )
-        for i, sel in enumerate(selectors):
-            # GameServerSelector.Validate: metav1.LabelSelectorAsSelector must accept it.
-            problems = selector_problems(sel)
-            if problems:
-                raise errors.invalid(
-                    "GameServerAllocation",
-                    "",
-                    f"spec.selectors[{i}].labelSelector: Invalid value: "
-                    f"Error converting label selector: {'; '.join(problems)}",
-                    "allocation.agones.dev",
-                )
-            sel.setdefault("gameServerState", "Ready")
-            if sel["gameServerState"] not in ("Ready", "Allocated"):
-                raise errors.invalid(
-                    "GameServerAllocation",
-                    "",
-                    f'spec.selectors.gameServerState: Unsupported value: "{sel["gameServerState"]}": supported values: "Allocated", "Ready"',
-                    "allocation.agones.dev",
-                )
-        spec["selectors"] = selectors
-        spec.setdefault("scheduling", "Packed")
-        if self.faults.allocation_contention > 0:
-            self.faults.allocation_contention -= 1
-            return _allocation(ns, spec, "Contention", None)
-        for sel in selectors:
-            chosen = self._pick(ns, sel, spec["scheduling"])
-            if chosen is not None:
-                gs = self._apply_allocation(chosen, spec.get("metadata") or {})
-                response = _allocation(ns, spec, "Allocated", gs)
-                if self.faults.allocation_drops > 0:
-                    self.faults.allocation_drops -= 1
-                    raise errors.DropResponse(gs["metadata"]["name"])
-                return response
-        return _allocation(ns, spec, "UnAllocated", None)
-
-    def _pick(self, ns: str, selector: dict[str, Any], scheduling: str) -> dict[str, Any] | None:
-        labels = LabelSelector.from_spec(selector)
-        state = selector["gameServerState"]
-        candidates = [
-            gs
-            for gs in self.store.iter(GAMESERVERS, ns)
-            if _state(gs) == state
-            and not gs["metadata"].get("deletionTimestamp")
-            and labels.matches(gs["metadata"].get("labels"))
-        ]
-        if not candidates:
-            return None
-        if scheduling == "Distributed":
-            return self.rng.choice(candidates)
-        allocated_on: dict[str, int] = {}
-        for gs in self.store.iter(GAMESERVERS, ns):
-            if _state(gs) == "Allocated":
-                node = gs["status"].get("nodeName", "")
-                allocated_on[node] = allocated_on.get(node, 0) + 1
-        return min(
-            candidates,
-            key=lambda g: (
-                -allocated_on.get(g["status"].get("nodeName", ""), 0),
-                g["metadata"]["creationTimestamp"],
-                g["metadata"]["name"],
-            ),
-        )
-
-    def _apply_allocation(self, gs: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
-        now = rfc3339_nano(self.clock.time())
-
-        def write(o: dict[str, Any]) -> None:
-            meta = o["metadata"]
-            meta["labels"] = {**(meta.get("labels") or {}), **(metadata.get("labels") or {})}
-            meta["annotations"] = {
-                **(meta.get("annotations") or {}),
-                **(metadata.get("annotations") or {}),
-                LAST_ALLOCATED: now,
-            }
-            o["status"]["state"] = "Allocated"
-
-        meta = gs["metadata"]
-        return self.store.mutate(GAMESERVERS, meta["namespace"], meta["name"], write) or gs
-
-
-def _allocation(
-    ns: str, spec: dict[str, Any], state: str, gs: dict[str, Any] | None
-) -> dict[str, Any]:
-    status: dict[str, Any] = {
-        "state": state,
-        "gameServerName": "",
-        "ports": None,
-        "address": "",
-        "addresses": None,
-        "nodeName": "",
-        "source": "",
-    }
-    if gs is not None:
-        st = gs["status"]
-        status.update(
-            gameServerName=gs["metadata"]["name"],
-            ports=st.get("ports"),
-            address=st.get("address", ""),
-            addresses=st.get("addresses"),
-            nodeName=st.get("nodeName", ""),
-            source="local",
-            metadata={
-                "labels": gs["metadata"].get("labels") or {},
-                "annotations": gs["metadata"].get("annotations") or {},
-            },
-        )
-    return {
-        "apiVersion": "allocation.agones.dev/v1",
-        "kind": "GameServerAllocation",
-        "metadata": {
-            "name": gs["metadata"]["name"] if gs else "",
-            "namespace": ns,
-            "creationTimestamp": None,
-        },
-        "spec": spec,
-        "status": status,
-    }
-
 
 def _state(gs: dict[str, Any]) -> str:
     return str((gs.get("status") or {}).get("state", ""))
+
+
+def _has_node_and_ips(pod: dict[str, Any]) -> bool:
+    return bool((pod.get("spec") or {}).get("nodeName") and (pod.get("status") or {}).get("podIPs"))
 
 
 def _pod_failed(pod: dict[str, Any]) -> bool:

@@ -1,35 +1,27 @@
-"""Agones Fleets and FleetAutoscalers (Buffer policy).
+"""Agones Fleets: their GameServers, status and scale subresource.
 
-A Fleet keeps `spec.replicas` live GameServers made from its template; the
-Unhealthy ones are deleted and replaced; scaling down never touches Allocated
-or Reserved GameServers (not-yet-Ready ones go first, then Ready, newest
-first). A FleetAutoscaler with a Buffer policy sets the fleet's replicas every
-sync interval exactly as Agones' `applyBufferPolicy` computes them.
+A Fleet keeps `spec.replicas` GameServers made from its template, as Agones'
+GameServerSet controller decides (gameserversets.py: Allocated ones always
+count and stay, deleted and Unhealthy ones are replaced, scale-down sets the
+least useful ones to Shutdown). FleetAutoscalers are autoscalers.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from typing import Any
 
-from . import errors
-from .agones import DEAD, FLEET_LABEL, GSS_LABEL, AgonesController
-from .clock import Clock, rfc3339
-from .resources import FLEETAUTOSCALERS, FLEETS, GAMESERVERS
+from .agones import FLEET_LABEL, GSS_LABEL, AgonesController
+from .allocator import node_counts
+from .autoscalers import AutoscalerController, buffer_replicas, validate_fleetautoscaler
+from .clock import Clock
+from .gameserversets import being_deleted, reconciliation
+from .resources import FLEETS, GAMESERVERS
 from .store import NAME_ALPHABET, Change, Store, clone
 
-_SCALE_DOWN_ORDER = {
-    "Unhealthy": 0,
-    "Error": 0,
-    "PortAllocation": 1,
-    "Creating": 1,
-    "Starting": 1,
-    "Scheduled": 2,
-    "RequestReady": 2,
-    "Ready": 3,
-}
+# Re-exported: the simulator and tests know them from here.
+__all__ = ["FleetController", "buffer_replicas", "scale_of", "validate_fleetautoscaler"]
 
 
 class FleetController:
@@ -43,21 +35,21 @@ class FleetController:
         sync_interval: float = 30.0,
     ) -> None:
         self.store, self.agones, self.clock, self.rng = store, agones, clock, rng
-        self.sync_interval = sync_interval
         self._pending: set[tuple[str, str]] = set()
         self._gss: dict[str, str] = {}  # fleet uid -> GameServerSet name
-        self._autoscalers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.autoscalers = AutoscalerController(store, clock, sync_interval)
 
     def start(self) -> None:
         self.store.subscribe(FLEETS, self._on_fleet)
         self.store.subscribe(GAMESERVERS, self._on_gameserver)
-        self.store.subscribe(FLEETAUTOSCALERS, self._on_autoscaler)
+        self.autoscalers.start()
 
     async def close(self) -> None:
-        tasks = list(self._autoscalers.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.autoscalers.close()
+
+    def autoscale(self, ns: str, name: str) -> None:
+        """One FleetAutoscaler sync now."""
+        self.autoscalers.sync(ns, name)
 
     # --- fleets ----------------------------------------------------------------------------
 
@@ -93,24 +85,21 @@ class FleetController:
             for gs in live:
                 self.agones.delete_gameserver(ns, gs["metadata"]["name"])
             return
-        for gs in [g for g in live if _state(g) in DEAD]:
-            self.agones.delete_gameserver(ns, gs["metadata"]["name"])
-            live.remove(gs)
-        desired = int((fleet.get("spec") or {}).get("replicas") or 0)
-        if len(live) < desired:
-            for _ in range(desired - len(live)):
-                self.agones.create_gameserver(ns, self._new_gameserver(fleet))
-        elif len(live) > desired:
-            removable = [g for g in live if _state(g) not in ("Allocated", "Reserved")]
-            removable.sort(
-                key=lambda g: (
-                    _SCALE_DOWN_ORDER.get(_state(g), 1),
-                    _negated(g["metadata"]["creationTimestamp"]),
-                    g["metadata"]["name"],
-                )
+        add, doomed = reconciliation(
+            str((fleet.get("spec") or {}).get("scheduling") or "Packed"),
+            owned,
+            node_counts(self.store.iter(GAMESERVERS)),
+            int((fleet.get("spec") or {}).get("replicas") or 0),
+        )
+        for _ in range(add):
+            self.agones.create_gameserver(ns, self._new_gameserver(fleet))
+        for gs in doomed:  # deleteGameServers: Shutdown; the GameServer controller deletes it
+            self.store.mutate(
+                GAMESERVERS,
+                ns,
+                gs["metadata"]["name"],
+                lambda o: o.setdefault("status", {}).__setitem__("state", "Shutdown"),
             )
-            for gs in removable[: len(live) - desired]:
-                self.agones.delete_gameserver(ns, gs["metadata"]["name"])
         self._write_status(ns, name)
 
     def _new_gameserver(self, fleet: dict[str, Any]) -> dict[str, Any]:
@@ -147,11 +136,16 @@ class FleetController:
         }
 
     def _write_status(self, ns: str, name: str) -> None:
-        counts = {"replicas": 0, "readyReplicas": 0, "allocatedReplicas": 0, "reservedReplicas": 0}
+        """The GameServerSet's `computeStatus`, which the Fleet's status sums."""
+        counts = dict.fromkeys(
+            ("replicas", "readyReplicas", "allocatedReplicas", "reservedReplicas"), 0
+        )
+        counts["shutdownReplicas"] = 0
         for gs in self.store.iter(GAMESERVERS, ns):
-            if (gs["metadata"].get("labels") or {}).get(FLEET_LABEL) != name or gs["metadata"].get(
-                "deletionTimestamp"
-            ):
+            if (gs["metadata"].get("labels") or {}).get(FLEET_LABEL) != name:
+                continue
+            if being_deleted(gs):
+                counts["shutdownReplicas"] += 1
                 continue
             counts["replicas"] += 1
             state = _state(gs)
@@ -170,133 +164,6 @@ class FleetController:
             }
 
         self.store.mutate(FLEETS, ns, name, write)
-
-    # --- fleet autoscalers -----------------------------------------------------------------
-
-    def _on_autoscaler(self, change: Change) -> None:
-        meta = change.obj["metadata"]
-        key = (meta["namespace"], meta["name"])
-        if change.type == "ADDED" and key not in self._autoscalers:
-            self._autoscalers[key] = asyncio.create_task(
-                self._autoscale_loop(*key), name=f"fas {key}"
-            )
-        elif change.type == "DELETED" and key in self._autoscalers:
-            self._autoscalers.pop(key).cancel()
-
-    async def _autoscale_loop(self, ns: str, name: str) -> None:
-        while True:
-            fas = self.store.peek(FLEETAUTOSCALERS, ns, name)
-            if fas is None:
-                return
-            self.autoscale(ns, name)
-            sync = (fas.get("spec") or {}).get("sync") or {}
-            interval = (sync.get("fixedInterval") or {}).get("seconds") or self.sync_interval
-            await self.clock.sleep(float(interval))
-
-    def autoscale(self, ns: str, name: str) -> None:
-        """One FleetAutoscaler sync: set the fleet's replicas from its Buffer policy."""
-        fas = self.store.peek(FLEETAUTOSCALERS, ns, name)
-        if fas is None:
-            return
-        spec = fas.get("spec") or {}
-        fleet = self.store.peek(FLEETS, ns, spec.get("fleetName", ""))
-        status: dict[str, Any] = {
-            "currentReplicas": 0,
-            "desiredReplicas": 0,
-            "ableToScale": False,
-            "scalingLimited": False,
-        }
-        buffer = (spec.get("policy") or {}).get("buffer")
-        if fleet is not None and buffer:
-            allocated = int((fleet.get("status") or {}).get("allocatedReplicas") or 0)
-            desired, limited = buffer_replicas(buffer, allocated)
-            status.update(
-                currentReplicas=int((fleet.get("status") or {}).get("replicas") or 0),
-                desiredReplicas=desired,
-                ableToScale=True,
-                scalingLimited=limited,
-                lastAppliedPolicy="Buffer",
-            )
-            if int((fleet.get("spec") or {}).get("replicas") or 0) != desired:
-                self.store.mutate(
-                    FLEETS,
-                    ns,
-                    fleet["metadata"]["name"],
-                    lambda o: o["spec"].__setitem__("replicas", desired),
-                )
-                status["lastScaleTime"] = rfc3339(self.clock.time())
-        self.store.mutate(
-            FLEETAUTOSCALERS,
-            ns,
-            name,
-            lambda o: o.__setitem__("status", {**(o.get("status") or {}), **status}),
-        )
-
-
-def buffer_replicas(buffer: dict[str, Any], allocated: int) -> tuple[int, bool]:
-    """Agones' applyBufferPolicy: (replicas, scaling limited by min/max)."""
-    size = buffer.get("bufferSize")
-    if isinstance(size, str) and size.endswith("%"):
-        percent = int(size[:-1])
-        replicas = math.ceil(allocated * 100 / (100 - percent))
-    else:
-        replicas = allocated + int(size or 0)
-    low, high = int(buffer.get("minReplicas") or 0), int(buffer.get("maxReplicas") or 0)
-    if replicas < low:
-        return low, True
-    if replicas > high:
-        return high, True
-    return replicas, False
-
-
-def validate_fleetautoscaler(fas: dict[str, Any]) -> None:
-    """The checks Agones' validating webhook makes on a Buffer policy (422 when they fail)."""
-    name = (fas.get("metadata") or {}).get("name", "")
-    policy = (fas.get("spec") or {}).get("policy") or {}
-    buffer = policy.get("buffer")
-    if policy.get("type", "Buffer") != "Buffer" or buffer is None:
-        return
-    size, low, high = (
-        buffer.get("bufferSize"),
-        int(buffer.get("minReplicas") or 0),
-        int(buffer.get("maxReplicas") or 0),
-    )
-    problems = []
-    if isinstance(size, str) and size.endswith("%"):
-        percent = int(size[:-1]) if size[:-1].isdigit() else -1
-        if not 1 <= percent <= 99:
-            problems.append(
-                "spec.policy.buffer.bufferSize: Invalid value: bufferSize should be between 1% and 99%"
-            )
-        if low < 1:
-            problems.append(
-                "spec.policy.buffer.minReplicas: Invalid value: minReplicas should be more than 0 when bufferSize is set in percents"
-            )
-    else:
-        number = int(size or 0)
-        if number <= 0:
-            problems.append(
-                "spec.policy.buffer.bufferSize: Invalid value: bufferSize should be bigger than 0"
-            )
-        if high < number:
-            problems.append(
-                "spec.policy.buffer.maxReplicas: Invalid value: maxReplicas should be bigger than or equal to bufferSize"
-            )
-        if low != 0 and low < number:
-            problems.append(
-                "spec.policy.buffer.minReplicas: Invalid value: minReplicas should be bigger than or equal to bufferSize"
-            )
-    if low > high:
-        problems.append(
-            "spec.policy.buffer.minReplicas: Invalid value: minReplicas should be smaller than maxReplicas"
-        )
-    if problems:
-        raise errors.ApiError(
-            422,
-            f'admission webhook "validations.agones.dev" denied the request: FleetAutoscaler "{name}" is invalid: '
-            + "; ".join(problems),
-            details={"name": name, "group": "autoscaling.agones.dev", "kind": "FleetAutoscaler"},
-        )
 
 
 def scale_of(fleet: dict[str, Any]) -> dict[str, Any]:
@@ -320,8 +187,3 @@ def scale_of(fleet: dict[str, Any]) -> dict[str, Any]:
 
 def _state(gs: dict[str, Any]) -> str:
     return str((gs.get("status") or {}).get("state", ""))
-
-
-def _negated(timestamp: str) -> tuple[int, ...]:
-    """Sort key putting newer timestamps first."""
-    return tuple(-ord(ch) for ch in timestamp)

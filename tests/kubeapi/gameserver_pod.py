@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .gameserver_address import gameserver_pod_ports
 from .store import clone
 
 AGONES_VERSION = "1.56.0"  # pkg.Version, written as the sdk-version annotation
@@ -39,7 +40,7 @@ def eviction_safe(gs: dict[str, Any]) -> str:
 
 
 def gameserver_pod(gs: dict[str, Any]) -> dict[str, Any]:
-    """The Pod Agones creates for `gs` (metadata as Agones; ports as the simulator serves them)."""
+    """The Pod Agones creates for `gs`: its metadata and container ports as Agones makes them."""
     meta, spec = gs["metadata"], gs["spec"]
     template = clone(spec.get("template") or {})
     pod_meta: dict[str, Any] = dict(template.get("metadata") or {})  # Spec.Template.ObjectMeta
@@ -74,17 +75,13 @@ def gameserver_pod(gs: dict[str, Any]) -> dict[str, Any]:
     notes.setdefault(POD_SAFE_TO_EVICT, "true" if safe == "Always" else "false")
     labels.setdefault(SAFE_TO_EVICT_LABEL, "false" if safe == "Never" else "true")
 
-    # Ports: the simulator's serving model (the GameServer's ports, host ports included,
-    # on its game server container), not Agones' append of ContainerPorts.
+    # Pod(): each GameServer port is APPENDED to its container's ports (no name; a hostPort
+    # only when the policy is not None). The process listens on the container's first
+    # containerPort at the pod IP (podspec.serve_port), as a real one does; a hostPort is
+    # the node's, which nothing here forwards.
+    appended = gameserver_pod_ports(spec)
     for container in pod_spec.get("containers") or []:
-        if container.get("name") == spec.get("container"):
-            container["ports"] = [
-                {
-                    "name": p.get("name", ""),
-                    "containerPort": int(p.get("containerPort", 0)),
-                    "protocol": "TCP" if p.get("protocol") == "TCP" else "UDP",
-                    **({"hostPort": p["hostPort"]} if p.get("hostPort") else {}),
-                }
-                for p in spec.get("ports") or []
-            ]
+        extra = appended.get(container.get("name", ""))
+        if extra:
+            container["ports"] = [*(container.get("ports") or []), *extra]
     return {"metadata": pod_meta, "spec": pod_spec}

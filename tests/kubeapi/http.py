@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from . import discovery, errors
+from .credentials import TokenIssuer
 from .faults import Faults
 from .fleets import scale_of
 from .patch import APPLY, JSON_PATCH, MERGE, STRATEGIC, json_patch, merge_patch
@@ -61,9 +62,11 @@ class ApiServer:
         token: str | None,
         anonymous: bool = False,
         admin: Admin | None = None,
+        credentials: TokenIssuer | None = None,
     ) -> None:
         self.store, self.faults, self.hooks, self.watches = store, faults, hooks, watches
         self.token, self.anonymous, self.admin = token, anonymous, admin
+        self.credentials = credentials  # exec-plugin tokens, each valid until it expires
         self.requests: dict[str, int] = {}  # "verb resource" -> count, for tests and benchmarks
 
     def app(self) -> web.Application:
@@ -90,7 +93,12 @@ class ApiServer:
         if path.startswith("/_sim/"):
             return await self._admin(request, path.removeprefix("/_sim/"))
         auth = request.headers.get("Authorization")
-        if self.token and auth != f"Bearer {self.token}" and not (auth is None and self.anonymous):
+        if (
+            self.token
+            and auth != f"Bearer {self.token}"
+            and not (auth is None and self.anonymous)
+            and not (self.credentials and self.credentials.accepts(auth))
+        ):
             raise errors.ApiError(401, "Unauthorized")
         if path == "/version":
             return web.json_response(discovery.VERSION)

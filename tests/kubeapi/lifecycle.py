@@ -142,7 +142,9 @@ class PodLifecycle:
     # --- the kubelet -----------------------------------------------------------------------
 
     async def _run_pod(self, p: PodSim) -> None:
-        p.initialized, p.start_time = True, self.clock.time()
+        # The sandbox comes first: the CNI gives the pod its IP before any image is pulled
+        # (a pod in ImagePullBackOff has a podIP; Agones waits for one to say Scheduled).
+        p.initialized, p.start_time, p.ip_visible = True, self.clock.time(), True
         self._publish(p)
         obj = self.store.peek(PODS, *p.key)
         if obj is None:

@@ -63,7 +63,10 @@ class Cluster:
         if spec.name in self.nodes:
             raise ValueError(f"node {spec.name} exists")
         index = len(self.nodes) + 1
-        state = NodeState(spec, f"10.128.{index // 250}.{index % 250 + 1}")
+        # A loopback address ending in .255, which IpPool never gives a pod: dialling a
+        # node (say, a GameServer's status.address) is refused at once, as on a node
+        # where nothing listens on the port, instead of leaving this machine.
+        state = NodeState(spec, f"127.{index // 250 % 254 + 1}.{index % 250}.255")
         self.nodes[spec.name] = state
         return state
 

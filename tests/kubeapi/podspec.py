@@ -61,10 +61,11 @@ def default_pod(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def serve_port(pod: dict[str, Any]) -> int:
-    """Where the pod's process listens: the first hostPort, else containerPort, else the probe's port."""
+    """Where the pod's process listens at its pod IP: the first containerPort, else the probe's
+    port. A hostPort is the node's (the kubelet forwards it), never where the process listens."""
     for container in (pod.get("spec") or {}).get("containers") or []:
         for port in container.get("ports") or []:
-            return int(port.get("hostPort") or port.get("containerPort") or 0)
+            return int(port.get("containerPort") or port.get("hostPort") or 0)
         probe_port = ((container.get("readinessProbe") or {}).get("httpGet") or {}).get("port")
         if isinstance(probe_port, int):
             return probe_port

@@ -15,13 +15,16 @@ from aiohttp import web
 
 from .admin import run_action
 from .agones import AgonesController
+from .agones_actions import AgonesActions
 from .clock import Clock, ScaledClock
+from .credentials import TokenIssuer, exec_user
 from .errors import ApiError
 from .events import EventRecorder
 from .faults import ApiErrorRule, Faults, PodFailure, PodFailureRule
 from .fleets import FleetController, validate_fleetautoscaler
 from .http import ApiServer, Hooks
 from .lifecycle import PodLifecycle, Timing
+from .nodeloss import TOLERATION_SECONDS, lose_node
 from .nodes import Cluster, NodeSpec
 from .processes import PodProcess, ProcessRunner
 from .resources import (
@@ -50,7 +53,7 @@ def _span(value: Span) -> tuple[float, float]:
     )
 
 
-class KubeSim:
+class KubeSim(AgonesActions):
     """A Kubernetes API server (pods, nodes, events, Agones) on a loopback port, with simulated lifecycles.
 
     Every duration is in simulated seconds on `clock` (default `ScaledClock(time_scale)`:
@@ -121,6 +124,7 @@ class KubeSim:
         self.events_enabled = events
         self.rng = random.Random(seed)
         self.faults = Faults()
+        self.credentials = TokenIssuer()
         self._runner: web.AppRunner | None = None
 
     # --- running ---------------------------------------------------------------------------
@@ -169,6 +173,7 @@ class KubeSim:
             token=self.token,
             anonymous=self.allow_anonymous,
             admin=self._admin,
+            credentials=self.credentials,
         )
         self.lifecycle.start()
         self.agones.start()
@@ -207,8 +212,13 @@ class KubeSim:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def kubeconfig(self, namespace: str = "default") -> dict[str, Any]:
+    def kubeconfig(
+        self, namespace: str = "default", *, exec_ttl: float | None = None
+    ) -> dict[str, Any]:
+        """`exec_ttl`: credentials from an exec plugin, each token valid that many seconds."""
         user: dict[str, Any] = {"token": self.token} if self.token else {}
+        if exec_ttl is not None:
+            user = exec_user(self.url, exec_ttl)
         return {
             "apiVersion": "v1",
             "kind": "Config",
@@ -223,10 +233,12 @@ class KubeSim:
             "current-context": "kubesim",
         }
 
-    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
+    def write_kubeconfig(
+        self, path: str | Path, namespace: str = "default", *, exec_ttl: float | None = None
+    ) -> Path:
         """A kubeconfig (JSON is YAML) pointing at this server: no TLS, a bearer token."""
         path = Path(path)
-        path.write_text(json.dumps(self.kubeconfig(namespace), indent=2))
+        path.write_text(json.dumps(self.kubeconfig(namespace, exec_ttl=exec_ttl), indent=2))
         return path
 
     # --- looking ---------------------------------------------------------------------------
@@ -384,17 +396,10 @@ class KubeSim:
         """Forget watch history: every resourceVersion issued so far is now too old (410)."""
         self.store.compact()
 
-    def inject_allocation_contention(self, count: int = 1) -> None:
-        self.faults.allocation_contention += count
+    def issue_token(self, ttl: float) -> dict[str, Any]:
+        """A bearer token valid `ttl` (wall-clock) seconds: what execplugin.py prints."""
+        return self.credentials.issue(ttl)
 
-    def sdk_ready(self, namespace: str, name: str) -> Obj:
-        """Code in the GameServer's pod calls SDK Ready() on its sidecar (agones sdkserver)."""
-        return clone(self.agones.sdk_ready(namespace, name))
-
-    def drop_allocation_responses(self, count: int = 1) -> None:
-        """agones#607: the next allocations succeed but the connection closes before the response."""
-        self.faults.allocation_drops += count
-
-    def autoscale_now(self, namespace: str, name: str) -> None:
-        """Run one FleetAutoscaler sync now, without waiting for its interval."""
-        self.fleets.autoscale(namespace, name)
+    def lose_node(self, name: str, evict_after: float | None = TOLERATION_SECONDS) -> list[str]:
+        """The node stops reporting: its pods turn not Ready, then Terminating (nodeloss.py)."""
+        return lose_node(self, name, evict_after)
