@@ -66,7 +66,8 @@ def pod_body(
         "name": "webui",
         "image": image,
         "ports": [{"containerPort": 7860}],
-        "resources": {"limits": {"nvidia.com/gpu": gpus}} if gpus else {},
+        # A quantity as a string: an Agones CRD (Fleet, GameServer) refuses a number there.
+        "resources": {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {},
     }
     if probe:
         container["readinessProbe"] = {"httpGet": {"path": "/internal/ping", "port": 7860}}

@@ -48,11 +48,8 @@ class ObjectCache:
 
     def apply(self, kind: str, obj: Obj) -> None:
         """Record the answer to one of our own writes, so the cache never lags it."""
-        name = (obj.get("metadata") or {}).get("name")
+        name = self._still_there(kind, obj)
         if not name:
-            return
-        if kind == "DELETED":
-            self._deleted(name, obj)
             return
         version = version_of(obj)
         seen = self._seen.get(name, ())
@@ -68,11 +65,8 @@ class ObjectCache:
 
     def event(self, kind: str, obj: Obj) -> None:
         """Record one watch event."""
-        name = (obj.get("metadata") or {}).get("name")
+        name = self._still_there(kind, obj)
         if not name:
-            return
-        if kind == "DELETED":
-            self._deleted(name, obj)
             return
         version = version_of(obj)
         self._seen.setdefault(name, deque(maxlen=SEEN)).append(version)
@@ -99,6 +93,15 @@ class ObjectCache:
                 if held is not None:
                     self.objects[name] = held[1]
                     self.on_change(*held)
+
+    def _still_there(self, kind: str, obj: Obj) -> str:
+        """The object's name if it is to be stored; "" if it has no name or was deleted
+        (a deletion, from a watch or our own write, is recorded here and then)."""
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        if name and kind == "DELETED":
+            self._deleted(name, obj)
+            return ""
+        return name
 
     def _deleted(self, name: str, obj: Obj) -> None:
         self.objects.pop(name, None)

@@ -4,6 +4,7 @@ and a WebUI that puts its own GameServer back in the pool never gets another use
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,33 @@ async def test_only_an_allocation_writes_a_claim_on_a_gameserver(
         await h.backend.mark_claimed(claim.pod, "ann", slugify("ann"))  # its own: fine
         with pytest.raises(Conflict):
             await h.backend.mark_claimed(claim.pod, "bob", slugify("bob"))
+
+
+def adoption_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "fleet.controller" and "adopted" in r.message]
+
+
+async def test_gameservers_the_fleet_makes_are_adopted_without_a_warning(
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Agones, not the broker, creates each GameServer: the index adopts every one, which is
+    routine. Before, each logged "index rebuilt from the backend: 1 pods adopted" at WARNING,
+    an alarm per pod that hid the one that matters: the index lost while claims were held."""
+    caplog.set_level(logging.INFO, logger="fleet.controller")
+    async with harness("agones", redis_url, tmp_path, buffer=2, max=4) as h:
+        await h.ready(2)
+        alice = await h.claim("alice")
+        assert isinstance(alice, Claim)
+        await h.ready(2)  # the buffer refilled: a third GameServer made and adopted
+        routine = adoption_logs(caplog)
+        assert len(routine) >= 2, [r.message for r in caplog.records]
+        assert all(r.levelno < logging.WARNING for r in routine), [
+            (r.levelname, r.message) for r in routine
+        ]
+        caplog.clear()
+        await h.store.redis.flushall()  # the index lost while alice holds a GameServer
+        h.controller.wake()
+        await h.until(lambda: h.store.lookup("alice"), what="alice's claim restored")
+        assert any(r.levelno == logging.WARNING for r in adoption_logs(caplog)), [
+            (r.levelname, r.message) for r in caplog.records
+        ]

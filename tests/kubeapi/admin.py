@@ -66,4 +66,5 @@ def state(sim: KubeSim) -> dict[str, Any]:
         },
         "watches": sim.open_watches,
         "requests": sim.request_counts,
+        "schema": {"refused": sim.schema.refused, "violations": sim.schema.violations},
     }

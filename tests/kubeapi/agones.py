@@ -19,7 +19,7 @@ from .allocator import Allocator
 from .clock import Clock, rfc3339
 from .faults import Faults
 from .gameserver_address import apply_address_and_port
-from .gameserver_pod import gameserver_pod
+from .gameserver_pod import SDK_SERVER_DEFAULTS, gameserver_pod
 from .lifecycle import PodLifecycle
 from .resources import GAMESERVERS, NODES, PODS
 from .store import Change, Store, check_preconditions, clone
@@ -85,6 +85,7 @@ class AgonesController:
                 if policy == "Passthrough":
                     port["containerPort"] = port["hostPort"]
         spec.setdefault("scheduling", "Packed")
+        spec["sdkServer"] = {**SDK_SERVER_DEFAULTS, **(spec.get("sdkServer") or {})}
         spec.setdefault(
             "health",
             {

@@ -31,7 +31,7 @@ import random
 from typing import Any
 
 from . import errors
-from .clock import Clock, rfc3339_nano
+from .clock import Clock, rfc3339, rfc3339_nano
 from .faults import Faults
 from .resources import GAMESERVERS
 from .selectors import LabelSelector, selector_problems
@@ -109,10 +109,11 @@ class Allocator:
 
     def allocate(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         spec = _validated(body)
+        created = rfc3339(self.clock.time())
         if self.faults.allocation_contention > 0:
             # Injected: another request took the pick out of the cache first, every try.
             self.faults.allocation_contention -= 1
-            return allocation_answer(ns, spec, "Contention", None)
+            return allocation_answer(ns, spec, "Contention", None, created)
         gs, err = None, ""
         for _ in range(RETRY_STEPS):  # Retry(allocationRetry, ...)
             gs, err = self._try(ns, spec)
@@ -124,9 +125,9 @@ class Allocator:
             raise errors.ApiError(500, UPDATE_CONFLICT)
         if err:
             state = "Contention" if err == SELECTION_CONFLICT else "UnAllocated"
-            return allocation_answer(ns, spec, state, None)
+            return allocation_answer(ns, spec, state, None, created)
         assert gs is not None
-        answer = allocation_answer(ns, spec, "Allocated", gs)
+        answer = allocation_answer(ns, spec, "Allocated", gs, created)
         if self.faults.allocation_drops > 0:
             self.faults.allocation_drops -= 1
             raise errors.DropResponse(gs["metadata"]["name"])
@@ -208,6 +209,10 @@ def _validated(body: dict[str, Any]) -> dict[str, Any]:
             )
     spec["selectors"] = selectors
     spec.setdefault("scheduling", "Packed")
+    # Structs Go encodes even when empty (`omitempty` leaves structs in), as the answer shows them.
+    spec.setdefault("multiClusterSetting", {"policySelector": {}})
+    spec.setdefault("required", {})
+    spec.setdefault("metadata", {})
     return spec
 
 
@@ -246,40 +251,33 @@ def node_counts(gameservers: Any) -> dict[str, tuple[int, int]]:
 
 
 def allocation_answer(
-    ns: str, spec: dict[str, Any], state: str, gs: dict[str, Any] | None
+    ns: str, spec: dict[str, Any], state: str, gs: dict[str, Any] | None, created: str
 ) -> dict[str, Any]:
-    """The GameServerAllocation `allocateFromLocalCluster` returns (201)."""
-    status: dict[str, Any] = {
-        "state": state,
-        "gameServerName": "",
-        "ports": None,
-        "address": "",
-        "addresses": None,
-        "nodeName": "",
-        "source": "",
-    }
+    """The GameServerAllocation `allocateFromLocalCluster` returns (201), as Go encodes it.
+
+    agones v1.56.0 `pkg/gameserverallocations/allocator.go`: the request itself, its
+    metadata's name the GameServer's, and status filled from the GameServer; its
+    creationTimestamp is when it was decoded (`controller.go`, `allocationDeserialization`).
+    `GameServerAllocationStatus` (`pkg/apis/allocation/v1/gameserverallocation.go`) always
+    has state, gameServerName and source; ports, address, addresses, nodeName and metadata
+    are `omitempty`: left out when empty, never null.
+    """
+    status: dict[str, Any] = {"state": state, "gameServerName": "", "source": ""}
     if gs is not None:
-        st = gs["status"]
+        st, meta = gs["status"], gs["metadata"]
+        status.update(gameServerName=meta["name"], source="local")  # localAllocationSource
         status.update(
-            gameServerName=gs["metadata"]["name"],
-            ports=st.get("ports"),
-            address=st.get("address", ""),
-            addresses=st.get("addresses"),
-            nodeName=st.get("nodeName", ""),
-            source="local",
-            metadata={
-                "labels": gs["metadata"].get("labels") or {},
-                "annotations": gs["metadata"].get("annotations") or {},
-            },
+            {k: st[k] for k in ("ports", "address", "addresses", "nodeName") if st.get(k)}
         )
+        notes = {k: meta[k] for k in ("labels", "annotations") if meta.get(k)}
+        status["metadata"] = notes  # a pointer: present, even when both maps are empty
+    metadata = {"namespace": ns, "creationTimestamp": created}
+    if gs is not None:
+        metadata["name"] = gs["metadata"]["name"]
     return {
         "apiVersion": "allocation.agones.dev/v1",
         "kind": "GameServerAllocation",
-        "metadata": {
-            "name": gs["metadata"]["name"] if gs else "",
-            "namespace": ns,
-            "creationTimestamp": None,
-        },
+        "metadata": metadata,
         "spec": spec,
         "status": status,
     }

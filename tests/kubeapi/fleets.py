@@ -136,16 +136,16 @@ class FleetController:
         }
 
     def _write_status(self, ns: str, name: str) -> None:
-        """The GameServerSet's `computeStatus`, which the Fleet's status sums."""
+        """The GameServerSet's `computeStatus`, which the Fleet's status sums: agones v1.56.0
+        `pkg/fleets/controller.go`, `updateFleetStatus`. Only these four counts: a Fleet has
+        no `shutdownReplicas` (a GameServerSet has), and `players` only with the PlayerTracking
+        feature, off by default (`pkg/util/runtime/features.go`); empty counters and lists
+        are left out (`omitempty`)."""
         counts = dict.fromkeys(
             ("replicas", "readyReplicas", "allocatedReplicas", "reservedReplicas"), 0
         )
-        counts["shutdownReplicas"] = 0
         for gs in self.store.iter(GAMESERVERS, ns):
-            if (gs["metadata"].get("labels") or {}).get(FLEET_LABEL) != name:
-                continue
-            if being_deleted(gs):
-                counts["shutdownReplicas"] += 1
+            if (gs["metadata"].get("labels") or {}).get(FLEET_LABEL) != name or being_deleted(gs):
                 continue
             counts["replicas"] += 1
             state = _state(gs)
@@ -157,11 +157,7 @@ class FleetController:
                 counts["reservedReplicas"] += 1
 
         def write(o: dict[str, Any]) -> None:
-            o["status"] = {
-                **(o.get("status") or {}),
-                **counts,
-                "players": {"count": 0, "capacity": 0},
-            }
+            o["status"] = {**(o.get("status") or {}), **counts}
 
         self.store.mutate(FLEETS, ns, name, write)
 

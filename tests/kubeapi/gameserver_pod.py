@@ -27,6 +27,10 @@ CONTAINER_ANNOTATION = "agones.dev/container"  # GameServerContainerAnnotation
 VERSION_ANNOTATION = "agones.dev/sdk-version"  # VersionAnnotation (register.go)
 SAFE_TO_EVICT_LABEL = "agones.dev/safe-to-evict"  # SafeToEvictLabel
 POD_SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"  # PodSafeToEvictAnnotation
+SDK_GRPC_PORT_ENV = "AGONES_SDK_GRPC_PORT"  # pkg/gameservers/controller.go grpcPortEnvVar
+SDK_HTTP_PORT_ENV = "AGONES_SDK_HTTP_PORT"  # httpPortEnvVar
+#: `applySdkServerDefaults` (gameserver.go): what the mutating webhook fills in.
+SDK_SERVER_DEFAULTS = {"logLevel": "Info", "grpcPort": 9357, "httpPort": 9358}
 
 
 def eviction_safe(gs: dict[str, Any]) -> str:
@@ -84,4 +88,25 @@ def gameserver_pod(gs: dict[str, Any]) -> dict[str, Any]:
         extra = appended.get(container.get("name", ""))
         if extra:
             container["ports"] = [*(container.get("ports") or []), *extra]
+    add_sdk_env(spec, pod_spec)
     return {"metadata": pod_meta, "spec": pod_spec}
+
+
+def add_sdk_env(spec: dict[str, Any], pod_spec: dict[str, Any]) -> None:
+    """Where the SDK sidecar listens, in every container's env (the in-pod agent reads it to
+    know it runs under Agones): agones v1.56.0 `pkg/gameservers/controller.go`,
+    `addSDKServerEnvVars` / `addEnvVarsToContainer` / `sdkEnvironmentVariables`, which
+    replace any value the template set for these two names."""
+    sdk = {**SDK_SERVER_DEFAULTS, **(spec.get("sdkServer") or {})}
+    added = [
+        {"name": SDK_GRPC_PORT_ENV, "value": str(sdk["grpcPort"])},
+        {"name": SDK_HTTP_PORT_ENV, "value": str(sdk["httpPort"])},
+    ]
+    for key in ("initContainers", "containers"):
+        for container in pod_spec.get(key) or []:
+            kept = [
+                e
+                for e in container.get("env") or []
+                if e.get("name") not in (SDK_GRPC_PORT_ENV, SDK_HTTP_PORT_ENV)
+            ]
+            container["env"] = [*kept, *(dict(e) for e in added)]

@@ -11,11 +11,12 @@ from typing import Any
 from aiohttp import web
 
 from . import discovery, errors
+from .agones_schema import SchemaChecks, SchemaViolation
 from .credentials import TokenIssuer
 from .faults import Faults
 from .fleets import scale_of
 from .patch import APPLY, JSON_PATCH, MERGE, STRATEGIC, json_patch, merge_patch
-from .resources import FLEETS, PODS, Resource, by_path
+from .resources import FLEETS, GAMESERVERALLOCATIONS, PODS, Resource, by_path
 from .selectors import FieldSelector, LabelSelector
 from .store import Obj, Store, check_preconditions
 from .watches import WatchStreamer
@@ -63,8 +64,10 @@ class ApiServer:
         anonymous: bool = False,
         admin: Admin | None = None,
         credentials: TokenIssuer | None = None,
+        schemas: SchemaChecks | None = None,
     ) -> None:
         self.store, self.faults, self.hooks, self.watches = store, faults, hooks, watches
+        self.schemas = schemas or SchemaChecks()  # the Agones kinds against Agones' schemas
         self.token, self.anonymous, self.admin = token, anonymous, admin
         self.credentials = credentials  # exec-plugin tokens, each valid until it expires
         self.requests: dict[str, int] = {}  # "verb resource" -> count, for tests and benchmarks
@@ -85,6 +88,8 @@ class ApiServer:
             return web.Response(status=500)
         except (ValueError, UnicodeDecodeError) as err:
             return error_response(errors.bad_request(f"invalid request body: {err}"))
+        except SchemaViolation as err:  # the simulator's own bug, recorded for the test to fail
+            return error_response(errors.ApiError(500, str(err)))
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -174,10 +179,13 @@ class ApiServer:
             return web.json_response(self._list(res, ns, request))
         if t.verb == "create":
             body = await _json(request)
+            self.schemas.refuse(res, body)
             if res in self.hooks.validate:
                 self.hooks.validate[res](body)
             creator = self.hooks.create.get(res)
             obj = creator(ns, body) if creator else self.store.create(res, ns, body)
+            if res is GAMESERVERALLOCATIONS:  # answered, never stored
+                self.schemas.answered(res, obj)
             return web.json_response(obj, status=201)
         assert name is not None
         if t.verb == "delete":
@@ -212,7 +220,19 @@ class ApiServer:
         if new_rv and new_rv != current["metadata"]["resourceVersion"]:
             raise errors.conflict(res.plural, res.group, name)
         if t.sub == "scale":
-            replicas = int((new.get("spec") or {}).get("replicas") or 0)
+            replicas = (new.get("spec") or {}).get("replicas") or 0
+            if type(replicas) is not int:  # autoscaling/v1 Scale decodes into an int32
+                raise errors.bad_request(
+                    f"json: cannot unmarshal {type(replicas).__name__} into Go struct field "
+                    "ScaleSpec.spec.replicas of type int32"
+                )
+            if replicas < 0:  # k8s.io/kubernetes pkg/apis/autoscaling/validation ValidateScale
+                raise errors.invalid(
+                    "Scale",
+                    name,
+                    f"spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0",
+                    "autoscaling",
+                )
             fleet = self.store.mutate(
                 FLEETS, ns, name, lambda o: o["spec"].__setitem__("replicas", replicas)
             )
@@ -258,6 +278,7 @@ class ApiServer:
                 meta.pop(managed, None)
         if res is PODS and sub != "status":
             _check_pod_update(current, new)
+        self.schemas.refuse(res, new)
         if res in self.hooks.validate:
             self.hooks.validate[res](new)
         return self.store.update(res, ns, name, new)

@@ -16,6 +16,7 @@ from aiohttp import web
 from .admin import run_action
 from .agones import AgonesController
 from .agones_actions import AgonesActions
+from .agones_schema import SchemaChecks
 from .clock import Clock, ScaledClock
 from .credentials import TokenIssuer, exec_user
 from .errors import ApiError
@@ -125,12 +126,14 @@ class KubeSim(AgonesActions):
         self.rng = random.Random(seed)
         self.faults = Faults()
         self.credentials = TokenIssuer()
+        self.schema = SchemaChecks()  # Agones objects against Agones' schemas (agones_schema.py)
         self._runner: web.AppRunner | None = None
 
     # --- running ---------------------------------------------------------------------------
 
     async def start(self) -> KubeSim:
         self.store = Store(self.clock, self.rng, history_size=self.history_size)
+        self.store.check = self.schema.stored
         self.cluster = Cluster(self.node_specs)
         self.recorder = EventRecorder(self.store, enabled=self.events_enabled)
         self.lifecycle = PodLifecycle(
@@ -174,6 +177,7 @@ class KubeSim(AgonesActions):
             anonymous=self.allow_anonymous,
             admin=self._admin,
             credentials=self.credentials,
+            schemas=self.schema,
         )
         self.lifecycle.start()
         self.agones.start()
@@ -198,6 +202,7 @@ class KubeSim(AgonesActions):
         await self.lifecycle.close()
         await self._runner.cleanup()
         self._runner = None
+        self.schema.check_clean()
 
     async def _admin(self, action: str, args: dict[str, Any]) -> Any:
         return await run_action(self, action, args)

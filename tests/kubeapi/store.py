@@ -95,10 +95,17 @@ class Watcher:
 
 class Store:
     def __init__(
-        self, clock: Clock, rng: random.Random, *, history_size: int = 1000, first_rv: int = 1000
+        self,
+        clock: Clock,
+        rng: random.Random,
+        *,
+        history_size: int = 1000,
+        first_rv: int = 1000,
+        check: Callable[[Resource, Obj], None] | None = None,
     ) -> None:
         self.clock = clock
         self.rng = rng
+        self.check = check  # every object as it is about to be kept: raises to refuse it
         self.history_size = history_size
         self._rv = first_rv
         self._objects: dict[Resource, dict[Key, Obj]] = {}
@@ -178,6 +185,8 @@ class Store:
         meta["creationTimestamp"] = rfc3339(self.clock.time())
         meta.pop("deletionTimestamp", None)
         meta["resourceVersion"] = str(self._next_rv())
+        if self.check is not None:
+            self.check(res, obj)
         self._objects[res][key] = obj
         self._record(res, Change(self._rv, "ADDED", obj))
         return obj
@@ -203,6 +212,8 @@ class Store:
             return old
         validate_metadata(res, meta)
         meta["resourceVersion"] = str(self._next_rv())
+        if self.check is not None:
+            self.check(res, new)
         self._objects[res][_key(res, ns, name)] = new
         self._record(res, Change(self._rv, "MODIFIED", new, old))
         return new

@@ -59,13 +59,15 @@ class KubeSimThread:
     def stop(self, timeout: float = 10.0) -> None:
         if self._loop is None:
             return
-        if self._sim is not None:
-            self._submit(self._sim.stop(), timeout)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._loop.close()
-        self._loop, self._thread, self._sim = None, None, None
+        try:
+            if self._sim is not None:
+                self._submit(self._sim.stop(), timeout)  # raises on a schema violation
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout)
+            self._loop.close()
+            self._loop, self._thread, self._sim = None, None, None
 
     def __enter__(self) -> KubeSimThread:
         return self.start()
