@@ -2,8 +2,8 @@
 and to who the form was made for.
 
 Double-submit with a signature: a forged form needs both the browser's
-`sdb_csrf` cookie value and our key, so neither a cross-site page nor a
-WebUI on a sibling path can produce one. The token also names the user the
+`sdb_csrf` cookie value (`__Host-sdb_csrf` on https) and our key, so neither
+a cross-site page nor a WebUI on a sibling path can produce one. The token also names the user the
 page was rendered for ("" before login), so a token fetched anonymously (the
 login page gives one to anybody) or as someone else opens no admin's form.
 """
@@ -15,7 +15,7 @@ import secrets
 
 from aiohttp import web
 
-from .cookies import CSRF_COOKIE, set_cookie
+from .cookies import CSRF_COOKIE, get_cookie, set_cookie
 from .signing import Signer
 
 CSRF_FIELD = "csrf_token"
@@ -26,7 +26,7 @@ _NONCE = "sdb.csrf_nonce"
 def csrf_token(request: web.Request, signer: Signer, *, user: str) -> str:
     """The token to put in a form made for `user` ("" when nobody is logged in);
     remembers a nonce to set as a cookie on the response."""
-    nonce = request.cookies.get(CSRF_COOKIE) or request.get(_NONCE)
+    nonce = get_cookie(request, CSRF_COOKIE) or request.get(_NONCE)
     if not nonce or len(nonce) > 64:
         nonce = secrets.token_urlsafe(24)
         request[_NONCE] = nonce
@@ -41,7 +41,7 @@ def attach_csrf_cookie(request: web.Request, response: web.StreamResponse) -> No
 
 def csrf_ok(request: web.Request, signer: Signer, token: str | None, *, user: str) -> bool:
     """The token came with this browser's cookie and was made for `user`, who sends it."""
-    nonce = request.cookies.get(CSRF_COOKIE)
+    nonce = get_cookie(request, CSRF_COOKIE)
     payload = signer.verify("csrf", token, max_age=CSRF_MAX_AGE)
     return bool(
         nonce

@@ -9,7 +9,7 @@ from http.cookies import CookieError, SimpleCookie
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .cookies import COOKIE_PREFIX
+from .cookies import is_broker_cookie
 from .identity import Identity, is_identity_header, normalised
 
 #: RFC 9110 7.6.1 hop-by-hop headers, never forwarded.
@@ -41,9 +41,10 @@ def _with_named(connection: tuple[str, ...]) -> frozenset[str]:
 
 
 def strip_broker_cookies(cookie_header: str) -> str:
-    """The Cookie header without any of our cookies (the pod never sees a session)."""
+    """The Cookie header without any of our cookies, `__Host-` named or not, in any
+    case (the pod never sees a session)."""
     parts = [p.strip() for p in cookie_header.split(";")]
-    kept = [p for p in parts if p and not p.split("=", 1)[0].strip().startswith(COOKIE_PREFIX)]
+    kept = [p for p in parts if p and not is_broker_cookie(p.split("=", 1)[0])]
     return "; ".join(kept)
 
 
@@ -99,13 +100,9 @@ def downstream_headers(headers: CIMultiDict[str] | object) -> CIMultiDict[str]:
 
 
 def sets_broker_cookie(set_cookie: str) -> bool:
-    """Whether a Set-Cookie value names one of our cookies, in any case or prefix
-    (`__Host-`, `__Secure-`): browsers compare names exactly, but a look-alike is
-    no WebUI's business either."""
-    name = set_cookie.split("=", 1)[0].strip().lower()
-    for prefix in ("__host-", "__secure-"):
-        name = name.removeprefix(prefix)
-    return name.startswith(COOKIE_PREFIX)
+    """Whether a Set-Cookie value names one of our cookies (`sdb_session`,
+    `__Host-sdb_session`, `SDB_Session`...)."""
+    return is_broker_cookie(set_cookie.split("=", 1)[0])
 
 
 def cookie_names(cookie_header: str) -> list[str]:

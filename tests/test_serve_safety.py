@@ -10,6 +10,7 @@ from http.cookies import SimpleCookie
 
 import pytest
 
+from broker.cookies import HOST_PREFIX, SESSION_COOKIE
 from tests.support.procs import REPO
 
 
@@ -83,9 +84,11 @@ def login(port: int, **headers: str) -> SimpleCookie:
 
 def test_session_cookie_flags_and_secure_behind_https(brokers) -> None:
     broker = brokers(SDB_AUTH="dev", SDB_TRUSTED_PROXIES="127.0.0.1/32")
-    plain = login(broker.port)["sdb_session"]
+    plain = login(broker.port)[SESSION_COOKIE]
     assert plain["httponly"] and plain["samesite"] == "Lax" and plain["path"] == "/"
     assert not plain["secure"]  # plain http to a loopback broker
-    behind_tls = login(broker.port, **{"X-Forwarded-Proto": "https"})["sdb_session"]
-    assert behind_tls["secure"]  # the trusted proxy says the browser talks https
+    behind_tls = login(broker.port, **{"X-Forwarded-Proto": "https"})
+    assert list(behind_tls) == [HOST_PREFIX + SESSION_COOKIE]  # RFC 6265bis 4.1.3.2
+    assert behind_tls[HOST_PREFIX + SESSION_COOKIE]["secure"]  # the proxy says https
+    assert not behind_tls[HOST_PREFIX + SESSION_COOKIE]["domain"]
     assert plain.value.count(".") == 1  # signed: payload.signature

@@ -7,6 +7,7 @@ taken once. A callback URL pasted into another browser, replayed, or carrying
 an ID token minted for another login, client or issuer is refused. The ID token
 is checked with joserfc against the provider's keys (asymmetric algorithms
 only); an unverified email is refused unless SDB_OIDC_REQUIRE_VERIFIED_EMAIL=false.
+Every SDB_SESSION_REFRESH the provider is asked again (oidc_refresh.py).
 
 The redirect URI is SDB_PUBLIC_URL + /_broker/callback; without it, the Host
 of a request from a trusted proxy, or else the bind address (loopback only).
@@ -17,7 +18,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hmac
-import json
 import logging
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
@@ -31,7 +31,7 @@ from authlib.common.urls import add_params_to_uri
 from fleet import REDIS_DOWN
 
 from ..appkeys import EVENT_HANDLERS, HTTP, REDIS
-from ..cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, set_cookie
+from ..cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, get_cookie, set_cookie
 from ..identity import Identity
 from ..pages import problem
 from ..redirects import safe_next
@@ -47,11 +47,10 @@ from .oidc_provider import (
     ProviderUnavailable,
     public_base,
 )
+from .oidc_refresh import fetch_userinfo, refreshed, session_tokens
 from .sessions import PendingLogins, SessionStore, digest, new_secret
 
 log = logging.getLogger(__name__)
-USERINFO_TIMEOUT = aiohttp.ClientTimeout(total=10)
-USERINFO_MAX = 64 * 1024  # a userinfo answer is a few hundred bytes
 
 LOGIN_TTL = 600.0  # seconds from the redirect to the provider until its callback
 CALLBACK = "/_broker/callback"
@@ -112,8 +111,12 @@ class OidcAuthenticator(Authenticator):
         app.router.add_get(LOGGED_OUT, self.logged_out)
 
     async def identify(self, request: web.Request) -> Identity | None:
+        ticket = get_cookie(request, SESSION_COOKIE)
         try:
-            session = await self.sessions.get(request.cookies.get(SESSION_COOKIE))
+            session = await self.sessions.get(ticket)
+            refresh = self.settings.session_refresh
+            if session and ticket and self.sessions.clock() >= session.checked + refresh:
+                session = await refreshed(self, ticket, session)
         except REDIS_DOWN:
             raise web.HTTPServiceUnavailable(
                 text=UNAVAILABLE, headers={"Retry-After": "5"}
@@ -205,7 +208,7 @@ class OidcAuthenticator(Authenticator):
             log.info("provider sent the login back with error %r", query.get("error"))
             raise LoginFailed("The identity provider did not log you in. Try again.")
         state = query.get("state", "")
-        binding = self.signer.verify("login", request.cookies.get(LOGIN_COOKIE), max_age=LOGIN_TTL)
+        binding = self.signer.verify("login", get_cookie(request, LOGIN_COOKIE), max_age=LOGIN_TTL)
         if not state or not binding or not hmac.compare_digest(str(binding.get("s")), state):
             raise LoginFailed(
                 "This login was started in another browser or tab, or took too long. Start again."
@@ -229,18 +232,34 @@ class OidcAuthenticator(Authenticator):
                 "Content-Type": "application/x-www-form-urlencoded",
             },
         )
-        claims = await self._verify_id_token(token.get("id_token"), provider, record["n"])
-        claims = await self._with_userinfo(claims, token, provider)
-        identity = self._identity(claims)
+        claims = await self.verify_id_token(token.get("id_token"), provider, record["n"])
+        claims = await self.with_userinfo(claims, token.get("access_token"), provider)
+        identity = self.identity_of(claims)
         ticket = await self.sessions.create(
-            identity, id_token=token["id_token"], replaces=request.cookies.get(SESSION_COOKIE)
+            identity,
+            id_token=token["id_token"],
+            replaces=get_cookie(request, SESSION_COOKIE),
+            tokens=session_tokens(token, self.sessions.clock()),
         )
         log.info("login: %s (sub %s)", identity.user, identity.sub)
         return safe_next(record.get("next")), ticket
 
-    async def _verify_id_token(
-        self, id_token: object, provider: Provider, nonce: str
+    async def refresh_grant(self, provider: Provider, refresh_token: str) -> dict[str, Any]:
+        """The token endpoint's answer to a refresh token (RFC 6749 6), same scope."""
+        client = self._client("")
+        client.scope = None  # omitted: the scope granted at login (RFC 6749 6)
+        return await client.fetch_token(
+            provider.token_endpoint,
+            grant_type="refresh_token",
+            refresh_token=refresh_token,
+            headers={"Accept": "application/json",
+                     "Content-Type": "application/x-www-form-urlencoded"},
+        )  # fmt: skip
+
+    async def verify_id_token(
+        self, id_token: object, provider: Provider, nonce: str | None
     ) -> dict[str, Any]:
+        """The ID token's claims; `nonce` None for one from a refresh (Core 12.2)."""
         if not isinstance(id_token, str):
             raise LoginFailed(
                 "The identity provider sent no ID token (is `openid` in the scopes?)."
@@ -258,7 +277,7 @@ class OidcAuthenticator(Authenticator):
                     "exp": essential(),
                     "iat": essential(),
                     "sub": essential(),
-                    "nonce": essential(nonce),
+                    **({"nonce": essential(nonce)} if nonce is not None else {}),
                 },
             )
         except TokenRejected as exc:
@@ -272,8 +291,8 @@ class OidcAuthenticator(Authenticator):
             raise LoginFailed("The identity provider's answer was meant for another application.")
         return claims
 
-    async def _with_userinfo(
-        self, claims: dict[str, Any], token: dict[str, Any], provider: Provider
+    async def with_userinfo(
+        self, claims: dict[str, Any], access: object, provider: Provider
     ) -> dict[str, Any]:
         """The ID token's claims, completed from the userinfo endpoint where they lack what
         we need. OpenID Connect Core 5.4 lets a provider put only `sub` in the ID token and
@@ -282,37 +301,12 @@ class OidcAuthenticator(Authenticator):
         wanted = ["email", self.settings.oidc_groups_claim.split(".")[0]]
         if self.settings.oidc_require_verified_email:
             wanted.append("email_verified")
-        access = token.get("access_token")
         if all(k in claims for k in wanted) or not provider.userinfo_endpoint or not access:
             return claims
-        try:
-            async with self.http.get(
-                provider.userinfo_endpoint,
-                headers={"Authorization": f"Bearer {access}", "Accept": "application/json"},
-                timeout=USERINFO_TIMEOUT,
-            ) as resp:
-                resp.raise_for_status()
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(8192):
-                    body += chunk
-                    if len(body) > USERINFO_MAX:
-                        raise ValueError(f"answer over {USERINFO_MAX} bytes")
-                info = json.loads(body)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.warning("userinfo at %s failed: %s", provider.userinfo_endpoint, exc)
-            raise LoginFailed(
-                "The identity provider did not tell us who you are. Try again."
-            ) from None
-        if not isinstance(info, dict) or info.get("sub") != claims["sub"]:
-            log.warning(
-                "userinfo refused: sub %r, not the ID token's %r",
-                info.get("sub") if isinstance(info, dict) else None,
-                claims["sub"],
-            )
-            raise LoginFailed("The identity provider's answers did not agree about who you are.")
+        info = await fetch_userinfo(self.http, provider, str(access), claims["sub"])
         return {**info, **claims}  # what the signed ID token says wins
 
-    def _identity(self, claims: dict[str, Any]) -> Identity:
+    def identity_of(self, claims: dict[str, Any]) -> Identity:
         """Who logged in. SDB_OIDC_USER_CLAIM=email (default) keys people on their address;
         =sub keys them on the provider's own id (`HOST/SUB`), which an address change or a
         reused address never moves, and then an unverified address is kept for nothing."""
@@ -340,7 +334,7 @@ class OidcAuthenticator(Authenticator):
     async def logout(self, request: web.Request) -> web.Response:
         """End the broker session, then the provider's when it has an end_session_endpoint."""
         await self.logout_form(request)
-        ticket = request.cookies.get(SESSION_COOKIE)
+        ticket = get_cookie(request, SESSION_COOKIE)
         session = await self.sessions.get(ticket)
         if ticket:
             await self.sessions.revoke_ticket(ticket)

@@ -127,6 +127,10 @@ class AiohttpOAuth2Client(OAuth2Client):
                 token = await resp.json(content_type=None)
             except ValueError:
                 token = None
+        if status >= 500 or (
+            isinstance(token, dict) and token.get("error") == "temporarily_unavailable"
+        ):
+            raise ProviderUnavailable(f"the token endpoint answered HTTP {status}")
         if not isinstance(token, dict):
             raise LoginFailed(f"The identity provider's token endpoint answered HTTP {status}.")
         if token.get("error") == "invalid_client":

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..cookies import SESSION_COOKIE, clear_cookie, set_cookie
+from ..cookies import SESSION_COOKIE, clear_cookie, get_cookie, set_cookie
 from ..identity import Identity
 from ..signing import Signer
 
 
 def read_session(request: web.Request, signer: Signer, max_age: float) -> Identity | None:
-    payload = signer.verify("session", request.cookies.get(SESSION_COOKIE), max_age=max_age)
+    payload = signer.verify("session", get_cookie(request, SESSION_COOKIE), max_age=max_age)
     if not payload or not isinstance(payload.get("u"), str) or not payload["u"]:
         return None
     groups = payload.get("g") or []

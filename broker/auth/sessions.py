@@ -10,12 +10,20 @@ SDB_SESSION_CACHE_TTL, so a proxied request costs no Redis call; a revocation
 every replica drops the session from its cache on hearing it (`on_event`): it
 is over everywhere at once, not after the cache's TTL.
 
+A session also keeps the provider's access and refresh tokens, sealed
+(AES-GCM) under a key derived from the ticket: only a request carrying the
+cookie can open them, so a Redis dump holds no usable token either. Every
+SDB_SESSION_REFRESH one worker of one replica (`claim_refresh`, a compare-
+and-set on the `checked` field) asks the provider again (oidc.py) and
+`update`s the session, which every cache then drops like a revocation.
+
 A login in progress (PKCE verifier, nonce, where to go next) is kept under the
 hash of its `state`, read and deleted in one step: a callback works once.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -26,7 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from fleet import keys
 
@@ -34,6 +47,7 @@ from ..identity import Identity
 
 TICKET = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 REVOKED = "session-revoked"  # the event: "session-revoked SID [SID...]"
+CHANGED = "session-changed"  # "session-changed SID": groups etc. read again, drop the copy
 CACHE_SIZE = 10_000
 
 
@@ -45,6 +59,28 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _key(ticket: str) -> AESGCM:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sdbroker tokens")
+    return AESGCM(hkdf.derive(ticket.encode()))
+
+
+def seal(ticket: str, tokens: dict[str, Any]) -> str:
+    """The provider's tokens, readable again only with the session's ticket."""
+    nonce = secrets.token_bytes(12)
+    sealed = nonce + _key(ticket).encrypt(nonce, json.dumps(tokens).encode(), None)
+    return base64.urlsafe_b64encode(sealed).decode()
+
+
+def unseal(ticket: str, sealed: str) -> dict[str, Any]:
+    """What `seal` sealed; {} when nothing was, or not with this ticket."""
+    try:
+        raw = base64.urlsafe_b64decode(sealed)
+        tokens = json.loads(_key(ticket).decrypt(raw[:12], raw[12:], None))
+    except (ValueError, InvalidTag):
+        return {}
+    return tokens if isinstance(tokens, dict) else {}
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     id: str  # the ticket's hash: safe to show an admin, useless as a cookie
@@ -52,6 +88,8 @@ class Session:
     created: float
     expires: float
     id_token: str = ""
+    checked: float = 0.0  # when the provider last vouched for identity.groups and email
+    tokens: str = ""  # sealed access/refresh tokens (`seal`)
 
 
 class SessionStore:
@@ -70,7 +108,12 @@ class SessionStore:
         self._cache: OrderedDict[str, tuple[Session, float]] = OrderedDict()
 
     async def create(
-        self, identity: Identity, *, id_token: str = "", replaces: str | None = None
+        self,
+        identity: Identity,
+        *,
+        id_token: str = "",
+        replaces: str | None = None,
+        tokens: dict[str, Any] | None = None,
     ) -> str:
         """A new session; returns its ticket (for the cookie only, never stored)."""
         if replaces:
@@ -87,6 +130,8 @@ class SessionStore:
             "created": repr(now),
             "expires": repr(now + self.ttl),
             "id_token": id_token,
+            "checked": repr(now),
+            "tokens": seal(ticket, tokens) if tokens else "",
         }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.session(sid), mapping=fields)
@@ -113,6 +158,59 @@ class SessionStore:
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return session
+
+    async def claim_refresh(self, session: Session, now: float) -> bool:
+        """Whether this caller is the one to ask the provider again: `checked` moves to
+        `now` only if nobody moved it since `session` was read (other workers and
+        replicas then see a fresh session and carry on)."""
+        key = keys.session(session.id)
+        self._cache.pop(session.id, None)  # a loser reads the moved `checked` next time
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                checked = await pipe.hget(key, "checked")
+                if isinstance(checked, bytes):
+                    checked = checked.decode()
+                moved = checked is not None and checked != repr(session.checked)
+                if moved or not await pipe.exists(key):  # no `checked`: from before it
+                    return False
+                pipe.multi()
+                pipe.hset(key, "checked", repr(now))
+                await pipe.execute()
+            except WatchError:
+                return False
+        return True
+
+    async def update(
+        self,
+        session: Session,
+        ticket: str,
+        *,
+        checked: float,
+        identity: Identity | None = None,
+        tokens: dict[str, Any] | None = None,
+    ) -> Session | None:
+        """Store what the provider said now; None if the session ended meanwhile (it is
+        not brought back). Every worker's cached copy goes."""
+        key = keys.session(session.id)
+        fields: dict[str, str] = {"checked": repr(checked)}
+        if identity is not None:
+            fields |= {"email": identity.email, "groups": json.dumps(list(identity.groups))}
+        if tokens is not None:
+            fields["tokens"] = seal(ticket, tokens)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                if not await pipe.exists(key):
+                    return None
+                pipe.multi()
+                pipe.hset(key, mapping=fields)
+                pipe.publish(keys.EVENTS, f"{CHANGED} {session.id}")
+                await pipe.execute()
+            except WatchError:
+                pass  # revoked, or refreshed by someone else meanwhile: as Redis has it now
+        self._cache.pop(session.id, None)
+        return await self.get(ticket)
 
     async def revoke(self, sid: str) -> bool:
         """End one session by its id (the ticket's hash)."""
@@ -146,7 +244,7 @@ class SessionStore:
     def on_event(self, kind: str, args: list[str]) -> None:
         """Pub/sub handler: a session revoked anywhere leaves this cache at once; after a
         reconnect (revocations may have been missed) the whole cache goes."""
-        if kind == REVOKED:
+        if kind in (REVOKED, CHANGED):
             for sid in args:
                 self._cache.pop(sid, None)
         elif kind == "reconnect":
@@ -192,6 +290,8 @@ def _parse(sid: str, data: dict[str, Any]) -> Session | None:
             created=float(data["created"]),
             expires=float(data["expires"]),
             id_token=data.get("id_token", ""),
+            checked=float(data.get("checked") or data["created"]),
+            tokens=data.get("tokens", ""),
         )
     except (KeyError, ValueError, TypeError):
         return None

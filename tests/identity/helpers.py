@@ -109,8 +109,8 @@ class Browser:
     def get(self, url: str, headers: Headers = ()) -> Response:
         return self._send(url, "GET", None, headers)
 
-    def post(self, url: str, form: dict[str, str]) -> Response:
-        return self._send(url, "POST", urlencode(form).encode(), ())
+    def post(self, url: str, form: dict[str, str], headers: Headers = ()) -> Response:
+        return self._send(url, "POST", urlencode(form).encode(), headers)
 
     def follow(self, resp: Response, hops: int = 10) -> Response:
         while resp.status in (301, 302, 303, 307) and hops:

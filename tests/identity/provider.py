@@ -1,11 +1,13 @@
 """A real OpenID provider for the tests, built from authlib's server components.
 
 Discovery, JWKS, authorize (a login form, then single sign-on by cookie), token
-(authorization code with PKCE S256 required, codes usable once) and RP-initiated
-end-session, served on a loopback address of its own (127.0.0.2) so the
-browser keeps its cookies apart from the broker's. Tests steer it through
-attributes: `users`, `tamper` (claims forced into the next ID tokens) and the
-counters it keeps.
+(authorization code with PKCE S256 required, codes usable once; refresh tokens,
+rotated on use as Keycloak and Okta do), userinfo and RP-initiated end-session,
+served on a loopback address of its own (127.0.0.2) so the browser keeps its
+cookies apart from the broker's. Tests steer it through attributes: `users`
+(whose groups a test may change), `tamper` (claims forced into the next ID
+tokens), `issue_refresh_tokens`, `refresh_id_token`, `access_ttl`, and the counters
+it keeps.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint
 from joserfc.jwk import KeySet, RSAKey
 from multidict import MultiDict, MultiDictProxy
 
+from .provider_refresh import RefreshGrant, RefreshToken
 from .servers import ThreadedServer
 
 CLIENT_ID = "sdbroker-test"
@@ -55,6 +58,7 @@ class Client(ClientMixin):
     client_secret: str
     redirect_uris: list[str]
     post_logout_redirect_uris: list[str] = field(default_factory=list)
+    provider: Any = field(default=None, repr=False, compare=False)
 
     @property
     def client_metadata(self) -> dict[str, Any]:
@@ -82,6 +86,9 @@ class Client(ClientMixin):
         return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
+        """The code grant; refresh tokens (asked at login too) while the provider issues them."""
+        if grant_type == "refresh_token":
+            return bool(self.provider and self.provider.issue_refresh_tokens)
         return grant_type == "authorization_code"
 
 
@@ -261,7 +268,12 @@ class _Server(AuthorizationServer):
         super().__init__(scopes_supported=["openid", "email", "profile", "groups"])
         self.provider = provider
         self.register_token_generator(
-            "default", BearerTokenGenerator(lambda *a, **k: generate_token(42))
+            "default",
+            BearerTokenGenerator(
+                lambda *a, **k: generate_token(42),
+                lambda *a, **k: generate_token(48),
+                lambda client, grant_type: provider.access_ttl,
+            ),
         )
         self.register_client_auth_method("client_secret_basic", _basic_form_decoded)
 
@@ -269,9 +281,17 @@ class _Server(AuthorizationServer):
         return self.provider.clients.get(client_id)
 
     def save_token(self, token: dict, request: OAuth2Request) -> None:
-        code = getattr(request, "authorization_code", None)  # the token's code and user
-        scope = code.get_scope() if code is not None else (request.scope or "")
-        self.provider.access_tokens[token["access_token"]] = (request.user, scope)
+        # the code or refresh token the answer was for, and its user
+        grant = getattr(request, "authorization_code", None) or getattr(
+            request, "refresh_token", None
+        )
+        scope = grant.get_scope() if grant is not None else (request.scope or "")
+        expires = time.time() + token.get("expires_in", 3600)
+        self.provider.access_tokens[token["access_token"]] = (request.user, scope, expires)
+        if "refresh_token" in token:
+            self.provider.refresh_store[token["refresh_token"]] = RefreshToken(
+                token["refresh_token"], request.client.get_client_id(), request.user.username, scope
+            )
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         pass
@@ -299,13 +319,20 @@ class Provider:
         self.tamper: dict[str, Any] = {}
         self.userinfo_only = False  # ID tokens carry only `sub`; the rest is at /userinfo
         self.userinfo_tamper: dict[str, Any] = {}
-        self.access_tokens: dict[str, tuple[User, str]] = {}
+        self.access_tokens: dict[str, tuple[User, str, float]] = {}  # -> user, scope, expiry
+        self.issue_refresh_tokens = True  # as Keycloak does by default
+        self.access_ttl = 3600  # seconds
+        self.refresh_store: dict[str, RefreshToken] = {}
+        self.refresh_id_token = False  # a new ID token in each refresh answer
+        self.refreshes = 0
+        self.userinfo_calls = 0
         self.replays = 0
         self.ended: list[str] = []
         self.jwks_hits = 0
         self.server = _Server(self)
         grant = type("Grant", (CodeGrant,), {"provider": self})
         self.server.register_grant(grant, [IdToken(self), StrictPkce(required=True)])
+        self.server.register_grant(type("Refresh", (RefreshGrant,), {"provider": self}))
         self.server.register_endpoint(EndSession(self))
         app = web.Application()
         app.router.add_get("/.well-known/openid-configuration", self.discovery)
@@ -336,11 +363,18 @@ class Provider:
             secret,
             [broker_url + "/_broker/callback"],
             [broker_url + "/_broker/logged-out"],
+            provider=self,
         )
 
     def add_user(self, username: str, email: str, **kw: Any) -> User:
         self.users[username] = user = User(username, email, **kw)
         return user
+
+    def revoke_refresh_tokens(self, username: str) -> None:
+        """What disabling a person at the provider does to the tokens it gave out."""
+        for token in self.refresh_store.values():
+            if token.username == username:
+                token.revoked = True
 
     async def discovery(self, request: web.Request) -> web.Response:
         iss = self.issuer
@@ -398,11 +432,12 @@ class Provider:
 
     async def userinfo(self, request: web.Request) -> web.Response:
         """OIDC Core 5.3: the claims of the access token's user, for a Bearer token."""
+        self.userinfo_calls += 1
         auth = request.headers.get("Authorization", "")
         found = self.access_tokens.get(auth.removeprefix("Bearer ").strip())
-        if not auth.startswith("Bearer ") or found is None:
+        if not auth.startswith("Bearer ") or found is None or found[2] < time.time():
             return web.json_response({"error": "invalid_token"}, status=401)
-        user, scope = found
+        user, scope, _ = found
         return web.json_response({**self.claims_of(user, scope), **self.userinfo_tamper})
 
     async def token(self, request: web.Request) -> web.Response:

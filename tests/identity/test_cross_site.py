@@ -16,8 +16,11 @@ import re
 import aiohttp
 import pytest
 
+from broker.cookies import HOST_PREFIX, SESSION_COOKIE
 from tests.support.procs import Broker, wait_for
 from tests.test_proxy import as_user, claimed
+
+from .helpers import Browser, Response, request
 
 EVIL = "https://evil.example"
 
@@ -82,6 +85,63 @@ async def test_a_webui_cannot_set_the_brokers_cookies(broker: Broker) -> None:
             assert resp.status == 200
             assert len((await resp.json())["set"]) == 4  # the pod did send all four
             assert resp.headers.getall("Set-Cookie") == ["theme=dark; Path=/"]
+
+
+async def test_a_webui_never_sees_the_brokers_cookies_under_any_name(broker: Broker) -> None:
+    """The `__Host-` names (https) are stripped like the plain ones: before, only names
+    starting `sdb_` were, so the pod read `__Host-sdb_session`, the session itself."""
+    async with aiohttp.ClientSession() as http:
+        await claimed(http, broker)
+        sent = (
+            f"{HOST_PREFIX}{SESSION_COOKIE}=stolen; __HOST-SDB_CSRF=x; SDB_login=y; "
+            "__Secure-sdb_session=z; theirs=1"
+        )
+        async with http.get(broker.url + "/stub/whoami", headers=as_user(Cookie=sent)) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["cookies"] == ["theirs"]
+
+
+def test_an_old_plain_cookie_after_the_move_to_https_means_logging_in_again(brokers) -> None:
+    """A session cookie from the days of plain names is no session on https (a sibling
+    subdomain can set a plain name: accepting it would undo `__Host-`): its owner is sent
+    to log in, not shown an error, and the login clears the old cookie."""
+    broker = brokers(SDB_AUTH="dev", SDB_TRUSTED_PROXIES="127.0.0.1/32")
+    wait_for(lambda: len(broker.pod_records()) >= 1, 20, what="a pod")
+    old = Browser()
+    login_dev(old, broker, "ann")  # plain http: the site before its move
+    ticket = old.cookies["127.0.0.1"][SESSION_COOKIE]
+    plain = {"Cookie": f"{SESSION_COOKIE}={ticket}"}
+    wait_for(lambda: request(broker.url + "/stub/whoami", headers=plain).status == 200, 20,
+             what="ann's WebUI over plain http")  # fmt: skip
+
+    tls = {"X-Forwarded-Proto": "https"}  # from now on the proxy in front speaks https
+    again = request(
+        broker.url + "/stub/whoami",
+        headers={"Cookie": f"{SESSION_COOKIE}={ticket}", "Accept": "text/html", **tls},
+    )
+    assert again.status in (302, 303) and "/_broker/login" in again.location, again.status
+    done = login_dev(old, broker, "ann", tls)
+    sets = [v for k, v in done.headers if k.lower() == "set-cookie"]
+    assert any(v.startswith(HOST_PREFIX + SESSION_COOKIE + "=") and "Secure" in v for v in sets)
+    assert any(v.startswith(SESSION_COOKIE + '=""') and "Max-Age=0" in v for v in sets), sets
+    assert SESSION_COOKIE not in old.cookies["127.0.0.1"]
+    fresh = old.cookies["127.0.0.1"][HOST_PREFIX + SESSION_COOKIE]
+    who = request(
+        broker.url + "/stub/whoami",
+        headers={"Cookie": f"{HOST_PREFIX}{SESSION_COOKIE}={fresh}", **tls},
+    )
+    assert who.status == 200 and who.json()["user"] == "ann"
+
+
+def login_dev(
+    browser: Browser, broker: Broker, name: str, headers: dict[str, str] | None = None
+) -> Response:
+    """The dev login form, filled in; the answer to its POST."""
+    page = browser.get(broker.url + "/_broker/login", headers or {})
+    form = {"csrf_token": _field(page.text), "user": name, "next": "/"}
+    done = browser.post(broker.url + "/_broker/login", form, headers or {})
+    assert done.status == 302, (done.status, done.text[:300])
+    return done
 
 
 def _field(page: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -13,7 +14,7 @@ from joserfc.jwk import ECKey, Key, RSAKey
 from redis.asyncio import Redis
 
 from broker.auth.jwks import JWKSCache, TokenRejected, essential, verify
-from broker.auth.sessions import PendingLogins, SessionStore, digest
+from broker.auth.sessions import PendingLogins, SessionStore, digest, new_secret, unseal
 from broker.identity import Identity
 from fleet import keys
 from tests.support.procs import RedisServer
@@ -166,6 +167,33 @@ async def test_revocation_is_immediate_here_and_within_the_cache_ttl_elsewhere(
     assert await elsewhere.get(one) is None  # ...then gone
     assert await here.revoke_user(bob.user) == 1
     assert await here.get(two) is None and await here.sessions_of(bob.user) == []
+
+
+async def test_a_refresh_is_claimed_once_and_never_brings_a_session_back(
+    store_redis: Redis,
+) -> None:
+    """Two workers due at once: one asks the provider. The provider's tokens open only
+    with the ticket; an update after a revocation stores nothing."""
+    now = [1000.0]
+    one = SessionStore(store_redis, ttl=3600, cache_ttl=60, clock=lambda: now[0])
+    two = SessionStore(store_redis, ttl=3600, cache_ttl=60, clock=lambda: now[0])
+    ticket = await one.create(Identity(user="ann", groups=("a",)), tokens={"refresh": "RT"})
+    first, second = await one.get(ticket), await two.get(ticket)
+    assert first and second and first.checked == 1000.0
+    assert "RT" not in json.dumps(await store_redis.hgetall(keys.session(first.id)))
+    assert unseal(ticket, first.tokens) == {"refresh": "RT"}
+    assert unseal(new_secret(), first.tokens) == {}
+    now[0] = 2000.0
+    assert [await one.claim_refresh(first, 2000.0), await two.claim_refresh(second, 2000.0)] == [
+        True,
+        False,
+    ]
+    later = await one.update(first, ticket, checked=2000.0, identity=Identity(user="ann"))
+    assert later and later.identity.groups == () and later.checked == 2000.0
+    await two.revoke(later.id)
+    assert await one.update(later, ticket, checked=3000.0, tokens={}) is None
+    assert not await one.claim_refresh(later, 3000.0)
+    assert not await store_redis.exists(keys.session(later.id))
 
 
 async def test_a_pending_login_is_taken_once(store_redis: Redis) -> None:
