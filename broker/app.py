@@ -36,7 +36,7 @@ from fleet import (
 from fleet.specstore import adopt
 from reaper import ReapCycle, ReaperJob, count_reclaim
 
-from . import admin, api, chooser, gallery, metrics, pages, waiting
+from . import admin, api, chooser, ended, gallery, metrics, pages, waiting
 from .access import AccessPolicy
 from .activity import ActivityRecorder
 from .appkeys import (
@@ -117,6 +117,7 @@ def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
             http,
             interval=settings.controller_interval,
             sizes=autoscaler.effective,
+            queue_grace=settings.queue_grace,
         )
         router = Router(fleet, ttl=settings.route_cache_ttl)
         activity = ActivityRecorder(store)
@@ -219,6 +220,7 @@ def build_app(settings: Settings, spec: FleetSpec) -> web.Application:
     app.router.add_get("/_broker/readyz", pages.readyz)
     app[AUTH].add_routes(app)
     waiting.add_routes(app)
+    ended.add_routes(app)
     chooser.add_routes(app)
     gallery.add_routes(app)
     admin.add_routes(app)

@@ -93,6 +93,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     problem = _isolation_problem(settings, spec, announce=not args.worker)
     if problem:
         return _fail(problem)
+    problem = None if args.worker else _layout_problem(settings)  # the supervisor checked
+    if problem:
+        return _fail(problem)
     # The broker's files (secret, Redis, records, logs) are its own: a WebUI, even one
     # with a uid of its own, reads none of them.
     os.umask(0o077)
@@ -158,6 +161,60 @@ def _isolation_problem(settings: Settings, spec: FleetSpec, *, announce: bool) -
     return None
 
 
+def _layout_problem(settings: Settings) -> str | None:
+    """Why this broker must not run on the Redis of SDB_REDIS_URL (fleet/schema.py): a
+    layout it does not know. An embedded Redis is checked by nobody: it is this
+    broker's own, in its data dir."""
+    if not settings.redis_url:
+        return None
+    from fleet import connect_redis
+    from fleet.schema import LayoutError, ensure
+
+    async def check() -> None:
+        redis = connect_redis(settings.redis_url)  # type: ignore[arg-type]
+        try:
+            await ensure(redis)
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.run(check())
+    except LayoutError as exc:
+        return f"SDB_REDIS_URL: {exc}"
+    except Exception as exc:  # noqa: BLE001 - unreachable or misconfigured: the start says it
+        logging.getLogger("broker").warning("Redis layout not checked at start: %s", exc)
+    return None
+
+
+def cmd_layout(args: argparse.Namespace) -> int:
+    """`sdbroker layout [--finalize]`: the Redis layout, and this broker's."""
+    from fleet import connect_redis
+    from fleet.schema import LAYOUT, OLDEST, LayoutError, ensure, finalize
+
+    from .fleetcli import CliError, redis_url
+
+    settings = load_settings()
+
+    async def run() -> str:
+        redis = connect_redis(redis_url(settings))
+        try:
+            if args.finalize:
+                before, after = await finalize(redis)
+                return f"Redis layout {before} -> {after}"
+            stored = await ensure(redis)
+            return f"Redis layout {stored}; this broker: {LAYOUT} (runs on {OLDEST} to {LAYOUT})"
+        finally:
+            await redis.aclose()
+
+    try:
+        print(asyncio.run(run()))
+    except (CliError, LayoutError) as exc:
+        return _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - Redis unreachable: one line, no traceback
+        return _fail(f"cannot reach Redis: {exc}")
+    return 0
+
+
 def cmd_fleet_validate(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
@@ -220,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .fleetcli import add_commands  # diff, apply, status: they talk to Redis
 
     add_commands(fleet, load_settings)
+    layout = sub.add_parser("layout", help="show the Redis layout version (see docs/operations.md)")
+    layout.add_argument(
+        "--finalize", action="store_true", help="store this broker's layout (every broker runs it)"
+    )
+    layout.set_defaults(func=cmd_layout)
     reap = sub.add_parser("reap", help="reclaim idle WebUIs: one cycle, one JSON line")
     reap.add_argument("--once", action="store_true", help="run one cycle and exit (required)")
     reap.add_argument("--dry-run", action="store_true", help="report; change nothing")

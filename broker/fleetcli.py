@@ -33,6 +33,7 @@ from fleet import (
     connect_redis,
     load_spec,
     specstore,
+    start_health,
 )
 
 EXIT_CHANGES = 1
@@ -141,9 +142,11 @@ async def status_rows(
         spec = running
         store = FleetStore(redis)
         sizings = await Autoscaler(redis, lambda: spec).sizings(spec)
+        starts = await start_health.read(redis, [s.base.name for s in sizings])
         rows = []
         for s in sizings:
             counts = await store.counts(s.base.name)
+            health = starts[s.base.name]
             nxt = s.base.schedule[s.next_entry] if s.next_entry is not None else None
             upcoming = s.base.with_schedule(nxt) if nxt else None
             why = (
@@ -166,6 +169,10 @@ async def status_rows(
                     f"{upcoming.min}/{upcoming.buffer}/{upcoming.max}"
                     if upcoming
                     else "-",
+                    "start_failures_in_row": health.failures_in_row,
+                    "failing": health.failing,
+                    "last_start_error": health.last_error or None,
+                    "last_start_failure_at": health.last_failure_at,
                 }
             )
     finally:
@@ -183,6 +190,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "MIN/BUFFER/MAX",
         "FROM",
         "NEXT CHANGE",
+        "STARTS",
     ]
     body = [
         [
@@ -194,14 +202,30 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['min']}/{r['buffer']}/{r['max']}",
             r["sizes_from"],
             r["next_change"],
+            _starts(r),
         ]
         for r in rows
     ]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    return "\n".join(
+    lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
         for row in [head, *body]
-    )
+    ]
+    # The error itself under the table: a backend's message does not fit a column.
+    lines += [
+        f"{r['profile']}: last failed start: {r['last_start_error']}"
+        for r in rows
+        if r["start_failures_in_row"] and r["last_start_error"]
+    ]
+    return "\n".join(lines)
+
+
+def _starts(row: dict[str, Any]) -> str:
+    """The STARTS column: "ok", or how many failed in a row (FAILING once past the threshold)."""
+    failed = row["start_failures_in_row"]
+    if not failed:
+        return "ok"
+    return f"{'FAILING' if row['failing'] else 'failed'}: {failed} in a row"
 
 
 async def status(settings: Any, *, as_json: bool) -> int:

@@ -8,8 +8,9 @@ Started after the fleet context, it adds:
 - history: a sample of every profile's counts per SDB_HISTORY_INTERVAL
   (replicas share one series; the Lua call skips a sample taken already);
 - the fleet file: when SDB_FLEET changes on disk (an edited file, a new
-  ConfigMap), it is validated and applied like `sdbroker fleet apply`; an
-  invalid edit is refused and the running fleet kept;
+  ConfigMap), it is validated and applied like `sdbroker fleet apply`, once
+  for all brokers (fleet.specstore); an invalid edit is refused and the
+  running fleet kept;
 - the waiting room's wake-ups and the metrics hooks.
 """
 
@@ -80,7 +81,10 @@ async def fleetops_ctx(app: web.Application) -> AsyncIterator[None]:
             )
             return
         try:
-            await store_spec(app[REDIS], spec, source="file")  # every broker's follower swaps it in
+            # Once for all brokers (a second store would drop overrides set since);
+            # every broker's follower swaps it in.
+            if await store_spec(app[REDIS], spec, source="file", once=True) is None:
+                return
         except REDIS_DOWN as exc:
             seen_file["sha"] = ""  # try again next time
             log.warning("could not apply the changed %s: %s", settings.fleet, exc)
@@ -117,6 +121,7 @@ async def fleetops_ctx(app: web.Application) -> AsyncIterator[None]:
     store.on_claim = metrics.count_claim
     fleet.on_claimed = metrics.claim_took
     controller.on_ready = metrics.pod_started
+    controller.on_start_failure = metrics.pod_start_failed
     try:
         yield
     finally:

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import aiohttp
-import aiohttp_jinja2
 from aiohttp import web
 
 from fleet import REDIS_DOWN, Waiting
@@ -21,7 +20,8 @@ from fleet.activity_rules import ActivityClassifier, classifier_for
 from . import chooser, waiting
 from .activity import ActivityRecorder
 from .admission import authenticate
-from .appkeys import ACTIVITY, FLEET, HTTP, PODS, ROUTER, SETTINGS, STORE
+from .appkeys import ACTIVITY, FLEET, HTTP, PODS, ROUTER, SETTINGS
+from .ended import session_ended
 from .headers import upstream_headers
 from .identity import Identity
 from .metrics import redis_error
@@ -35,66 +35,9 @@ from .proxy import (
     proxy_http,
     proxy_websocket,
 )
-from .redirects import safe_next
 from .upstream import BodyStalled
 
 log = logging.getLogger(__name__)
-ENDED_REFRESH = 10  # seconds the "your session ended" page stays before going on
-ENDED_DETAIL = {
-    "idle": "Your session ended after {idle} without activity; its GPU went back to the pool.",
-    "max_session": "Your session reached its maximum length ({session}).",
-    "dead": "Your WebUI stopped working.",
-    "node_lost": "The machine your WebUI ran on stopped answering, so it was replaced.",
-    "admin": "An administrator ended your session.",
-}
-
-
-async def session_ended(request: web.Request, user: str) -> web.StreamResponse | None:
-    """The reaper ended this user's session: say so once, and keep an open tab from re-claiming.
-
-    Asked only when the route cache holds no claim for the user (one Redis
-    command per miss). A page load pops the notice, starts the new claim and
-    shows the notice; a request that is not user activity (an idle tab's
-    polling) gets 409 and no new pod while the notice is unread. With one
-    profile (no chooser to pass first) that check is made by the claim itself,
-    in its Lua call: the route is then cached for the caller, and the miss
-    costs one Redis call, not two.
-    """
-    store = request.app[STORE]
-    if wants_html(request):
-        notice = await store.pop_ended(user)
-        if notice is None:
-            return None
-        await request.app[ROUTER].route(user)  # the new WebUI starts while they read
-        template = ENDED_DETAIL.get(str(notice.get("reason")), ENDED_DETAIL["dead"])
-        detail = template.format(
-            idle=minutes(notice.get("idle_minutes")), session=minutes(notice.get("session_minutes"))
-        )
-        target = safe_next(request.path_qs)
-        context = {"detail": detail, "next": target, "refresh": ENDED_REFRESH}
-        return aiohttp_jinja2.render_template("ended.html", request, context)
-    fleet = request.app[FLEET]
-    rules = classifier_for(fleet.spec, fleet.default_profile().name)
-    if rules.counts(request.method, request.path):
-        return None
-    if len(fleet.spec.profiles) < 2:
-        routed = await request.app[ROUTER].route(user, unless_ended=True)
-        ended = isinstance(routed, Waiting) and routed.ended
-    else:
-        ended = await store.has_ended(user)
-    if ended:
-        return problem(
-            request,
-            409,
-            "Your session ended",
-            "Your WebUI was stopped. Your outputs are kept. Reload the page to start a new one.",
-        )
-    return None
-
-
-def minutes(value: object) -> str:
-    count = int(value) if isinstance(value, int | float) else 0
-    return "1 minute" if count == 1 else f"{count} minutes"
 
 
 def client_activity(activity: ActivityRecorder, user: str) -> Callable[[], None]:

@@ -33,7 +33,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from fleet import REDIS_DOWN, keys
+from fleet import REDIS_DOWN, keys, start_health
 
 from .admin.guard import require_admin
 from .appkeys import AUTOSCALER, FLEET, SETTINGS, STORE
@@ -61,6 +61,12 @@ POD_START = Histogram(
     "sdbroker_pod_start_seconds",
     "Time from creating a pod to its WebUI answering (observed by the leading controller).",
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200),
+)
+POD_START_FAILURES = Counter(
+    "sdbroker_pod_start_failures",
+    "Pod starts that failed (observed by the leading controller): reason=crashed (the WebUI "
+    "exited while starting), start_timeout (never passed its probe), create_failed.",
+    ["profile", "reason"],
 )
 PROXY_REQUESTS = Counter(
     "sdbroker_proxy_requests",
@@ -112,6 +118,11 @@ def pod_started(profile: str, seconds: float) -> None:
     POD_START.observe(seconds)
 
 
+def pod_start_failed(profile: str, reason: str) -> None:
+    """Controller.on_start_failure."""
+    POD_START_FAILURES.labels(profile, reason).inc()
+
+
 def redis_error() -> None:
     REDIS_ERRORS.inc()
 
@@ -157,10 +168,12 @@ class _Families:
 
 
 async def fleet_families(app: web.Application) -> list[Metric]:
-    """Pods by state, queue length and sizes in force per profile, from Redis (replicas agree)."""
+    """Pods by state, queue length, sizes in force and failing starts per profile, from Redis
+    (replicas agree)."""
     store = app[STORE]
     sizings = await app[AUTOSCALER].sizings(app[FLEET].spec)
     names = [s.base.name for s in sizings]
+    starts = await start_health.read(store.redis, names)
     async with store.redis.pipeline(transaction=False) as pipe:
         for name in names:
             for key in (*keys.pod_states(name), keys.queue(name)):
@@ -182,6 +195,11 @@ async def fleet_families(app: web.Application) -> list[Metric]:
         "Sizes in force (schedule and admin overrides applied); buffer as a pod count now.",
         labels=["profile", "bound"],
     )
+    in_row = GaugeMetricFamily(
+        "sdbroker_pod_start_failures_in_row",
+        "Failed pod starts since a pod of the profile last became Ready.",
+        labels=["profile"],
+    )
     for i, sizing in enumerate(sizings):
         name = sizing.base.name
         warming, ready, claimed, waiting = counts[i * 4 : i * 4 + 4]
@@ -193,7 +211,8 @@ async def fleet_families(app: web.Application) -> list[Metric]:
         size.add_metric([name, "min"], effective.min)
         size.add_metric([name, "max"], effective.max)
         size.add_metric([name, "buffer"], effective.buffer_for(claimed + waiting))
-    return [pods, queue, size]
+        in_row.add_metric([name], starts[name].failures_in_row)
+    return [pods, queue, size, in_row]
 
 
 def this_broker() -> CollectorRegistry:

@@ -22,6 +22,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fleet.durations import Duration
+from fleet.redis_client import redis_problems
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
@@ -92,6 +93,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     redis_url: str | None = None
+    # Production Redis (docs/operations.md, Redis): secrets as files from a mounted
+    # Secret, read by fleet.redis_client for the broker, the reaper and the CLI alike.
+    redis_password_file: Path | None = None
+    redis_tls_ca_file: Path | None = None
+    redis_tls_cert_file: Path | None = None
+    redis_tls_key_file: Path | None = None
+    redis_tls_check_hostname: bool = True  # off for Memorystore (fleet.redis_client)
     fleet: Path = Path("fleet.yaml")
     fleet_reload: Duration = 10.0
     auth: Literal["dev", "header", "iap", "oidc"] = "dev"
@@ -133,6 +141,8 @@ class Settings(BaseSettings):
     admin_groups: Annotated[list[str], NoDecode] = []
     jwks_cache_ttl: Duration = 3600.0
     session_cache_ttl: Duration = 5.0
+    # oidc: how often a session's groups and address are asked of the provider again.
+    session_refresh: Duration = Field(600.0, gt=0)
     iap_audience: str | None = None
     iap_jwks_url: str = "https://www.gstatic.com/iap/verify/public_key-jwk"
     oidc_issuer: str | None = None
@@ -147,6 +157,31 @@ class Settings(BaseSettings):
     # for 10 minutes: unbounded, a flood fills a noeviction Redis and stops every claim.
     # An office behind one NAT address starts many: hundreds, not thousands.
     logins_per_client: int = Field(300, ge=1)
+
+    @field_validator(
+        "redis_url",
+        "redis_password_file",
+        "redis_tls_ca_file",
+        "redis_tls_cert_file",
+        "redis_tls_key_file",
+    )
+    @classmethod
+    def _redis(cls, value: object, info: ValidationInfo) -> object:
+        """URL and files that cannot work together stop the broker at start, naming the
+        setting (and never the password of a URL: fleet.redis_client.redacted)."""
+        if info.field_name != "redis_url" and "redis_url" not in info.data:
+            return value  # the URL was refused already
+        data = {**info.data, info.field_name: value}
+        problems = redis_problems(
+            data.get("redis_url"),
+            data.get("redis_password_file"),
+            data.get("redis_tls_ca_file"),
+            data.get("redis_tls_cert_file"),
+            data.get("redis_tls_key_file"),
+        )
+        if problem := problems.get(f"SDB_{info.field_name.upper()}"):
+            raise ValueError(problem)
+        return value
 
     @field_validator("trusted_proxies", "metrics_cidrs", mode="before")
     @classmethod

@@ -9,8 +9,10 @@ honestly and ends it by itself:
   fleet changes (a pod became ready, a session ended) and sends `ready`
   when the user has their pod, and the page goes on into the WebUI;
 - an open stream keeps the user's place (FleetStore.see_waiting every
-  tick); without one for SDB_QUEUE_GRACE the place is given up, so a closed
-  tab does not hold up everyone behind it. Reloading keeps the place;
+  tick); without one for SDB_QUEUE_GRACE the place is given up (the
+  controller's next pass drops it and stops counting it toward the target),
+  so a closed tab neither holds up everyone behind it nor keeps a pod warm.
+  Reloading keeps the place;
 - scripts get 503 with Retry-After and the same facts as JSON.
 """
 
@@ -147,6 +149,21 @@ class WaitingRoom:
                     "phase": "starting", "estimate": describe(None), "message": "Waiting for a WebUI."}  # fmt: skip
         if eta.phase == "ready":
             message = "A WebUI is free for you; taking you there."
+        elif outlook.failing:  # "no estimate yet" forever was all they read (issue 17, item 2)
+            return {
+                "position": result.position,
+                "queue": result.queue_length,
+                "eta": None,
+                "phase": "failing",
+                "estimate": "none: new WebUIs of this kind fail to start",
+                "message": f"{profile.display_name} WebUIs are failing to start right now, so "
+                "none may come soon. "
+                + (
+                    "Choose another kind, or wait while an administrator looks."
+                    if len(self.fleet.spec.profiles) > 1
+                    else "An administrator has to fix it; you may wait here or come back later."
+                ),
+            }
         elif eta.phase == "starting":
             message = f"A {profile.display_name} WebUI is starting for you."
         else:
@@ -305,14 +322,18 @@ async def _stream(request: web.Request, identity: Identity, target: str) -> web.
                     last_claim = now
                 state = await _next_state(room, router, store, identity.user, waiting, must_claim)
                 if isinstance(state, Claim):
-                    await response.write(_sse("ready", {"next": target}))
-                    return response
-                waiting = state
-                await response.write(_sse("status", await room.status(waiting)))
-            except REDIS_DOWN:
+                    event = _sse("ready", {"next": target})
+                else:
+                    waiting = state
+                    event = _sse("status", await room.status(waiting))
+            except REDIS_DOWN:  # Redis calls only: a closed tab (a failed write) is none
                 redis_error()
-                await response.write(_sse("status", {"phase": "unavailable", "eta": None,
-                    "message": "The broker cannot reach its database. Retrying."}))  # fmt: skip
+                state = None
+                event = _sse("status", {"phase": "unavailable", "eta": None,
+                    "message": "The broker cannot reach its database. Retrying."})  # fmt: skip
+            await response.write(event)
+            if isinstance(state, Claim):
+                return response
             await room.changed(waiting.profile if waiting else "", TICK)
     except ConnectionResetError:  # the tab closed: its place lasts SDB_QUEUE_GRACE more
         return response

@@ -3,7 +3,7 @@
 Knows nothing of HTTP pages or of who is logged in: callers hand it user ids.
 """
 
-from . import keys, specstore
+from . import keys, specstore, start_health
 from .aiotasks import Tasks
 from .autoscale import Autoscaler, Override, SizeError, Sizing
 from .backends import Backend, Isolation, isolation_of, make_backend
@@ -37,6 +37,7 @@ __all__ = [
     "read_outlook",
     "samples_kept",
     "specstore",
+    "start_health",
     "Backend",
     "BackendError",
     "Isolation",

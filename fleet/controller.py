@@ -31,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from . import keys
+from . import keys, start_health
 from .aiotasks import raise_if_cancelled
 from .allocations import check_allocations
 from .backends.base import Backend
@@ -39,7 +39,9 @@ from .errors import BackendError, FleetError
 from .history import History
 from .leader import LeaderLock
 from .model import Phase, PodInfo, PodRecord, PodState
+from .notices import NODE_LOST, tell_ended
 from .probes import Probe, make_probe
+from .reconcile import Reconciler
 from .spec import FleetSpec, Profile
 from .store import REDIS_DOWN, FleetStore
 
@@ -53,8 +55,6 @@ MAX_BACKOFF = 60.0
 #: A longer pass is cut short (a call on a dead path, say), or its lead, renewed all along,
 #: would keep every other controller idle while nothing is done; the next pass finishes it.
 PASS_TIMEOUT = 60.0
-NOTICE_TTL = 7 * 86400.0  # an unread "your session ended" notice is kept (as reaper.policy's)
-NODE_LOST = "node_lost"  # why a claim ends when its pod's node stopped answering
 
 
 @dataclass(slots=True)
@@ -81,6 +81,7 @@ class Controller:
         clock: Callable[[], float] = time.time,
         sizes: Callable[[FleetSpec], Awaitable[list[Profile]]] | None = None,
         pass_timeout: float = PASS_TIMEOUT,
+        queue_grace: float = 60.0,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -89,15 +90,19 @@ class Controller:
         #: None scales to the file's sizes.
         self.sizes = sizes
         self.history = History(store.redis)
+        self.reconciler = Reconciler(store, backend)
         #: Called with (profile, seconds from creation to Ready) of each pod that becomes Ready.
         self.on_ready: Callable[[str, float], None] | None = None
         self.http = http
         self.interval = interval
         self.pass_timeout = pass_timeout
+        self.queue_grace = queue_grace  # waiting users unseen this long leave the line
         self.clock = clock
         self.lock = LeaderLock(store.redis, store.scripts, keys.CONTROLLER_LEADER, ttl=leader_ttl)
         self.health: dict[str, ProfileHealth] = {}
         self.on_reclaim: Callable[[str, str, str, float], None] | None = None
+        #: Called with (profile, reason) of each failed start (start_health.REASONS).
+        self.on_start_failure: Callable[[str, str], None] | None = None
         self._wake = asyncio.Event()
         self._full = True  # the next pass is a full one
         self._probes: dict[str, Probe] = {}
@@ -238,14 +243,21 @@ class Controller:
         states = await self.store.pod_states(profiles)
 
         alive = [r for r in records.values() if r.phase is not Phase.GONE]
+        # The pods' own records win over the index, before anything is adopted or
+        # ended by it: after a failover or restore the index may be behind them.
+        if await self.reconciler.run(records, states):
+            states = await self.store.pod_states(profiles)
         # Whenever anything is missing, EVERY live record goes to the (atomic)
         # restore, which skips pods already indexed: so it may always set the
         # marker, even when Redis was flushed after `built` was read above.
         if not built or any(r.id not in states for r in alive):
             restored, conflicts = await self.store.restore(alive, mark_built=True)
             if restored or not built:
-                # A first start finds nothing to adopt: that is news to nobody.
-                level = logging.WARNING if restored else logging.INFO
+                # Routine: a first start with nothing to adopt, and pods the platform made
+                # itself (every GameServer of an Agones Fleet joins the index this way). Out of
+                # step: the index was lost with pods in it, or a pod holds a claim it lacked.
+                claims = any(r.user for r in alive if r.id not in states)
+                level = logging.WARNING if restored and (claims or not built) else logging.INFO
                 log.log(level, "index rebuilt from the backend: %d pods adopted", restored)
                 await self.store.publish("rebuild")
             for pod_id in conflicts:
@@ -299,8 +311,8 @@ class Controller:
                 await self._end(pod.id, "dead", "pod no longer exists")
             return
         if rec.phase in (Phase.GONE, Phase.FAILED):
-            health.failures_in_row += pod.state is PodState.WARMING
-            health.last_error = rec.reason
+            if pod.state is PodState.WARMING:
+                await self._start_failed(pod.profile, start_health.CRASHED, rec.reason)
             await self._end(pod.id, NODE_LOST if rec.node_lost else "dead", rec.reason)
             return
         if pod.state is not PodState.WARMING:
@@ -316,23 +328,36 @@ class Controller:
         addr = rec.addr or pod.addr
         ready = rec.phase is Phase.READY
         if not ready and self.backend.probes_readiness and addr:
-            ready = await self.probe(profile).ready(self.http, addr)
+            ready, seen = await self.probe(profile).check(self.http, addr)
+            if not ready:
+                health.problems[pod.id] = "; ".join(filter(None, (rec.reason, f"probe: {seen}")))
         if ready:
             if await self.store.mark_ready(pod.id, pod.profile, addr):
                 await self.backend.mark_ready(pod.id)
                 health.problems.pop(pod.id, None)
                 health.failures_in_row = 0
+                await start_health.note_started(self.store.redis, pod.profile)
                 health.start_seconds = [*health.start_seconds[-19:], now - pod.created]
                 log.info("pod %s ready after %.1fs", pod.id, now - pod.created)
                 await self.history.note_start(pod.profile, now - pod.created)
                 if self.on_ready:
                     self.on_ready(pod.profile, now - pod.created)
         elif now - pod.created > profile.start_timeout:
-            health.failures_in_row += 1
-            health.last_error = (
-                f"not ready after {profile.start_timeout:.0f}s: {rec.reason or 'no answer'}"
-            )
-            await self._end(pod.id, "start_timeout", health.last_error)
+            # What the probe saw (an HTTP 404, a refused connection), not just "no answer".
+            saw = health.problems.pop(pod.id, "") or rec.reason or "no answer"
+            error = f"not ready after {profile.start_timeout:.0f}s: {saw}"
+            await self._start_failed(pod.profile, start_health.START_TIMEOUT, error)
+            await self._end(pod.id, "start_timeout", error)
+
+    async def _start_failed(self, profile: str, reason: str, error: str) -> None:
+        """A pod failed to start: back off creating more, and tell everyone (start_health,
+        sdbroker_pod_start_failures_total through on_start_failure)."""
+        health = self.health.setdefault(profile, ProfileHealth())
+        health.failures_in_row += 1
+        health.last_error = error
+        await start_health.note_failure(self.store.redis, profile, reason, error, self.clock())
+        if self.on_start_failure:
+            self.on_start_failure(profile, reason)
 
     async def _end(self, pod_id: str, reason: str, detail: str) -> None:
         ended = await self.store.end_pod(pod_id, reason)
@@ -340,16 +365,9 @@ class Controller:
             return
         log.warning("pod %s ended (%s): %s", pod_id, reason, detail)
         if ended.user:
-            await self.store.audit(
-                user=ended.user,
-                pod=pod_id,
-                profile=ended.profile,
-                reason=reason,
-                detail=detail[:200],
-            )
-            if reason == NODE_LOST:  # the user's next page says what happened
-                notice = {"reason": reason, "pod": pod_id, "at": self.clock()}
-                await self.store.note_ended(ended.user, notice, NOTICE_TTL)
+            # Audited, and the user's next page says what happened: without the notice
+            # the open tab's polling claimed a new pod unseen (issue 17, item 3).
+            await tell_ended(self.store, ended, reason, detail, self.clock(), by="controller")
             if self.on_reclaim:
                 self.on_reclaim(ended.user, pod_id, reason, 0.0)
 
@@ -365,6 +383,9 @@ class Controller:
         await asyncio.gather(*(delete(pod_id) for pod_id in await self.store.deleting()))
 
     async def _scale(self, profile: Profile) -> None:
+        # A closed tab stops counting toward the target (claim.lua drops it only when
+        # somebody claims from this profile, which may be never).
+        await self.store.drop_gone_waiters(profile.name, self.queue_grace)
         counts = await self.store.counts(profile.name)
         # Waiting users need pods as much as claimed ones do.
         target = profile.target(counts["claimed"] + counts["queue"])
@@ -394,10 +415,8 @@ class Controller:
         try:
             rec = await self.backend.create(profile, pod_id)
         except FleetError as exc:
-            health = self.health.setdefault(profile.name, ProfileHealth())
-            health.failures_in_row += 1
-            health.last_error = str(exc)
             log.error("cannot create pod for profile %s: %s", profile.name, exc)
+            await self._start_failed(profile.name, start_health.CREATE_FAILED, str(exc))
             await self.store.end_pod(pod_id, "create_failed")
             await self.store.forget_pod(pod_id)
             return

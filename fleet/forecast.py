@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import keys
+from . import keys, start_health
 from .history import History, typical_start
 from .spec import FleetSpec, Profile
 from .store import FleetStore
@@ -34,6 +34,7 @@ class Outlook:
     max: int
     session_ends: tuple[float, ...]  # earliest end of each claimed session, soonest first
     typical_start: float | None
+    failing: bool = False  # its starts keep failing (start_health): no pod may ever come
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,7 @@ def estimate(outlook: Outlook, position: int) -> Eta:
 async def read_outlook(
     store: FleetStore, history: History, spec: FleetSpec, profile: Profile, now: float
 ) -> Outlook:
-    """Read one profile's outlook in three round trips (`profile` at its effective sizes)."""
+    """Read one profile's outlook in four round trips (`profile` at its effective sizes)."""
     name = profile.name
     redis = store.redis
     async with redis.pipeline(transaction=False) as pipe:
@@ -82,6 +83,7 @@ async def read_outlook(
             pipe.hget(keys.pod(pod_id), "user")
         users = await pipe.execute() if claimed else []
     starts = await history.recent_starts(name)
+    failing = (await start_health.read(redis, [name]))[name].failing
     activity = await store.last_activity([u for u in users if u])
     ends = []
     for (_, claimed_at), user in zip(claimed, users, strict=True):
@@ -97,4 +99,5 @@ async def read_outlook(
         max=profile.max,
         session_ends=tuple(sorted(ends)),
         typical_start=typical_start(starts),
+        failing=failing,
     )

@@ -12,10 +12,22 @@ PREFIX = "sdb:"
 #: a FLUSHALL or a lost Redis, which makes claims wait ("rebuilding") instead of
 #: guessing.
 STATE_MARKER = PREFIX + "state"
+#: Counter the leading controller increments on every full pass and remembers. Redis
+#: answering an older value (or none) lost writes: a failover to a replica that was
+#: behind (Memorystore Standard replicates asynchronously), or a restore from a backup;
+#: the controller then repairs the index from the pods' records (fleet/reconcile.py).
+EPOCH = PREFIX + "epoch"
+#: The layout version of every key here (fleet/schema.py): a broker refuses a Redis
+#: written in a layout it does not know.
+SCHEMA = PREFIX + "schema"
 #: Pub/sub channel for claim/release/rebuild/spec events between replicas.
 EVENTS = PREFIX + "events"
 #: Sorted set user -> last real activity (unix seconds).
 ACTIVITY = PREFIX + "activity"
+#: Hash user -> pod of sessions whose WebUI the reaper last found generating. The
+#: reaper probes these every cycle (not only once idle), so the end of a generation
+#: is seen within one cycle and idle time counts from it.
+BUSY = PREFIX + "busy"
 #: Pods whose deletion through the backend is pending.
 DELETING = PREFIX + "deleting"
 #: Capped stream of reclaim events.
@@ -122,3 +134,9 @@ def history(profile: str) -> str:
 def starts(profile: str) -> str:
     """List of recent pod start durations (seconds), newest first, capped."""
     return f"{PREFIX}starts:{profile}"
+
+
+def start_failures(profile: str) -> str:
+    """Hash: failed pod starts in a row (`in_row`), the last one's `reason`, `error` and `at`;
+    a pod becoming Ready sets `in_row` to 0 (fleet/start_health.py)."""
+    return f"{PREFIX}start-failures:{profile}"

@@ -136,7 +136,7 @@ class Candidate:
     without further reads: the claim, and the pod record it points to.
     """
 
-    kind: str  # "idle" or "expired"
+    kind: str  # "idle", "expired" or "busy" (found generating last cycle, neither of the others)
     user: str
     last_activity: float | None  # None: no activity entry
     pod: str  # "" when the user has no claim any more
@@ -147,12 +147,15 @@ class Candidate:
     addr: str
     claimed_at: float
     strikes: int  # busy probes in a row that got no answer
+    busy_pod: str = ""  # the pod the reaper last found generating for this user ("" none)
 
-    FIELDS = 11
+    FIELDS = 12
 
     @classmethod
     def from_flat(cls, values: list[str]) -> Candidate:
-        kind, user, last, pod, profile, since, state, pod_user, addr, claimed_at, strikes = values
+        kind, user, last, pod, profile, since, state, pod_user, addr, claimed_at, strikes, busy = (
+            values
+        )
         return cls(
             kind=kind,
             user=user,
@@ -165,7 +168,13 @@ class Candidate:
             addr=addr,
             claimed_at=float(claimed_at or 0),
             strikes=int(strikes or 0),
+            busy_pod=busy,
         )
+
+    @property
+    def was_busy(self) -> bool:
+        """The reaper found this very session generating at its last look."""
+        return bool(self.pod) and self.busy_pod == self.pod
 
     @property
     def pod_exists(self) -> bool:

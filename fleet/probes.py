@@ -25,11 +25,20 @@ class Probe:
         self.ready_path = ready_path
 
     async def ready(self, http: aiohttp.ClientSession, addr: str) -> bool:
+        return (await self.check(http, addr))[0]
+
+    async def check(self, http: aiohttp.ClientSession, addr: str) -> tuple[bool, str]:
+        """(ready, what the probe saw): "HTTP 404 from /internal/ping", "connection
+        refused"... for the never-ready message (it said "no answer" to a pod answering 404)."""
         try:
             async with http.get(addr + self.ready_path, timeout=PROBE_TIMEOUT) as resp:
-                return resp.status < 300
-        except (TimeoutError, aiohttp.ClientError):
-            return False
+                return resp.status < 300, f"HTTP {resp.status} from {self.ready_path}"
+        except TimeoutError:
+            return False, f"no answer from {self.ready_path} within {PROBE_TIMEOUT.total:.0f}s"
+        except aiohttp.ClientConnectorError as exc:
+            return False, f"connection to {self.ready_path} failed ({exc.os_error.strerror or exc})"
+        except aiohttp.ClientError as exc:
+            return False, f"{self.ready_path}: {type(exc).__name__}"
 
     async def busy(self, http: aiohttp.ClientSession, addr: str) -> bool:
         """True while the WebUI works on something. Raises on timeout or connection error."""

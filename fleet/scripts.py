@@ -33,6 +33,8 @@ class Scripts:
     bind: AsyncScript
     bound: AsyncScript
     pods: AsyncScript
+    reattach: AsyncScript
+    drop_waiters: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

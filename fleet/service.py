@@ -2,8 +2,10 @@
 
 A claim is the Lua call in the store, then the claim is written on the pod's
 own record (file or label) and the WebUI is pointed at the user's outputs.
-If the pod turns out to be someone else's or gone, or its WebUI fails, the pod
-is ended (single-use) and another taken. If the platform's API only failed to
+If the pod is gone or its WebUI fails, the pod is ended (single-use) and
+another taken; if its own record names someone else (the index was behind it
+after a Redis failover or restore), it goes back to that owner and another is
+taken. If the platform's API only failed to
 answer (a 503, a 429, no route), the pod is kept: the claim stays unbound, the
 user waits, and their next request binds it.
 """
@@ -22,7 +24,9 @@ import aiohttp
 from .backends.base import Backend
 from .errors import Conflict, FleetError, PodGone
 from .model import Claim, Ended, Go, Phase, Waiting
+from .notices import NODE_LOST, tell_ended
 from .probes import make_probe
+from .reconcile import owner_wins
 from .slug import slugify
 from .spec import FleetSpec, Profile
 from .store import REDIS_DOWN, FleetStore
@@ -115,12 +119,20 @@ class Fleet:
         return claim if await self._bind_or_end(claim) else Waiting(claim.profile, 0, 0)
 
     async def _bind_or_end(self, claim: Claim) -> bool | None:
-        """Bind the claim and mark it bound (True); if the pod is someone else's, gone or
-        failing, end its claim (False); if the platform only failed to answer, keep both
+        """Bind the claim and mark it bound (True); if the pod's record names someone else,
+        give it back to them (False), if it is gone or failing, end it (False); if the platform only failed to answer, keep both
         and let the user wait (None: the claim stays binding, a later request binds it)."""
         try:
             await self._bind(claim)
-        except (Conflict, PodGone, aiohttp.ClientError, TimeoutError) as exc:
+        except Conflict as exc:
+            # The pod's record names someone else: the index was behind it (a Redis
+            # failover or restore). Its owner keeps it; this user takes another.
+            if await owner_wins(self.store, self.backend, claim.pod, claim.user):
+                return False
+            log.warning("claim of pod %s for %s failed (%s)", claim.pod, claim.user, exc)
+            await self.store.end_pod(claim.pod, "claim_failed", only_user=claim.user)
+            return False
+        except (PodGone, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("claim of pod %s for %s failed (%s)", claim.pod, claim.user, exc)
             await self.store.end_pod(claim.pod, "claim_failed", only_user=claim.user)
             return False
@@ -277,15 +289,12 @@ class Fleet:
         if rec is not None and rec.phase not in (Phase.GONE, Phase.FAILED):
             return False
         reason = rec.reason if rec else "pod no longer exists"
-        ended = await self.store.end_pod(claim.pod, "dead", only_user=claim.user)
+        why = NODE_LOST if rec is not None and rec.node_lost else "dead"
+        ended = await self.store.end_pod(claim.pod, why, only_user=claim.user)
         if ended:
-            await self.store.audit(
-                user=claim.user,
-                pod=claim.pod,
-                profile=claim.profile,
-                reason="dead",
-                detail=reason[:200],
-            )
+            # The notice makes the open tab's next background request a 409: only a
+            # page load starts a new session (issue 17, item 3).
+            await tell_ended(self.store, ended, why, reason, self.clock(), by="proxy")
         return ended is not None
 
 

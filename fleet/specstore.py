@@ -5,14 +5,21 @@ then publishes a `spec` event; every broker reads the text, validates it
 again (a broker of another version may know other rules) and swaps it in
 without a restart. Whatever is invalid is refused and the running spec kept.
 
-Which spec a starting broker runs:
+The last change wins: a changed fleet file (noticed by a running broker
+within SDB_FLEET_RELOAD, or brought by a starting one) or a `fleet apply`.
+A restart changes nothing. So SPEC_META keeps `file`, the sha of the last
+fleet file applied, and a starting broker runs:
 - none in Redis: its own file, which it stores (source=file) so that
   `fleet diff` and `fleet status` have the running spec to compare with;
-- one stored from a file (source=file) that differs from its own file: its
-  own file wins and is stored, since a new file is how a deploy ships sizes;
-- one stored by `fleet apply` (source=apply): that one, so a restart never
-  undoes an admin's apply (a differing file is logged). Apply the file to
-  make it the running spec again.
+- its own file when that is not the last file applied (a new file: a deploy
+  shipping sizes), which it stores;
+- otherwise what runs, e.g. a spec `fleet apply` stored since that file (a
+  differing file is logged): a restart never undoes an admin's apply.
+
+A new spec drops the console's "For now" sizes (keys.override) of the
+profiles whose sizes or schedule it changes, since those are a new plan; each
+drop is logged and audited (reason `override_dropped`, on the console). The
+others keep theirs. "For now" never goes above the file's max (fleet.autoscale).
 """
 
 from __future__ import annotations
@@ -27,13 +34,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from . import keys
 from .aiotasks import raise_if_cancelled
 from .spec import FleetSpec, SpecError, parse_spec
 from .spec_report import SpecIssue
+from .store import AUDIT_MAXLEN
 
 log = logging.getLogger(__name__)
+STORE_ATTEMPTS = 5  # brokers storing the same changed file at once: one wins, the rest see it
 RECHECK = 30.0  # seconds: a missed pub/sub message is caught up this late at worst
 SIZE_FIELDS = ("min", "buffer", "max")
 
@@ -51,6 +61,7 @@ class Stored:
     sha: str
     at: float
     by: str
+    file: str = ""  # sha of the last fleet file applied ("" = unknown: an older broker's)
 
 
 async def read(redis: Redis) -> Stored | None:
@@ -58,6 +69,10 @@ async def read(redis: Redis) -> Stored | None:
         pipe.get(keys.SPEC)
         pipe.hgetall(keys.SPEC_META)
         text, meta = await pipe.execute()
+    return _stored(text, meta)
+
+
+def _stored(text: str | None, meta: dict[str, str]) -> Stored | None:
     if text is None:
         return None
     return Stored(
@@ -66,6 +81,7 @@ async def read(redis: Redis) -> Stored | None:
         sha=meta.get("sha") or sha(text),
         at=float(meta.get("at") or 0),
         by=meta.get("by", ""),
+        file=meta.get("file", ""),
     )
 
 
@@ -98,24 +114,88 @@ async def store(
     source: str,
     by: str = "",
     clock: Callable[[], float] = time.time,
-) -> int:
+    once: bool = False,
+) -> int | None:
     """Store a validated spec and tell every broker; how many brokers heard it.
 
-    Runtime size overrides are dropped with it: an admin applying new sizes
-    means those, not an older "for now".
+    The "For now" sizes of profiles whose sizes it changes are dropped with it
+    (an admin's new plan means those, not an older "for now"), logged and audited.
+    `once`: store nothing (None) when this text is already running or was the last
+    file applied: every broker notices a changed file, one applies it.
     """
+    for _ in range(STORE_ATTEMPTS):
+        try:
+            return await _store(redis, spec, source, by, clock(), once)
+        except WatchError:  # another broker stored a spec meanwhile: look again
+            continue
+    raise WatchError(f"the fleet spec kept changing while storing {sha(spec.source_text)}")
+
+
+async def _store(
+    redis: Redis, spec: FleetSpec, source: str, by: str, now: float, once: bool
+) -> int | None:
     text = spec.source_text
     digest = sha(text)
-    meta = {"source": source, "sha": digest, "at": repr(clock()), "by": by}
     async with redis.pipeline(transaction=True) as pipe:
+        await pipe.watch(keys.SPEC, keys.SPEC_META)  # commands run at once until multi()
+        before = _stored(await pipe.get(keys.SPEC), await pipe.hgetall(keys.SPEC_META))
+        if once and before is not None and digest in (before.sha, before.file):
+            return None
+        resized = _resized(before, spec)
+        overrides = [await pipe.hgetall(keys.override(name)) for name in resized]
+        meta = {"source": source, "sha": digest, "at": repr(now), "by": by}
+        meta["file"] = digest if source == "file" else (before.file if before else "")
+        pipe.multi()
         pipe.set(keys.SPEC, text)
         pipe.delete(keys.SPEC_META)
         pipe.hset(keys.SPEC_META, mapping=meta)
-        for profile in spec.profiles:
-            pipe.delete(keys.override(profile.name))
+        for name in resized:
+            pipe.delete(keys.override(name))
         pipe.publish(keys.EVENTS, f"spec {digest}")
         result = await pipe.execute()
+    why = (
+        "the fleet file changed" if source == "file" else f"fleet apply{' by ' + by if by else ''}"
+    )
+    for name, dropped in zip(resized, overrides, strict=True):
+        if dropped:
+            await _dropped(redis, name, dropped, digest, why, now)
     return int(result[-1])
+
+
+def _resized(before: Stored | None, new: FleetSpec) -> list[str]:
+    """Profiles of `new` whose sizes or schedule differ from the running spec's (all of
+    them when that cannot be read)."""
+    try:
+        old = (
+            {p.name: p for p in parse_spec(before.text, "<running spec>").profiles}
+            if before
+            else {}
+        )
+    except SpecError:
+        old = {}
+    fields = (*SIZE_FIELDS, "schedule")
+    return [
+        p.name
+        for p in new.profiles
+        if p.name not in old or any(getattr(p, f) != getattr(old[p.name], f) for f in fields)
+    ]
+
+
+async def _dropped(
+    redis: Redis, profile: str, override: dict[str, str], digest: str, why: str, now: float
+) -> None:
+    """Say that an admin's "For now" sizes were dropped: the log and the console's audit."""
+    sizes = " ".join(f"{k} {override[k]}" for k in SIZE_FIELDS if override.get(k))
+    set_by = override.get("by", "")
+    log.warning(
+        "fleet spec %s: dropped the For now sizes of profile %s (%s, set by %s): %s, and it "
+        "changes this profile's sizes",
+        digest, profile, sizes or "none", set_by or "an admin", why,
+    )  # fmt: skip
+    event = {"user": "", "pod": "", "profile": profile, "reason": "override_dropped",
+             "by": set_by, "at": repr(now),
+             "detail": f"For now {sizes} dropped: {why} (spec {digest})"}  # fmt: skip
+    await redis.xadd(keys.AUDIT, event, maxlen=AUDIT_MAXLEN, approximate=True)
 
 
 async def adopt(redis: Redis, own: FleetSpec) -> FleetSpec:
@@ -125,7 +205,10 @@ async def adopt(redis: Redis, own: FleetSpec) -> FleetSpec:
     stored = await read(redis)
     if stored is not None and stored.sha == sha(own.source_text):
         return own
-    if stored is not None and stored.source == "apply":
+    # A file the fleet has run already (or, from an older broker's meta, any file
+    # while an apply runs) does not undo what was applied since.
+    unchanged = stored is not None and stored.file in ("", sha(own.source_text))
+    if stored is not None and stored.source == "apply" and unchanged:
         try:
             spec = check(stored.text, own)
         except SpecError as exc:
@@ -138,7 +221,11 @@ async def adopt(redis: Redis, own: FleetSpec) -> FleetSpec:
             f" by {stored.by}" if stored.by else "",
         )
         return spec
-    await store(redis, own, source="file")
+    if stored is not None:
+        log.info(
+            "SDB_FLEET is a file the fleet has not run yet: applying it (%s)", sha(own.source_text)
+        )
+    await store(redis, own, source="file", once=True)
     return own
 
 

@@ -8,6 +8,7 @@ text instead of thousands of values to parse in Python).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from . import keys
 from .errors import StoreUnavailable
@@ -64,7 +66,7 @@ class FleetStore:
         `reserve` (backends that allocate): `Go` instead of taking a pod when
         the user may have one now; the caller allocates and calls `bind`.
         `unless_ended`: Waiting(ended=True), and nothing claimed, while the user
-        has an unread "session ended" notice (see `has_ended`).
+        has an unread "session ended" notice and no claim (see `unread_ended`).
         """
         result = await self.scripts.claim(
             keys=[
@@ -186,6 +188,18 @@ class FleetStore:
             pipe.zrem(keys.queue(profile), user)
             pipe.zrem(keys.queue_seen(profile), user)
             await pipe.execute()
+
+    async def drop_gone_waiters(self, profile: str, grace: float) -> list[str]:
+        """Forget the profile's waiting users unseen for longer than `grace` (drop_waiters.lua).
+
+        Run by the controller on every pass, so a closed tab stops counting toward
+        the target even when nobody else claims from that profile.
+        """
+        gone = await self.scripts.drop_waiters(
+            keys=[keys.queue(profile), keys.queue_seen(profile)],
+            args=[repr(self.clock() - grace), keys.EVENTS, profile],
+        )
+        return [str(user) for user in gone]
 
     async def see_waiting(self, user: str, profile: str) -> tuple[int, int] | None:
         """A waiting user is still there (an open events stream): keep their place.
@@ -404,9 +418,31 @@ class FleetStore:
         entries = await self.redis.xrevrange(keys.AUDIT, count=count)
         return [{"id": entry_id, **fields} for entry_id, fields in entries]
 
-    async def has_ended(self, user: str) -> bool:
-        """An unread "your session ended" notice waits for the user (kept for their next visit)."""
-        return bool(await self.redis.exists(keys.ended(user)))
+    async def unread_ended(self, user: str) -> dict[str, object] | None:
+        """The user's unread "session ended" notice, unless they hold a claim already.
+
+        The notice only stops a NEW claim: a user with a claim (a newer session,
+        e.g. started by a request that counted as activity) is routed to it, and
+        the notice, about the session before, is dropped as stale.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(keys.ended(user))
+            pipe.exists(keys.claim(user))
+            raw, claimed = await pipe.execute()
+        if raw and claimed:
+            await self._drop_notice(user, raw)
+            return None
+        return json.loads(raw) if raw else None
+
+    async def _drop_notice(self, user: str, raw: str) -> None:
+        """Delete the notice only if it is still `raw` (a newer one is kept for its user)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            with contextlib.suppress(WatchError):
+                await pipe.watch(keys.ended(user))
+                if await pipe.get(keys.ended(user)) == raw:
+                    pipe.multi()
+                    pipe.delete(keys.ended(user))
+                    await pipe.execute()
 
     # --- reaping --------------------------------------------------------------
 
@@ -422,10 +458,11 @@ class FleetStore:
 
         Idle: last activity at or before `idle_cutoff`. Expired (only when
         `session_cutoff` is given): claimed at or before it, in `profiles`.
+        Busy: found generating by the last cycle (`note_busy`), neither of those.
         """
         claimed = [keys.claimed(p) for p in profiles] if session_cutoff is not None else []
         flat = await self.scripts.reap_candidates(
-            keys=[keys.ACTIVITY, *claimed],
+            keys=[keys.ACTIVITY, keys.BUSY, *claimed],
             args=[
                 repr(idle_cutoff),
                 "" if session_cutoff is None else repr(session_cutoff),
@@ -439,6 +476,21 @@ class FleetStore:
         return int(flat[0]), [
             Candidate.from_flat(rows[i : i + size]) for i in range(0, len(rows), size)
         ]
+
+    async def note_busy(
+        self, seen: Mapping[str, float], busy: Mapping[str, str], done: Iterable[str]
+    ) -> None:
+        """One round trip: activity `seen` (users -> when), sessions found generating
+        (`busy`: user -> pod) and those whose generation has ended (`done`)."""
+        done = list(done)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if seen:
+                pipe.zadd(keys.ACTIVITY, dict(seen), xx=True, gt=True)
+            if busy:
+                pipe.hset(keys.BUSY, mapping=dict(busy))
+            if done:
+                pipe.hdel(keys.BUSY, *done)
+            await pipe.execute()
 
     async def drop_claim(self, user: str, pod_id: str) -> int:
         """Forget a claim whose pod is gone (`pod_id` "" = a stray activity entry).

@@ -3,7 +3,10 @@
 The cycle costs O(k) Redis commands for k candidates, never a scan: one
 script reads every candidate with its claim and pod (reap_candidates.lua),
 then each session that ends costs end_pod plus one audit+notice round trip.
-Busy sessions are refreshed in one ZADD. Ending is a compare-and-delete in
+Busy sessions are refreshed in one ZADD and remembered (keys.BUSY): a session
+found generating is probed every cycle until its generation ends, and its idle
+time counts from then (as JupyterHub counts a finished kernel as activity), not
+from the cycle that happened to look while it was busy. Ending is a compare-and-delete in
 Lua, so two cycles running at once (two brokers, a broker and a CronJob) end
 each session once and audit it once.
 
@@ -34,6 +37,7 @@ PROBE_TIMEOUT = 12.0  # a1111 asks two URLs with 5 s each; this bounds any probe
 PROBE_CONCURRENCY = 32
 UNREACHABLE = (TimeoutError, aiohttp.ClientConnectionError, OSError)
 BUSY, UNANSWERED, END, TIDY = "busy", "unanswered", "end", "tidy"
+DONE, FORGET = "done", "forget"  # a generation ended since the last cycle; a stale busy entry
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -46,13 +50,16 @@ class Summary:
     `checked` sessions were candidates; of those `idle` were found unused (and
     ended unless this is a dry run or they came back meanwhile), `busy` were
     generating, `unreachable` did not answer the probe and were kept for now.
-    `ended` lists the sessions ended (in a dry run: that would be).
+    `finished` were generating at the last cycle and are not any more: their
+    idle time starts now. `ended` lists the sessions ended (in a dry run: that
+    would be).
     """
 
     sessions: int = 0
     checked: int = 0
     idle: int = 0
     busy: int = 0
+    finished: int = 0
     unreachable: int = 0
     reclaimed: int = 0
     errors: int = 0
@@ -71,7 +78,9 @@ class _Verdict:
     outcome: str
     reason: Reason | None = None
     detail: str = ""
-    refresh: bool = False  # busy and idle: its activity is set to now
+    refresh: bool = False  # busy and idle, or its generation just ended: activity is set to now
+    generating: bool = False  # found generating: probed again next cycle
+    forget: bool = False  # not generating (any more): leaves the busy hash
     answered: bool = False  # the probe answered: its missed-probe count starts over
     error: bool = False  # something unexpected happened while examining it
 
@@ -150,6 +159,8 @@ class ReapCycle:
             summary.errors += v.error
             if v.outcome == BUSY:
                 summary.busy += 1
+            elif v.outcome == DONE:
+                summary.finished += 1
             elif v.outcome == UNANSWERED:
                 summary.unreachable += 1
             elif v.outcome == END:
@@ -198,6 +209,9 @@ class ReapCycle:
         """Decide one candidate; never raises (a bug here must not stop the cycle)."""
         try:
             action = triage(c)
+            if c.kind == "busy" and (action is not Action.PROBE or not c.was_busy):
+                # That session ended or moved to another pod: the idle/expired paths own it.
+                return _Verdict(c, FORGET, forget=True)
             if action is Action.TIDY:
                 return _Verdict(c, TIDY)
             if action is Action.DROP:
@@ -209,10 +223,17 @@ class ReapCycle:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failed probe is a missed probe
+                if c.kind == "busy":  # not idle yet: no strike; the idle path judges it later
+                    return _Verdict(c, UNANSWERED, detail=repr(exc))
                 return await self._missed(c, policy, exc, dry_run)
             if busy:
-                return _Verdict(c, BUSY, refresh=reason is Reason.IDLE, answered=True)
-            return _Verdict(c, END, reason, answered=True)
+                return _Verdict(
+                    c, BUSY, refresh=reason is Reason.IDLE, answered=True, generating=True
+                )
+            if reason is Reason.IDLE and c.was_busy:
+                # Its generation ended since the last cycle: idle time counts from now.
+                return _Verdict(c, DONE, refresh=True, answered=True, forget=True)
+            return _Verdict(c, END, reason, answered=True, forget=bool(c.busy_pod))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -263,12 +284,15 @@ class ReapCycle:
     # --- acting -------------------------------------------------------------------
 
     async def _keep(self, verdicts: list[_Verdict], now: float) -> int:
-        """Refresh busy sessions (one ZADD) and reset answered pods' missed-probe counts."""
+        """Refresh busy and just-finished sessions, remember which are generating (one
+        round trip), and reset answered pods' missed-probe counts."""
         refresh = {v.candidate.user: now for v in verdicts if v.refresh}
+        generating = {v.candidate.user: v.candidate.pod for v in verdicts if v.generating}
+        forget = [v.candidate.user for v in verdicts if v.forget]
         answered = [v.candidate.pod for v in verdicts if v.answered and v.candidate.strikes]
         try:
-            if refresh:
-                await self.store.touch(refresh)
+            if refresh or generating or forget:
+                await self.store.note_busy(refresh, generating, forget)
             if answered:
                 await self.store.clear_strikes(answered)
         except Exception:

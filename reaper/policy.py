@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from fleet import FleetSpec
 from fleet.model import Candidate
+from fleet.notices import NOTICE_TTL  # an unread "your session ended" notice is kept this long
 
-NOTICE_TTL = 7 * 86400.0  # an unread "your session ended" notice is kept this long
 BATCH = 1000  # candidates of each kind per cycle; a backlog drains over a few cycles
 
 
@@ -136,6 +136,8 @@ def notice(candidate: Candidate, reason: Reason, now: float) -> dict[str, object
         "reason": str(reason),
         "idle_minutes": max(1, round(idle / 60)) if idle else 0,
         "session_minutes": round(session / 60),
+        "idle_seconds": int(idle),  # the page says "40 seconds", not "1 minute"
+        "session_seconds": int(session),
         "pod": candidate.pod,
         "profile": candidate.profile,
         "at": now,

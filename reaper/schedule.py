@@ -10,7 +10,9 @@ Detection lag: a session idle since t is a candidate from t + idle_timeout,
 seen by the next tick (<= one interval later), and ended after the settle
 wait (SDB_ACTIVITY_FLUSH): at most idle_timeout + interval + flush, which is
 within idle_timeout + 2 x interval while the flush is not longer than the
-interval. A leader failover adds up to one lock lifetime once.
+interval. A leader failover adds up to one lock lifetime once. A generation's
+end is seen by the first tick after it (<= one interval late; keys.BUSY), and
+idle time counts from that tick.
 """
 
 from __future__ import annotations

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import urllib.request
 from pathlib import Path
 
@@ -13,6 +11,9 @@ import pytest
 import redis
 
 from fleet import keys, slugify
+from tests.chaos.support import pod_of, until
+from tests.chaos.support import whoami as chaos_whoami
+from tests.chaos.test_pod_faults import browser, kill_pod, start_new
 from tests.support.procs import STUB, wait_for, write_fleet
 
 HEADER_AUTH = {"SDB_AUTH": "header", "SDB_TRUSTED_PROXIES": "127.0.0.1/32"}
@@ -73,22 +74,31 @@ profiles:
     assert pinned == {"3", "5"}
 
 
-def test_dead_pod_ends_the_claim_and_the_user_gets_a_new_one(brokers, redis_url: str) -> None:
+async def test_dead_pod_ends_the_claim_and_the_user_gets_a_new_one(brokers, redis_url: str) -> None:
+    """Background requests are then told the session ended (409); a page load starts anew."""
     broker = brokers(**HEADER_AUTH)
-    first = wait_for(lambda: whoami(broker.url, "ann"), 20, what="ann's pod")
-    pid = next(int(r["pid"]) for r in broker.pod_records() if r["id"] == first["pod"])
-    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    async with browser() as http:
+        first = await pod_of(http, broker.url, "ann")
+        kill_pod(broker, first)
+        status, body = await chaos_whoami(http, broker.url, "ann")
+        assert status == 502 and "Your WebUI stopped" in body
 
-    status, body = get(broker.url, "/stub/whoami", "ann")
-    assert status == 502
-    assert b"Your WebUI stopped" in body
-    second = wait_for(lambda: whoami(broker.url, "ann"), 20, what="a fresh pod")
-    assert second["pod"] != first["pod"]
+        async def told() -> bool:  # 502 again while the process is still dying
+            status, body = await chaos_whoami(http, broker.url, "ann")
+            assert status in (502, 409), (status, body)  # never a new pod behind ann's back
+            return status == 409
+
+        await until(told, what="the claim ended with a notice")
+        second = await start_new(http, broker.url, "ann")
+    assert second != first
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        assert client.hget(keys.claim("ann"), "pod") == second["pod"]
-        # The dead pod is cleaned up, never handed to anyone else.
-        wait_for(lambda: not client.exists(keys.pod(first["pod"])), 20, what="dead pod forgotten")
+        assert client.hget(keys.claim("ann"), "pod") == second
+
+        async def forgotten() -> bool:  # cleaned up, never handed to anyone else
+            return not client.exists(keys.pod(first))
+
+        await until(forgotten, what="dead pod forgotten")
     finally:
         client.close()
 

@@ -35,6 +35,7 @@ from broker.settings import Settings
 from fleet import load_spec, parse_spec
 from fleet.backends.kubepods import build_pod
 from fleet.slug import slugify
+from tests.kubeapi.agones_schema import strict_crd_schema
 from tests.kubeapi.gameserver_pod import gameserver_pod
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +43,9 @@ INGRESS = REPO / "ingress"
 AGONES_SCHEMAS = INGRESS / "schemas" / "agones-v1.56.0"
 OVERLAYS = sorted(p.parent.name for p in (INGRESS / "overlays").glob("*/kustomization.yaml"))
 TARGETS = ["base", *OVERLAYS]
+# Overlays on Memorystore (components/memorystore) rather than the in-cluster Redis.
+MEMORYSTORE = {"gke-iap", "agones"}
+REDIS_SECRET_DIR = "/etc/sdbroker-redis"
 NAMESPACE = "sdbroker"
 # The oldest Kubernetes minor still offered by GKE and the newest the library knows.
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -161,21 +165,6 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 # --- schema validation ---
-
-
-def strict_crd_schema(node):
-    """OpenAPI v3 (CRD flavour) -> JSON Schema draft 4 that refuses unknown fields."""
-    if isinstance(node, list):
-        return [strict_crd_schema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: strict_crd_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
-    preserve = node.get("x-kubernetes-preserve-unknown-fields", False)
-    if "properties" in out and "additionalProperties" not in out and not preserve:
-        out["additionalProperties"] = False
-    if out.pop("nullable", False):
-        out = {"anyOf": [out, {"type": "null"}]}
-    return out
 
 
 @functools.cache
@@ -408,12 +397,15 @@ def test_rbac_redis_reaper_storage(target):
     )
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
 
-    redis = the(docs, "StatefulSet", "sdbroker-redis")
-    (container,) = pod_spec(redis)["containers"]
-    assert container["args"][container["args"].index("--appendonly") + 1] == "yes"
-    assert container["livenessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
-    assert redis["spec"]["volumeClaimTemplates"]
-    assert the(docs, "Service", "sdbroker-redis")["spec"]["clusterIP"] == "None"
+    if target in MEMORYSTORE:
+        assert not [d for d in docs if d["metadata"]["name"] == "sdbroker-redis"]
+    else:
+        redis = the(docs, "StatefulSet", "sdbroker-redis")
+        (container,) = pod_spec(redis)["containers"]
+        assert container["args"][container["args"].index("--appendonly") + 1] == "yes"
+        assert container["livenessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+        assert redis["spec"]["volumeClaimTemplates"]
+        assert the(docs, "Service", "sdbroker-redis")["spec"]["clusterIP"] == "None"
 
     cron = the(docs, "CronJob", "sdbroker-reaper")
     assert cron["spec"]["schedule"] == "* * * * *"
@@ -661,7 +653,15 @@ def test_network_policies(target):
     net = Network(docs)
     broker = Endpoint("broker", "10.8.0.10", pod_labels(the(docs, "Deployment", "sdbroker")))
     reaper = Endpoint("reaper", "10.8.0.11", pod_labels(the(docs, "CronJob", "sdbroker-reaper")))
-    redis = Endpoint("redis", "10.8.0.12", pod_labels(the(docs, "StatefulSet", "sdbroker-redis")))
+    redis_port = 6379
+    if target in MEMORYSTORE:  # outside the cluster: its AUTH and TLS keep the others out
+        env = env_of(pod_spec(the(docs, "Deployment", "sdbroker"))["containers"][0])
+        host, redis_port = env["SDB_REDIS_URL"].split("//")[1].split("/")[0].split(":")
+        redis, redis_port = Endpoint("memorystore", host, namespace=None), int(redis_port)
+    else:
+        redis = Endpoint(
+            "redis", "10.8.0.12", pod_labels(the(docs, "StatefulSet", "sdbroker-redis"))
+        )
     # Claimed and warm (nobody's yet) WebUIs, with the labels their pods really carry.
     webuis = webui_pods(docs, "alice", "10.8.1.5") + webui_pods(docs, "nobody", "10.8.1.6")
     assert webuis, "no WebUI pod found"
@@ -686,7 +686,7 @@ def test_network_policies(target):
             assert not net.allows(src, webui, 7860), f"{src.name} -> {webui.name}"
         assert not net.allows(broker, webui, 22)
         for dst, port in (
-            (redis, 6379),
+            (redis, redis_port),
             (broker, 8000),
             (broker, 9090),
             (other_webui, 7860),
@@ -700,9 +700,9 @@ def test_network_policies(target):
         assert not net.allows(webui, api, 80)
 
     for src in (broker, reaper):
-        assert net.allows(src, redis, 6379)
-    for src in (*webuis, debug, stranger):
-        assert not net.allows(src, redis, 6379), f"{src.name} -> redis"
+        assert net.allows(src, redis, redis_port)
+    for src in (*webuis, *((debug, stranger) if target not in MEMORYSTORE else ())):
+        assert not net.allows(src, redis, redis_port), f"{src.name} -> redis"
     for src in (INTERNET, stranger):
         assert net.allows(src, broker, 8000)
         assert not net.allows(src, broker, 9000)
@@ -814,10 +814,45 @@ def test_agones_fleet_is_what_render_makes():
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_broker_settings_accept_the_env(target, monkeypatch):
-    """The broker's own settings model parses the env the Deployment gives it."""
+def test_redis_secrets_are_files_from_a_secret(target):
+    """No Redis password in a plain env value or in the URL, for the broker and the
+    reaper alike; on Memorystore TLS (rediss://) with the AUTH string and the CA as
+    files of the Secret sdbroker-redis. Before: the gke-iap and agones overlays took
+    Memorystore as redis://IP:6379/0, no AUTH and no TLS, with nowhere to put either."""
+    docs = rendered(target)
+    for kind, name in [("Deployment", "sdbroker"), ("CronJob", "sdbroker-reaper")]:
+        spec = pod_spec(the(docs, kind, name))
+        container = spec["containers"][0]
+        env = env_of(container)
+        url = env["SDB_REDIS_URL"]
+        assert isinstance(url, str) and "@" not in url, f"{name}: a password in the Redis URL"
+        plain = [k for k, v in env.items() if "PASSWORD" in k and k.endswith("_FILE") is False]
+        assert not plain, f"{name}: a Redis secret as an env value: {plain}"
+        if target not in MEMORYSTORE:
+            assert url == "redis://sdbroker-redis:6379/0"  # in-cluster, behind its NetworkPolicy
+            continue
+        assert url.startswith("rediss://") and url.endswith(":6378/0")
+        assert env["SDB_REDIS_PASSWORD_FILE"] == f"{REDIS_SECRET_DIR}/auth-string"
+        assert env["SDB_REDIS_TLS_CA_FILE"] == f"{REDIS_SECRET_DIR}/server-ca.pem"
+        mount = {m["mountPath"]: m for m in container["volumeMounts"]}[REDIS_SECRET_DIR]
+        assert mount["readOnly"]
+        secret = {v["name"]: v for v in spec["volumes"]}[mount["name"]]["secret"]
+        assert secret["secretName"] == "sdbroker-redis"
+        assert {i["key"] for i in secret["items"]} == {"auth-string", "server-ca.pem"}
+        # 0440: readable through the pod's fsGroup only, and the container runs in it.
+        assert secret["defaultMode"] == 0o440 and spec["securityContext"]["fsGroup"] == 10001
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_broker_settings_accept_the_env(target, monkeypatch, tmp_path):
+    """The broker's own settings model parses the env the Deployment gives it (the
+    Redis Secret's files as the kubelet mounts them, here under tmp_path)."""
     (broker,) = pod_spec(the(rendered(target), "Deployment", "sdbroker"))["containers"]
     env = {k: v for k, v in env_of(broker).items() if isinstance(v, str)}  # Secret refs aside
+    for key, value in env.items():
+        if value.startswith(REDIS_SECRET_DIR + "/"):
+            env[key] = str(tmp_path / value.rsplit("/", 1)[1])
+            Path(env[key]).write_text("mounted from the Secret sdbroker-redis\n")
     for key in [k for k in os.environ if k.startswith("SDB_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():

@@ -18,7 +18,14 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from fleet.redis_client import BACKOFF_BASE, BACKOFF_CAP, RETRIES, connect_redis
+from fleet.redis_client import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    RETRIES,
+    ClusterModeRefused,
+    connect_redis,
+)
+from tests.redis.servers import plain_server
 from tests.support.procs import RedisServer
 
 
@@ -110,6 +117,23 @@ async def test_a_redis_restart_within_the_backoff_is_ridden_out(tmp_path: Path) 
         assert await client.set("k", "after") is True
         await restarting
         assert await client.get("k") == "after"
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def test_a_redis_cluster_node_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    """The claim scripts touch keys of many slots: a cluster node would answer CROSSSLOT
+    or MOVED mid-claim. Refused on connect instead; before, the first claim failed."""
+    server = plain_server(
+        tmp_path,
+        *("--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")),
+        below=55536,
+    ).start()
+    client = connect_redis(f"redis://127.0.0.1:{server.port}/0")
+    try:
+        with pytest.raises(ClusterModeRefused, match="runs Redis Cluster .* not support"):
+            await client.ping()
     finally:
         await client.aclose()
         server.stop()

@@ -51,6 +51,16 @@ class ProfileView(_Out):
     next_change_at: float | None
     next_change: Sizes | None = Field(description="sizes from the next schedule change")
     typical_start_seconds: float | None = Field(description="median of recent pod starts")
+    start_failures_in_row: int = Field(
+        0, description="failed pod starts since a pod of this profile last became Ready"
+    )
+    failing: bool = Field(
+        False, description="starts keep failing: waiting users are told to choose another kind"
+    )
+    last_start_error: str | None = Field(
+        None, description="why the last failed start failed (kept after a later success)"
+    )
+    last_start_failure_at: float | None = None
 
 
 class SessionView(_Out):

@@ -15,7 +15,7 @@ from collections import Counter
 import aiohttp
 from aiohttp import web
 
-from fleet import PodInfo, PodState, Profile, SizeError, make_probe
+from fleet import PodInfo, PodState, Profile, SizeError, make_probe, start_health
 from reaper import Reason, end_session
 
 from ..appkeys import AUTH, AUTOSCALER, FLEET, HISTORY, HTTP, ROUTER, STORE
@@ -45,13 +45,15 @@ async def profiles(app: web.Application) -> list[ProfileView]:
     sizings = await app[AUTOSCALER].sizings(spec)
     names = [s.base.name for s in sizings]
     states = Counter((p.profile, str(p.state)) for p in await store.pods(names))
+    starts = await start_health.read(store.redis, names)
     out = []
     for sizing in sizings:
         base = sizing.base
         waiting = (await store.counts(base.name))["queue"]
-        starts = await history.recent_starts(base.name)
+        times = await history.recent_starts(base.name)
         nxt = base.schedule[sizing.next_entry] if sizing.next_entry is not None else None
         over = sizing.override
+        health = starts[base.name]
         out.append(
             ProfileView(
                 name=base.name,
@@ -73,7 +75,11 @@ async def profiles(app: web.Application) -> list[ProfileView]:
                 else None,
                 next_change_at=sizing.next_at,
                 next_change=sizes_of(base.with_schedule(nxt)) if nxt else None,
-                typical_start_seconds=sorted(starts)[len(starts) // 2] if starts else None,
+                typical_start_seconds=sorted(times)[len(times) // 2] if times else None,
+                start_failures_in_row=health.failures_in_row,
+                failing=health.failing,
+                last_start_error=health.last_error or None,
+                last_start_failure_at=health.last_failure_at,
             )
         )
     return out

@@ -23,12 +23,13 @@
 -- ARGV[8] "1" = reserve mode (backends that allocate themselves, Agones): when
 --         the user may take a pod now, take none and answer {"go", queued_at};
 --         the caller allocates and records the claim with bind.lua
--- ARGV[9] "1" = claim nothing while the user has an unread ended notice (KEYS[8]):
+-- ARGV[9] "1" = claim nothing NEW while the user has an unread ended notice (KEYS[8]):
 --         a request that is not user activity (an idle tab polling) must not
---         start a new session; asked here so that it costs no Redis call of its own
+--         start a new session; asked here so that it costs no Redis call of its own.
+--         A user who already holds a claim (a newer session) is routed to it.
 --
 -- Returns one of
---   {"ended"}                            ARGV[9] is "1" and the notice is unread
+--   {"ended"}                            ARGV[9] is "1", the notice is unread, no claim
 --   {"rebuilding"}
 --   {"existing", field, value, ...}      the claim hash
 --   {"new", field, value, ...}           the claim hash just written, plus queued_at
@@ -38,10 +39,6 @@
 local user, profile, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local pod_prefix, grace = ARGV[4], tonumber(ARGV[5])
 
-if ARGV[9] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then
-  return {'ended'}
-end
-
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'rebuilding'}
 end
@@ -50,6 +47,11 @@ local current = redis.call('HGETALL', KEYS[2])
 if #current > 0 then
   table.insert(current, 1, 'existing')
   return current
+end
+
+-- The notice stops only a NEW claim: checked after the existing one (issue 17, item 8).
+if ARGV[9] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then
+  return {'ended'}
 end
 
 -- Forget waiting users who left (no sign of life within the grace period).

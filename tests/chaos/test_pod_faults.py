@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -13,7 +14,8 @@ import pytest
 import redis
 
 from fleet import keys
-from tests.chaos.support import HEADER_AUTH, MB, as_user, pod_of, slow_fleet, whoami
+from tests.admin.support import field
+from tests.chaos.support import HEADER_AUTH, MB, as_user, pod_of, slow_fleet, until, whoami
 from tests.support.procs import Broker, write_fleet
 
 INTERVAL = 1.0  # SDB_CONTROLLER_INTERVAL: the controller probes pods this often
@@ -26,13 +28,31 @@ def kill_pod(broker: Broker, pod: str) -> None:
     os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
+def browser() -> aiohttp.ClientSession:
+    """A client that keeps cookies on 127.0.0.1 (the ended page's CSRF cookie)."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def start_new(http: aiohttp.ClientSession, base: str, user: str) -> str:
+    """After a session ended: the page load shows why, its button starts a new WebUI."""
+    async with http.get(base + "/", headers=as_user(user, Accept="text/html")) as resp:
+        page = await resp.text()
+    assert "Start a new WebUI" in page, page
+    form = {"csrf_token": field(page, "csrf_token"), "next": "/"}
+    async with http.post(
+        base + "/_broker/start", data=form, headers=as_user(user), allow_redirects=False
+    ) as resp:
+        assert resp.status == 303, await resp.text()
+    return await pod_of(http, base, user)
+
+
 async def test_pod_killed_mid_download_and_mid_stream(
     brokers, redis_url: str, tmp_path: Path
 ) -> None:
     fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=2, max=4)
     broker = brokers(fleet=fleet, SDB_CONTROLLER_INTERVAL=f"{INTERVAL}s", **HEADER_AUTH)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    async with aiohttp.ClientSession() as http:
+    async with browser() as http:
         ann, bob = await pod_of(http, broker.url, "ann"), await pod_of(http, broker.url, "bob")
         size = 512 * MB
         got, events = 0, []
@@ -71,12 +91,11 @@ async def test_pod_killed_mid_download_and_mid_stream(
             )
             await asyncio.sleep(0.05)
 
-        # Retrying: a clear page at most, then a fresh pod.
+        # Retrying in the background: told the session ended; a page load starts a new one.
         for user, dead in (("ann", ann), ("bob", bob)):
             status, body = await whoami(http, broker.url, user)
-            if status != 200:
-                assert status in (502, 503), (status, body)
-            fresh = await pod_of(http, broker.url, user)
+            assert status == 409, (status, body)
+            fresh = await start_new(http, broker.url, user)
             assert fresh != dead
         assert client.hget(keys.claim("ann"), "pod") != client.hget(keys.claim("bob"), "pod")
     client.close()
@@ -87,14 +106,70 @@ async def test_dead_pod_gets_a_502_page_before_the_controller_notices(
 ) -> None:
     fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=1, max=3)
     broker = brokers(fleet=fleet, SDB_CONTROLLER_INTERVAL="1h", **HEADER_AUTH)
-    async with aiohttp.ClientSession() as http:
+    async with browser() as http:
         dead = await pod_of(http, broker.url, "ann")
         kill_pod(broker, dead)
         async with http.get(broker.url + "/", headers=as_user("ann", Accept="text/html")) as resp:
             assert resp.status == 502
             page = await resp.text()
         assert "Your WebUI stopped" in page and "Traceback" not in page
-        assert await pod_of(http, broker.url, "ann") != dead
+        assert await start_new(http, broker.url, "ann") != dead
+
+
+@pytest.mark.parametrize("first", ["controller", "proxy"])
+async def test_a_killed_pod_leaves_a_notice_so_polling_claims_no_new_pod(
+    brokers, redis_url: str, tmp_path: Path, first: str
+) -> None:
+    """Issue 17 item 3: kill -9 of a claimed pod while its tab polls /internal/progress.
+
+    Before, the controller (or the proxy, when the poll found the pod dead first)
+    ended the claim with an audit entry but no notice, so the next polls were
+    answered 200 by a brand-new pod claimed unseen. Now each leaves the notice:
+    the polls get 409, nothing is claimed, and the page load shows why.
+    """
+    fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=1, max=3)
+    interval = f"{INTERVAL}s" if first == "controller" else "1h"
+    broker = brokers(fleet=fleet, SDB_CONTROLLER_INTERVAL=interval, **HEADER_AUTH)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    poll = {"id_task": "task(x)", "id_live_preview": -1}
+    async with aiohttp.ClientSession() as http:
+
+        async def progress() -> int:
+            async with http.post(
+                broker.url + "/internal/progress", json=poll, headers=as_user("ann")
+            ) as resp:
+                return resp.status
+
+        async def dead_or_told() -> int | None:
+            status = await progress()
+            assert status in (502, 409), status  # never a new pod's 200
+            return None if status == 502 else status
+
+        dead = await pod_of(http, broker.url, "ann")
+        assert await progress() == 200
+        kill_pod(broker, dead)
+        if first == "controller":
+
+            async def claim_gone() -> bool:
+                return not client.exists(keys.claim("ann"))
+
+            await until(claim_gone, what="the controller's pass ending the claim")
+        else:  # the polls find it dead: 502 until one sees the process gone and ends the claim
+            assert await until(dead_or_told, what="a poll ending the claim") == 409
+        statuses = [await progress() for _ in range(3)]
+        assert statuses == [409] * 3
+        assert not client.exists(keys.claim("ann"))  # no new pod claimed behind the user's back
+        notice = json.loads(client.get(keys.ended("ann")))
+        assert notice["reason"] == "dead" and notice["pod"] == dead
+        assert "log" not in json.dumps(notice)  # the pod's log path is for admins only
+        [event] = [e for _, e in client.xrange(keys.AUDIT) if e.get("pod") == dead]
+        assert event["reason"] == "dead" and event["by"] == first
+
+        async with http.get(broker.url + "/", headers=as_user("ann", Accept="text/html")) as resp:
+            page = await resp.text()
+        assert "Your WebUI stopped" in page and "Traceback" not in page
+        assert not client.exists(keys.claim("ann"))  # showing the page claims nothing either
+    client.close()
 
 
 async def test_hanging_and_trickling_upstreams_time_out_and_spare_others(

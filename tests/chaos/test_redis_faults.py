@@ -102,3 +102,51 @@ async def test_redis_lost_under_traffic_fails_closed_and_rebuilds_claims(
         client.close()
     if fault == "restart":  # the controller waited Redis out with backoff, then went on
         assert "Redis unreachable" in broker.log.read_text(errors="replace")
+
+
+async def test_restored_older_snapshot_keeps_live_sessions(
+    brokers, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Redis restored from a backup taken before alice's claim (as a failover to a replica
+    that was behind leaves it): the index says her pod is Ready, its record says hers.
+    The record wins: bob gets another pod, alice keeps hers, and it is audited."""
+    fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=2, max=5)
+    broker = brokers(fleet=fleet, redis=own_redis.url, SDB_ROUTE_CACHE_TTL="0.2s", **HEADER_AUTH)
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    try:
+        wait_for(lambda: client.zcard(keys.ready("default")) == 2, 30, what="two warm pods")
+        client.save()  # the backup: two Ready pods, no claim
+        backup = tmp_path / "backup.rdb"
+        backup.write_bytes((own_redis.dir / "dump.rdb").read_bytes())
+        async with aiohttp.ClientSession() as http:
+            alices = await pod_of(http, broker.url, "alice")
+            wait_for(lambda: client.zcard(keys.ready("default")) == 2, 30, what="the refill")
+            await asyncio.sleep(2.5)  # a full pass or two after the claim (its epoch moves on)
+
+            own_redis.stop()
+            (own_redis.dir / "dump.rdb").write_bytes(backup.read_bytes())
+            own_redis.start()
+            assert client.hget(keys.pod(alices), "state") == "ready"  # the index went back
+
+            bobs = await pod_of(http, broker.url, "bob")
+            assert bobs != alices, "bob was given alice's pod"
+            for _ in range(10):  # alice goes on in her own WebUI, never a new one
+                status, body = await whoami(http, broker.url, "alice")
+                assert (status, body["pod"] if status == 200 else body) == (200, alices)
+                await asyncio.sleep(0.2)
+        wait_for(
+            lambda: (
+                client.hget(keys.pod(alices), "user") == "alice"
+                and client.hget(keys.claim("alice"), "pod") == alices
+            ),
+            20,
+            what="alice's claim in the index again",
+        )
+        audit = client.xrange(keys.AUDIT)
+        assert any(
+            f.get("reason") == "reattached" and f.get("pod") == alices and f.get("user") == "alice"
+            for _, f in audit
+        ), audit
+        wait_for(lambda: "Redis lost writes" in broker.log_text(), 20, what="the epoch check")
+    finally:
+        client.close()

@@ -7,6 +7,8 @@ flushed every 0.2s, so "15 minutes later" takes a few seconds.
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -112,12 +114,23 @@ async def test_polling_keeps_nothing_and_the_returning_user_is_told(
             assert set(await poll()) == {409}
         assert not await redis.exists(keys.claim("ann"))
 
-        # The user comes back: the notice once, then the normal claim of a new WebUI.
+        # The user comes back: the notice and a button; only the button starts a new WebUI.
         async with http.get(broker.url + "/", headers=HTML) as resp:
             page = await resp.text()
             assert resp.status == 200
-        assert "Your session ended after 1 minute without activity" in page
-        assert "Your outputs are kept." in page and "A new WebUI is starting" in page
+            csrf = resp.cookies["sdb_csrf"].value
+        assert re.search(r"Your session ended after \d+ seconds without activity", page)
+        assert "Your outputs are kept." in page and "Start a new WebUI" in page
+        assert not await redis.exists(keys.claim("ann"))  # reading it took nothing
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token is not None
+        async with http.post(
+            broker.url + "/_broker/start",
+            data={"csrf_token": html.unescape(token[1]), "next": "/"},
+            headers={**HTML, "Cookie": f"sdb_csrf={csrf}"},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/"
 
         async def new_pod() -> bool:
             async with http.get(broker.url + "/", headers=HTML) as resp:

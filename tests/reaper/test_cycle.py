@@ -80,11 +80,64 @@ async def test_busy_pod_kept_while_generating_then_reclaimed(harness: HarnessFac
     async with await generation as resp:
         assert resp.status == 200  # finished on the pod it started on
         assert (await resp.json())["images"]
+    h.clock.advance(1)  # the next cycle sees the generation has ended
+    summary = await h.cycle().run()
+    assert (summary.checked, summary.finished, summary.reclaimed) == (1, 1, 0)
+    ended_at = h.clock()
     h.clock.advance(IDLE - 1)
     assert (await h.cycle().run()).checked == 0
     h.clock.advance(2)
     summary = await h.cycle().run()
     assert summary.ended[0]["user"] == "ann" and summary.reasons == {"idle": 1}
+    assert summary.ended[0]["idle_seconds"] == int(h.clock() - ended_at)
+
+
+async def test_idle_time_counts_from_the_end_of_a_generation_longer_than_idle_timeout(
+    harness: HarnessFactory,
+) -> None:
+    """Issue 17 item 9: a busy session was probed only once per idle_timeout, so a long
+    job that ended just before the next look was reclaimed seconds after it ended."""
+    h = await harness(delay=4.0)
+    claim = (await h.sessions("ann"))["ann"]
+    generation = asyncio.create_task(
+        h.http.post(claim.addr + "/sdapi/v1/txt2img", json={"prompt": "a cat", "steps": 4})
+    )
+    probe = make_probe("a1111")
+    await until(lambda: probe.busy(h.http, claim.addr))
+    h.clock.advance(IDLE + 1)  # the user's last request was the one that started the job
+    assert (await h.cycle().run()).busy == 1
+    h.clock.advance(IDLE - 10)  # the job goes on: longer than idle_timeout in all
+    summary = await h.cycle().run()
+    assert (summary.busy, summary.reclaimed) == (1, 0)  # looked at although not idle
+    async with await generation as resp:
+        assert resp.status == 200
+    h.clock.advance(5)  # the job has ended; the next cycle sees it
+    summary = await h.cycle().run()
+    assert (summary.finished, summary.reclaimed) == (1, 0)
+    ended_at = h.clock()
+    assert await h.redis.zscore(keys.ACTIVITY, "ann") == ended_at
+    assert not await h.redis.hexists(keys.BUSY, "ann")
+
+    h.clock.advance(IDLE - 5)  # past idle_timeout after the job's first look, not after its end
+    summary = await h.cycle().run()
+    assert (summary.checked, summary.reclaimed) == (0, 0)
+    assert await h.claim_of("ann") is not None
+    h.clock.advance(10)
+    summary = await h.cycle().run()
+    assert summary.reasons == {"idle": 1}
+    notice = json.loads(await h.redis.get(keys.ended("ann")))
+    assert notice["idle_seconds"] == int(h.clock() - ended_at)
+
+
+async def test_a_busy_entry_of_an_ended_session_is_forgotten(harness: HarnessFactory) -> None:
+    """The busy hash never outlives the session it names, nor probes someone's next pod."""
+    h = await harness()
+    claim = (await h.sessions("ann"))["ann"]
+    await h.redis.hset(keys.BUSY, mapping={"ann": claim.pod, "gone": "default-gone"})
+    summary = await h.cycle().run()
+    assert (summary.checked, summary.finished, summary.reclaimed) == (2, 1, 0)
+    assert await h.redis.hlen(keys.BUSY) == 0
+    assert await h.claim_of("ann") is not None
 
 
 async def test_max_session_ends_an_active_session(harness: HarnessFactory) -> None:

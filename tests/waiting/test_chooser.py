@@ -55,7 +55,10 @@ async def test_chooser_shows_profiles_and_remembers_the_choice(
         # Remembered per user: after the session ends, a new login goes straight to an L4.
         assert (await api.call("POST", "/sessions/alice/reclaim"))[0] == 200
         await again.login("alice")
-        status, path, _ = await again.page("/")
+        status, path, page = await again.page("/")
+        assert path != "/_broker/choose" and "Start a new WebUI" in page  # the ended page
+        start = {"csrf_token": field(page, "csrf_token"), "next": "/"}
+        status, path, _ = await again.post_form("/_broker/start", start)
         assert path != "/_broker/choose"
         fresh = await eventually(again.whoami, what="alice's next WebUI")
         assert fresh["pod"].startswith("l4-") and fresh["pod"] != who["pod"]

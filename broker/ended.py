@@ -1,0 +1,162 @@
+"""The "session ended" notice, and the button that starts the next session.
+
+Every way a session ends leaves a notice (keys.ended) for the user. While it
+is unread and the user holds no claim:
+
+- a page load shows ended.html: why and after how long, that the outputs are
+  kept, what a new WebUI means right now (one free, or a place in line), and a
+  "Start a new WebUI" button. Showing it claims nothing and it never goes on
+  by itself: a page that re-claimed on its own put people who had walked away
+  in line, where they kept a pod warm for nobody (issue 17, items 1 and 4);
+- a request that is not user activity (an open tab's polling) gets 409.
+
+The button posts to START_PATH (CSRF-checked), which reads the notice and
+sends the user on; the gateway then claims as for anybody. A user who holds
+a claim already (a newer session) is routed to it: the notice only stops a
+NEW claim (item 8).
+"""
+
+from __future__ import annotations
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from fleet import REDIS_DOWN, Waiting
+from fleet.activity_rules import classifier_for
+
+from .admission import authenticate
+from .appkeys import FLEET, ROUTER, SIGNER, STORE
+from .csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
+from .identity import Identity
+from .metrics import redis_error
+from .pages import problem, wants_html
+from .redirects import safe_next
+
+START_PATH = "/_broker/start"
+ENDED_DETAIL = {
+    "idle": "Your session ended after {idle} without activity; its GPU went back to the pool.",
+    "max_session": "Your session reached its maximum length ({session}).",
+    "dead": "Your WebUI stopped working.",
+    "node_lost": "The machine your WebUI ran on stopped answering, so it was replaced.",
+    "admin": "An administrator ended your session.",
+}
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
+def spoken(seconds: float) -> str:
+    """A duration in words, never more than it was: 40 -> "40 seconds", 125 -> "2 minutes 5
+    seconds", 930 -> "15 minutes", 5400 -> "1 hour 30 minutes"."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return _plural(whole, "second")
+    if whole < 3600:
+        mins, secs = divmod(whole, 60)
+        rest = f" {_plural(secs, 'second')}" if secs and mins < 10 else ""
+        return _plural(mins, "minute") + rest
+    hours, mins = whole // 3600, whole % 3600 // 60
+    return _plural(hours, "hour") + (f" {_plural(mins, 'minute')}" if mins else "")
+
+
+def _seconds(notice: dict[str, object], name: str) -> float:
+    """`name`_seconds of a notice; notices written before it had only rounded minutes."""
+    value = notice.get(f"{name}_seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    minutes = notice.get(f"{name}_minutes")
+    return float(minutes) * 60 if isinstance(minutes, int | float) else 0.0
+
+
+def explain(notice: dict[str, object]) -> str:
+    """Why the session ended, in the notice's own figures."""
+    template = ENDED_DETAIL.get(str(notice.get("reason")), ENDED_DETAIL["dead"])
+    return template.format(
+        idle=spoken(_seconds(notice, "idle")), session=spoken(_seconds(notice, "session"))
+    )
+
+
+async def _outlook(request: web.Request, notice: dict[str, object]) -> str:
+    """What pressing the button leads to right now, in one sentence."""
+    fleet = request.app[FLEET]
+    try:
+        profile = fleet.spec.profile(str(notice.get("profile") or fleet.default_profile().name))
+    except KeyError:
+        return "Press the button when you want a new WebUI."
+    counts = await request.app[STORE].counts(profile.name)
+    if counts["ready"] > counts["queue"]:
+        return f"A {profile.display_name} WebUI is free right now: the button takes you into it."
+    return (
+        f"No {profile.display_name} WebUI is free right now: the button puts you in line, "
+        "and the waiting page shows your place and an estimate."
+    )
+
+
+async def session_ended(request: web.Request, user: str) -> web.StreamResponse | None:
+    """The ended page or a 409 while the user's notice is unread and they hold no claim; else None.
+
+    Asked only when the route cache holds no claim for the user. With one
+    profile, a request that is not a page load is checked by the claim itself
+    (claim.lua, unless_ended): the route is then cached for the caller, and
+    the miss costs one Redis call, not two.
+    """
+    store = request.app[STORE]
+    if wants_html(request):
+        notice = await store.unread_ended(user)
+        if notice is None:
+            return None
+        signer = request.app[SIGNER]
+        context = {
+            "detail": explain(notice),
+            "outlook": await _outlook(request, notice),
+            "next": safe_next(request.path_qs),
+            "start": START_PATH,
+            "csrf_field": CSRF_FIELD,
+            "csrf_token": csrf_token(request, signer, user=user),
+        }
+        response = aiohttp_jinja2.render_template("ended.html", request, context)
+        response.headers["Cache-Control"] = "no-store"
+        attach_csrf_cookie(request, response)
+        return response
+    fleet = request.app[FLEET]
+    rules = classifier_for(fleet.spec, fleet.default_profile().name)
+    if rules.counts(request.method, request.path):
+        return None
+    if len(fleet.spec.profiles) < 2:
+        routed = await request.app[ROUTER].route(user, unless_ended=True)
+        ended = isinstance(routed, Waiting) and routed.ended
+    else:
+        ended = await store.unread_ended(user) is not None
+    if ended:
+        return problem(
+            request,
+            409,
+            "Your session ended",
+            "Your WebUI was stopped. Your outputs are kept. Open this site in your browser "
+            "and press Start a new WebUI to get a new one.",
+        )
+    return None
+
+
+async def start_new(request: web.Request) -> web.StreamResponse:
+    """POST START_PATH: the user asked for a new WebUI; the notice is read, on to `next`."""
+    identity = await authenticate(request)
+    if not isinstance(identity, Identity):
+        return identity
+    app = request.app
+    form = await request.post()
+    if not csrf_ok(request, app[SIGNER], str(form.get(CSRF_FIELD, "")), user=identity.user):
+        return problem(request, 403, "Form expired", "Reload the page and press the button again.")
+    try:
+        await app[STORE].pop_ended(identity.user)
+    except REDIS_DOWN:
+        redis_error()
+        return problem(request, 503, "Temporarily unavailable",
+                       "The broker cannot reach its database. Try again shortly.", retry_after=5)  # fmt: skip
+    app[ROUTER].forget(identity.user)
+    raise web.HTTPSeeOther(safe_next(str(form.get("next", "/"))))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post(START_PATH, start_new)
