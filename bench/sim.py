@@ -1,126 +1,29 @@
-"""A simulated day of a 50-GPU fleet and 500 users: the published policy against ours.
+"""GPU economy of a simulated day: the oracle, the published policy (faithful) and sdbroker.
 
-Prints, never asserts. Headline: the REAL fleet code (kubernetes backend on
-the KubeSim test API server, FleetStore on redis-server, Fleet, Controller,
-ReapCycle) on one scaled clock, see bench/sim_real.py. Secondary table: a discrete-time
-model (1 s steps) of the fleet's pods, queue and users, run twice on the SAME
-seeded arrivals, once per policy. It does not drive the kubernetes backend
-on the simulator (that is left to do); the pod lifecycle it models is the
-simulator's: start 60-120 s, one pod per GPU, single-use pods.
+Prints, never asserts. Primary figures: a clock-free discrete-event model
+(bench/sim_des.py) of each policy on the same seeded workloads
+(bench/sim_workload.py): the day, the day with open tabs counted as activity
+for every policy (a sensitivity run: no evidence that an idle Gradio 3 tab
+sends anything), a login spike and an all-day-tab day. Cross-check: the REAL
+fleet code on the Kubernetes simulator on one scaled clock (bench/sim_real.py)
+beside the model of the same policy on the same plan; it prints the rules of
+a valid run and whether it kept them.
 
-    .venv/bin/python -m bench.sim [--users 500 --gpus 50 --seed 1 --span 18000 --scale 200 --no-model]
+    .venv/bin/python -m bench.sim [--users 500 --gpus 50 --span 43200 --seed 1 --no-real]
 """
 
 from __future__ import annotations
 
 import argparse
-import random
-from dataclasses import dataclass, field
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
 
-DAY = 24 * 3600
-IDLE_TIMEOUT = 15 * 60
-BUFFER = 5
+from .sim_des import ORACLE, PRESENCE, PUBLISHED, SDBROKER, Model, Policy, Result
+from .sim_workload import Workload, morning, workloads
 
-
-@dataclass
-class Visit:
-    user: int
-    arrive: float
-    active: float  # seconds of real use
-    tab_open: float  # seconds the tab stays open (polling) after real use ends
-
-
-@dataclass
-class Pod:
-    ready_at: float
-    user: int | None = None
-    visit: Visit | None = None
-    claimed_at: float = 0.0
-
-
-@dataclass
-class Policy:
-    name: str
-    scale_every: float  # 0 = on every event
-    reap_every: float
-    tab_counts_as_activity: bool  # HTTP silence (published) vs real activity (ours)
-
-
-@dataclass
-class Result:
-    waits: list[float] = field(default_factory=list)
-    warm: int = 0
-    idle_gpu_seconds: float = 0.0
-    busy_gpu_seconds: float = 0.0
-
-
-def visits(users: int, rng: random.Random) -> list[Visit]:
-    out = []
-    for user in range(users):
-        for _ in range(rng.choice([0, 0, 1, 1, 1, 2])):
-            r = rng.random()
-            if r < 0.5:
-                t = rng.gauss(9.5 * 3600, 5400)  # the morning peak
-            elif r < 0.85:
-                t = rng.gauss(14 * 3600, 7200)
-            else:
-                t = rng.uniform(6 * 3600, 22 * 3600)
-            active = min(4 * 3600, rng.lognormvariate(7.2, 0.7))  # ~22 min median
-            tab = rng.lognormvariate(8.3, 0.8) if rng.random() < 0.4 else 0.0  # idle tails
-            out.append(Visit(user, max(0.0, min(DAY - 3600, t)), active, tab))
-    return sorted(out, key=lambda v: v.arrive)
-
-
-def run(policy: Policy, plan: list[Visit], gpus: int, seed: int) -> Result:
-    rng = random.Random(seed)
-    res = Result()
-    pods: list[Pod] = []
-    queue: list[tuple[Visit, float]] = []
-    arrivals = list(plan)
-    next_scale = next_reap = 0.0
-
-    def last_activity(pod: Pod) -> float:
-        v = pod.visit
-        assert v is not None
-        end = max(v.arrive, pod.claimed_at) + v.active
-        return end + (v.tab_open if policy.tab_counts_as_activity else 0.0)
-
-    def scale(now: float) -> None:
-        claimed = sum(p.user is not None for p in pods)
-        target = min(gpus, claimed + len(queue) + BUFFER)
-        for _ in range(target - len(pods)):
-            pods.append(Pod(ready_at=now + rng.uniform(60, 120)))
-
-    for step in range(DAY):
-        now = float(step)
-        event = False
-        while arrivals and arrivals[0].arrive <= now:
-            queue.append((arrivals.pop(0), now))
-            event = True
-        free = [p for p in pods if p.user is None and p.ready_at <= now]
-        while queue and free:
-            visit, since = queue.pop(0)
-            pod = free.pop(0)
-            pod.user, pod.visit, pod.claimed_at = visit.user, visit, now
-            wait = now - since
-            res.waits.append(wait)
-            res.warm += wait == 0
-            event = True
-        if now >= next_reap:
-            next_reap = now + policy.reap_every
-            kept = [p for p in pods if p.user is None or now - last_activity(p) < IDLE_TIMEOUT]
-            event |= len(kept) != len(pods)
-            pods = kept
-        if (policy.scale_every == 0 and event) or (policy.scale_every and now >= next_scale):
-            next_scale = now + policy.scale_every
-            scale(now)
-        for p in pods:
-            using = p.visit is not None and now < p.claimed_at + p.visit.active
-            if using:
-                res.busy_gpu_seconds += 1
-            else:
-                res.idle_gpu_seconds += 1
-    return res
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -130,51 +33,135 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def provenance() -> str:
+    """Which commit the figures come from, and whether the simulation's files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bench", "fleet", "reaper"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "generated outside a git checkout"
+    if dirty:
+        return f"generated from the work tree after commit {head} (bench/, fleet/ or reaper/ changed since)"
+    return f"generated at commit {head}"
+
+
+HEAD = (f"{'policy':<52} {'served':>8} {'mean':>6} {'p50':>6} {'p90':>6} {'p99':>6} {'max':>6} {'warm':>6} "
+        f"{'back: kept':>10} {'re-claim p50/p90':>16} {'mid-gen':>7} {'pods':>5} "
+        f"{'warming':>7} {'buffer':>7} {'cl-idle':>7} {'in use':>7} {'IDLE':>7}")  # fmt: skip
+
+
+def row(name: str, r: Result, people: int) -> str:
+    w = r.waits
+    back = len(r.rewaits) + r.kept
+    return (
+        f"{name:<52} {len(w):>4}/{people:<4}{sum(w) / max(1, len(w)):>5.0f}s {pct(w, 0.5):>5.0f}s {pct(w, 0.9):>5.0f}s "
+        f"{pct(w, 0.99):>5.0f}s {max(w, default=0):>5.0f}s {100 * r.warm / max(1, len(w)):>5.1f}% "
+        f"{r.kept:>5}/{back:<4} {f'{pct(r.rewaits, 0.5):.0f}/{pct(r.rewaits, 0.9):.0f}s':>16} "
+        f"{r.mid_generation:>7} {r.created if r.created >= 0 else '-':>5} {r.warming_s / 60:>7.0f} {r.warm_s / 60:>7.0f} "
+        f"{r.claimed_idle_s / 60:>7.0f} {r.in_use_s / 60:>7.0f} {r.idle_s / 60:>7.0f}"
+    )
+
+
+LEGEND = """\
+  served = first visits with a WebUI by the end / people; p50..max = seconds from arrival to a WebUI
+  (first visits; the published policy's count the reloads of "Too many users"); warm = at once.
+  back = returns (30% come back after a break) that found their pod kept / all returns; re-claim =
+  seconds the others waited for a new pod. mid-gen = reclaims while a generation ran (must be 0).
+  pods = pods started (single-use: every session needs one; more is churn).
+  GPU-minutes, exact by interval: warming (started, not answering), buffer (Ready, unclaimed),
+  cl-idle (claimed, nobody using it), in use (interaction or a generation); IDLE = buffer + cl-idle."""
+
+
+def des_tables(args: argparse.Namespace) -> None:
+    policies = [ORACLE, replace(PUBLISHED, reload=args.reload), SDBROKER,
+                replace(PRESENCE, presence=args.presence,
+                        name=f"sdbroker + presence {args.presence / 60:g}m (MODEL)")]  # fmt: skip
+    works = workloads(args.users, args.gpus, args.span, args.seed)
+    runs: list[tuple[Workload, bool, str]] = [
+        (works[0], False, "MAIN"),
+        (works[0], True, "SENSITIVITY: an open tab counts as activity, for every policy"),
+        (works[1], False, "LOGIN SPIKE"),
+        (works[2], False, "ALL-DAY TAB"),
+    ]
+    started = time.monotonic()
+    for work, tab, title in runs:
+        print(f"\n{title} - {work.name}: {work.what}; buffer {args.buffer}, idle timeout 15m, pod start "
+              f"60-120 s, seed {args.seed}")  # fmt: skip
+        print(HEAD)
+        print("-" * len(HEAD))
+        for policy in policies:
+            r = Model(policy, work, buffer=args.buffer, seed=args.seed, tab_activity=tab).run()
+            print(row(policy.name, r, len(work.visits)))
+    print(LEGEND)
+    print(f"  (model wall {time.monotonic() - started:.1f} s)")
+
+
+def cross_check(args: argparse.Namespace) -> None:
+    from .sim_real import SDBROKER_REAL, run_all
+
+    plan = morning(args.real_users, args.real_span, args.seed)
+    work = Workload("cross-check", "", plan, args.real_gpus, args.real_span)
+    model = Model(SDBROKER, work, buffer=args.buffer, seed=args.seed, tab_activity=False).run()
+    print(f"\nCROSS-CHECK - the same policy, model and REAL CODE, on one plan: {args.real_users} people over "
+          f"{args.real_span / 3600:.3g} h, {args.real_gpus} GPUs, buffer {args.buffer}, seed {args.seed}")  # fmt: skip
+    print(f"  real code: KubeSim ({args.real_gpus} nodes x 1 GPU, pod start 60-120 s sim) + {args.backend} "
+          f"backend + FleetStore on redis-server + Fleet.claim (polled every 5 s sim) + Controller + "
+          f"ReapCycle (busy probe answered from the plan), one event loop, ScaledClock x{args.scale:g}")  # fmt: skip
+    [(policy, real)] = run_all([SDBROKER_REAL], plan, gpus=args.real_gpus, buffer=args.buffer,
+                               span=args.real_span, scale=args.scale, seed=args.seed, backend=args.backend)  # fmt: skip
+    print(HEAD)
+    print("-" * len(HEAD))
+    print(row("sdbroker MODEL (bench/sim_des.py, same plan)", model, len(plan)))
+    as_result = Result(
+        waits=real.waits, warm=real.warm, rewaits=real.rewaits, kept=real.kept,
+        reclaims=real.reclaimed, mid_generation=real.mid_generation, created=-1,
+        warming_s=real.warming_s,
+        warm_s=real.ready_idle_s, in_use_s=real.claimed_active_s, claimed_idle_s=real.claimed_idle_s,
+    )  # fmt: skip
+    print(row(policy.name, as_result, len(plan)))
+    print(f"  real code: {len(real.unserved)} never served; {real.claim_calls} claim calls; "
+          f"{real.stuck_tasks} tasks ignored their cancel; wall {real.wall:.0f} s")  # fmt: skip
+    if real.churn is not None:
+        print(f"  {real.churn.line()}")
+    print("  rules of a valid run:")
+    for line in real.rules():
+        print(f"    - {line}")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--users", type=int, default=500)
     ap.add_argument("--gpus", type=int, default=50)
+    ap.add_argument("--span", type=float, default=12 * 3600, help="simulated seconds of the day")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--buffer", type=int, default=BUFFER)
+    ap.add_argument("--buffer", type=int, default=5, help="warm pods, every policy")
+    ap.add_argument("--reload", type=float, default=Policy("", "").reload,
+                    help='published: seconds between reloads of "Too many users" (an assumption)')  # fmt: skip
     ap.add_argument(
-        "--span", type=float, default=4 * 3600, help="simulated seconds (real-code run)"
+        "--presence", type=float, default=120.0, help="presence model: seconds after the last tab"
     )
-    ap.add_argument("--scale", type=float, default=200, help="ScaledClock factor (real-code run)")
-    ap.add_argument("--no-model", action="store_true", help="skip the discrete-time model table")
+    ap.add_argument("--no-real", action="store_true", help="skip the real-code cross-check")
+    ap.add_argument("--real-users", type=int, default=20)
+    ap.add_argument("--real-gpus", type=int, default=10)
+    ap.add_argument("--real-span", type=float, default=3600.0)
     ap.add_argument(
-        "--backend",
-        choices=["kubernetes", "agones"],
-        default="kubernetes",
-        help="backend of the real-code run (agones: sdbroker's policy only, with GPU churn)",
+        "--scale", type=float, default=20.0, help="ScaledClock factor of the cross-check"
     )
+    ap.add_argument("--backend", choices=["kubernetes", "agones"], default="kubernetes",
+                    help="backend of the real-code cross-check")  # fmt: skip
     args = ap.parse_args()
-    from .sim_real import main_real
-
-    main_real(args, pct)
-    if args.no_model:
-        return
-    print()
-    print("SECONDARY: the discrete-time MODEL (not the real code), a whole simulated day:")
-    plan = visits(args.users, random.Random(args.seed))
-    policies = [
-        Policy("published (Buffer/30s, reaper 5m, HTTP silence)", 30, 300, True),
-        Policy("sdbroker (event-driven, reaper 30s, activity)", 0, 30, False),
-    ]
-    print(f"method: discrete-time model, 1 s steps, {args.users} users, {len(plan)} visits, "
-          f"{args.gpus} GPUs, pod start 60-120 s, buffer {BUFFER}, idle timeout 15m, seed {args.seed}")  # fmt: skip
-    print("        (same arrivals for both policies; NOT the kubernetes backend on the simulator)")
-    head = f"{'policy':<50} {'p50':>6} {'p90':>6} {'p99':>6} {'max':>6} {'warm':>6} {'idle GPU-min':>13}"
-    print(head)
-    print("-" * len(head))
-    for policy in policies:
-        r = run(policy, plan, args.gpus, args.seed)
-        w = r.waits
-        print(
-            f"{policy.name:<50} {pct(w, 0.5):>5.0f}s {pct(w, 0.9):>5.0f}s {pct(w, 0.99):>5.0f}s "
-            f"{max(w, default=0):>5.0f}s {100 * r.warm / max(1, len(w)):>5.1f}% "
-            f"{r.idle_gpu_seconds / 60:>13.0f}"
-        )
-    print("time-to-WebUI = wait from login to a pod; warm = served from the warm buffer at once")
+    print(f"GPU economy, {provenance()}; prints, never asserts")
+    print("rules of a valid run: model figures are clock-free (an event heap; every interval exact, "
+          "GPU time integrated by interval); the real-code cross-check integrates by the actual step, "
+          "scales every clock constant with its clock, and is INVALID when its loop lag p99 exceeds 1% "
+          "of its shortest interval (its own rules and verdict are printed with it)")  # fmt: skip
+    des_tables(args)
+    if not args.no_real:
+        cross_check(args)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,23 @@ kubernetes backend, or the agones backend on the simulator's Agones
 (sim_agones.py: GPU churn counted too), with the real kubernetes_asyncio
 client and watch, FleetStore
 on a real redis-server, Fleet for claims, Controller for scaling and the
-reaper's ReapCycle for reclaim. Every clock parameter gets the same
-ScaledClock; the controller's interval (real seconds) is the policy's
-simulated interval divided by the scale.
+reaper's ReapCycle for reclaim, its busy probe answered from the plan (a
+generation runs or not). A cross-check of bench/sim_des.py, whose figures
+come first.
+
+What makes a run valid (issue 19), checked and printed with the result:
+
+- every clock constant scaled: the ScaledClock for everything that takes a
+  clock; the controller's interval and its real-time constants (SCALE_GAP,
+  WARMING_TICK, MIN_FULL_GAP in fleet/controller.py) divided by the scale
+  for the run and put back after it;
+- time integrated by the actual step: GPU-seconds add each sample's counts
+  times the simulated time until the next sample, however late it came;
+- loop lag: a 10 ms sleep's overshoot, in simulated seconds. The run is
+  INVALID when its p99 exceeds 1% of the shortest interval the figures
+  depend on (controller tick, claim poll, activity flush, reaper, queue grace,
+  accounting step). Whatever the fleet code does in real time (a Redis round
+  trip, a claim) is multiplied by the scale: the lag says how much.
 """
 
 from __future__ import annotations
@@ -17,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,9 +39,11 @@ from pathlib import Path
 
 import aiohttp
 
-from fleet import Claim, Controller, Fleet, FleetStore, connect_redis, make_backend
+from fleet import Claim, Controller, Doorbell, Fleet, FleetStore, connect_redis, make_backend
+from fleet import controller as controller_module
 from fleet.aiotasks import raise_if_cancelled
-from fleet.events import listen
+from fleet.events import Event, Kind
+from fleet.listener import listen
 from fleet.probes import Probe
 from fleet.spec import parse_spec
 from reaper.cycle import ReapCycle
@@ -35,6 +51,7 @@ from tests.kubeapi import KubeSim, ScaledClock
 
 from . import sim_agones
 from .harness import RedisServer, stop_process
+from .sim_workload import Visit
 
 SPEC = """\
 backend: kubernetes
@@ -56,14 +73,15 @@ TOUCH_EVERY = (
     15.0  # activity is flushed to Redis this often (simulated s), as the broker batches it
 )
 SAMPLE_EVERY = 10.0  # GPU accounting step (simulated s)
+QUEUE_GRACE = 60.0  # SDB_QUEUE_GRACE's default (simulated s)
+WAKE_KINDS = {Kind.CLAIM, Kind.RELEASE, Kind.QUEUE, Kind.SCALE, Kind.SPEC}
 
 
-@dataclass
-class User:
-    name: str
-    arrive: float  # simulated seconds from the start
-    active: float  # seconds of real use once the WebUI is there
-    tab: float  # seconds the tab then stays open (polling), 0 = closed at once
+SCALED_CONSTANTS = (
+    "SCALE_GAP",
+    "WARMING_TICK",
+    "MIN_FULL_GAP",
+)  # fleet/controller.py, real seconds
 
 
 @dataclass
@@ -72,7 +90,6 @@ class RealPolicy:
     scale_every: float  # controller periodic interval, simulated seconds
     events: bool  # wake the controller on claim/release/queue/pod events
     reap_every: float  # simulated seconds
-    tab_counts_as_activity: bool
 
 
 @dataclass
@@ -80,52 +97,85 @@ class RealResult:
     waits: list[float] = field(default_factory=list)
     warm: int = 0
     unserved: list[float] = field(default_factory=list)  # waits so far of users never served
+    rewaits: list[float] = field(default_factory=list)  # returns that had to claim again
+    kept: int = 0  # returns that found their pod
     ready_idle_s: float = 0.0  # GPU-seconds: Ready and unclaimed
     claimed_idle_s: float = 0.0  # GPU-seconds: claimed, user not actively using it
     claimed_active_s: float = 0.0
     warming_s: float = 0.0
     reclaimed: int = 0
+    mid_generation: int = 0  # reclaims while the plan had a generation running
     claim_calls: int = 0
-    lag_max: float = 0.0  # simulated seconds the loop ran late (worst)
-    lag_mean: float = 0.0
+    claim_s: list[float] = field(default_factory=list)  # simulated seconds one Fleet.claim took
+    lags: list[float] = field(default_factory=list)  # simulated seconds the loop ran late
+    shortest: float = 0.0  # the shortest interval the figures depend on (simulated s)
     stuck_tasks: int = 0  # tasks that ignored their cancel at the end (a library swallowed it)
     churn: sim_agones.Churn | None = None  # agones: GameServers made and never used
     wall: float = 0.0
 
+    @property
+    def lag_p99(self) -> float:
+        return _pct(self.lags, 0.99)
 
-def morning(users: int, span: float, rng: random.Random) -> list[User]:
-    """Arrivals peaking ~1.5 h in (a 9:30 peak if the run starts at 8:00); varied sessions, idle tails."""
-    out = []
-    for i in range(users):
-        t = (
-            rng.gauss(0.3 * span, 0.18 * span)
-            if rng.random() < 0.8
-            else rng.uniform(0, 0.75 * span)
-        )
-        active = min(2 * 3600, rng.lognormvariate(6.9, 0.7))  # ~17 min median
-        tab = rng.lognormvariate(7.8, 0.8) if rng.random() < 0.5 else 0.0  # ~40 min median tail
-        out.append(User(f"user{i:03d}", max(0.0, min(0.8 * span, t)), active, tab))
-    return sorted(out, key=lambda u: u.arrive)
+    @property
+    def valid(self) -> bool:
+        return self.lag_p99 <= 0.01 * self.shortest
+
+    def rules(self) -> list[str]:
+        """The validity checks of this run, one line each, as printed with its figures."""
+        return [
+            f"clock constants scaled: ScaledClock; controller interval and {', '.join(SCALED_CONSTANTS)} "
+            "divided by the scale",
+            "time integrated by the actual step between samples (not a fixed step)",
+            f"loop lag p99 {self.lag_p99:.3f} s sim (max {max(self.lags, default=0):.2f}) vs 1% of the "
+            f"shortest interval {self.shortest:g} s = {0.01 * self.shortest:.3f} s: "
+            + ("VALID" if self.valid else "INVALID (figures shown, not to be used)"),
+            f"one Fleet.claim took {statistics.fmean(self.claim_s or [0]):.2f} s sim on average "
+            f"(max {max(self.claim_s, default=0):.1f}): real milliseconds times the scale",
+        ]
 
 
-class NotBusy(Probe):
-    """No WebUI runs in the simulator: every busy probe answers 'not busy'."""
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
 
-    def __init__(self) -> None:
+
+@contextlib.contextmanager
+def scaled_controller(scale: float):  # noqa: ANN201
+    """The controller's real-time constants divided by the scale for one run, then put back."""
+    saved = {name: getattr(controller_module, name) for name in SCALED_CONSTANTS}
+    try:
+        for name, value in saved.items():
+            setattr(controller_module, name, value / scale)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(controller_module, name, value)
+
+
+class PlanBusy(Probe):
+    """No WebUI runs in the simulator: the busy probe answers from the plan, so the reaper
+    sees each batch generation as it would through a WebUI's progress API."""
+
+    def __init__(self, busy_at: dict[str, tuple[float, float]], now) -> None:  # noqa: ANN001
         super().__init__("/ping")
+        self.busy_at, self.now = busy_at, now  # pod address -> (batch start, batch end)
 
     async def busy(self, http: aiohttp.ClientSession, addr: str) -> bool:
-        return False
+        start, end = self.busy_at.get(addr, (0.0, 0.0))
+        return start <= self.now() < end
 
 
 async def run_real(
-    policy: RealPolicy, plan: list[User], *, gpus: int, buffer: int, span: float, scale: float,
-    redis_url: str, tmp: Path, seed: int, backend_kind: str = "kubernetes",
+    policy: RealPolicy, plan: list[Visit], *, gpus: int, buffer: int, span: float, scale: float,
+    redis_url: str, tmp: Path, seed: int, backend_kind: str = "kubernetes", tab_activity: bool = False,
 ) -> RealResult:  # fmt: skip
-    res = RealResult()
+    res = RealResult(shortest=min(policy.scale_every, POLL, TOUCH_EVERY, policy.reap_every,
+                                  QUEUE_GRACE, SAMPLE_EVERY))  # fmt: skip
     clock = ScaledClock(scale)
     started_wall = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(scaled_controller(scale))
         sim = await stack.enter_async_context(
             KubeSim(nodes=gpus, gpus_per_node=1, start_delay=(60, 120), clock=clock, seed=seed)
         )
@@ -139,21 +189,19 @@ async def run_real(
         await redis.flushdb()
         http = await stack.enter_async_context(aiohttp.ClientSession())
         store = FleetStore(redis, clock=clock.time)
-        backend = make_backend(spec, tmp / "data")
+        doorbell = Doorbell()
+        # Published policy: no wake on pod changes either, only the timer.
+        backend = make_backend(
+            spec, tmp / "data", on_change=doorbell.wake if policy.events else None
+        )
         await backend.start()
         stack.push_async_callback(backend.close)
         if agones:
             await sim_agones.install_fleet(backend, spec)
-        fleet = Fleet(store, backend, spec, http, queue_grace=60, clock=clock.time)
+        fleet = Fleet(store, backend, spec, http, queue_grace=QUEUE_GRACE, clock=clock.time)
         controller = Controller(
-            store, backend, lambda: fleet.spec, http,
-            interval=policy.scale_every / scale, clock=clock.time,
-        )  # fmt: skip
-        if not policy.events:
-            backend.on_change = None  # published: no wake on pod changes either, only the timer
-        cycle = ReapCycle(
-            store, lambda: fleet.spec, http, backend=backend, clock=clock.time,
-            sleep=clock.sleep, probe_for=lambda kind: NotBusy(),
+            store, backend, lambda: fleet.spec, http, interval=policy.scale_every / scale,
+            clock=clock.time, queue_grace=QUEUE_GRACE, doorbell=doorbell,
         )  # fmt: skip
 
         t0 = clock.time()
@@ -161,9 +209,13 @@ async def run_real(
         def now() -> float:
             return clock.time() - t0
 
-        served: set[str] = set()
-        claimed_at: dict[str, float] = {}  # users holding a pod -> when they got it (sim s from t0)
-        by_name = {u.name: u for u in plan}
+        busy_at: dict[str, tuple[float, float]] = {}  # pod address -> its batch (sim s from t0)
+        cycle = ReapCycle(
+            store, lambda: fleet.spec, http, backend=backend, clock=clock.time,
+            sleep=clock.sleep, probe_for=lambda kind: PlanBusy(busy_at, now),
+        )  # fmt: skip
+        served: set[tuple[str, bool]] = set()
+        holding: dict[str, tuple[Visit, float, str]] = {}  # person -> (visit, got it at, pod addr)
         tasks: list[asyncio.Task] = []
 
         def spawn(coro) -> None:  # noqa: ANN001
@@ -172,39 +224,47 @@ async def run_real(
         spawn(controller.run())
         if policy.events:
 
-            def wake(kind: str, args: list[str]) -> None:
-                if kind in ("claim", "release", "queue", "scale", "spec"):
+            def wake(event: Event) -> None:
+                if event.kind in WAKE_KINDS:
                     controller.wake()
 
             spawn(listen(redis, [wake]))
 
-        async def user(u: User) -> None:
-            await clock.sleep(u.arrive - now())
-            first = True
+        async def person(v: Visit, at: float, back: bool) -> None:
+            await clock.sleep(at - now())
+            arrived, first = now(), True
             while True:
                 raise_if_cancelled()
                 res.claim_calls += 1
-                result = await fleet.claim(u.name)
+                before = now()
+                result = await fleet.claim(v.person)
+                res.claim_s.append(now() - before)
                 if isinstance(result, Claim):
-                    wait = now() - u.arrive
-                    res.waits.append(wait)
-                    res.warm += first
-                    claimed_at[u.name] = now()
-                    served.add(u.name)
-                    await store.touch({u.name: clock.time()})
-                    return
+                    break
                 first = False
                 await clock.sleep(POLL)
+            got = now()
+            if back and not result.new:
+                res.kept += 1
+            elif back:
+                res.rewaits.append(got - arrived)
+            else:
+                res.waits.append(got - arrived)
+                res.warm += first
+            served.add((v.person, back))
+            holding[v.person] = (v, got, result.addr)
+            busy_at[result.addr] = (got + v.active, got + v.use)
+            await store.touch({v.person: clock.time()})
+            if v.back is not None and v.back_after is not None:
+                await person(v.back, got + v.active + v.tab + v.back_after, True)
 
         async def touches() -> None:
             while True:
                 raise_if_cancelled()
                 t = now()
                 seen = {}
-                for name, at in claimed_at.items():
-                    u = by_name[name]
-                    until = at + u.active + (u.tab if policy.tab_counts_as_activity else 0.0)
-                    if t < until:
+                for name, (v, got, _) in holding.items():
+                    if t < got + v.active + (v.tab if tab_activity else 0.0):
                         seen[name] = clock.time()
                 await store.touch(seen)
                 await clock.sleep(TOUCH_EVERY)
@@ -213,36 +273,43 @@ async def run_real(
             while True:
                 raise_if_cancelled()
                 await clock.sleep(policy.reap_every)
+                t = now()
                 summary = await cycle.run()
                 for entry in summary.ended:
-                    claimed_at.pop(str(entry["user"]), None)
+                    gone = holding.pop(str(entry["user"]), None)
+                    if gone is not None:
+                        start, end = busy_at.get(gone[2], (0.0, 0.0))
+                        res.mid_generation += start <= t < end
                 res.reclaimed += len(summary.ended)
                 if policy.events and summary.ended:
                     controller.wake()  # release events are published too; harmless duplicate
 
         async def sample() -> None:
+            """Each sample's counts hold until the next one: added for the time that actually passed."""
+            prev_t, prev = now(), None
             while True:
                 raise_if_cancelled()
                 counts = await store.counts("default")
                 t = now()
-                active = sum(1 for n, at in claimed_at.items() if t < at + by_name[n].active)
-                res.ready_idle_s += counts["ready"] * SAMPLE_EVERY
-                res.claimed_active_s += active * SAMPLE_EVERY
-                res.claimed_idle_s += max(0, counts["claimed"] - active) * SAMPLE_EVERY
-                res.warming_s += counts["warming"] * SAMPLE_EVERY
+                in_use = sum(1 for v, got, _ in holding.values() if t < got + v.use)
+                if prev is not None:
+                    dt = t - prev_t
+                    res.ready_idle_s += prev["ready"] * dt
+                    res.claimed_active_s += prev["in_use"] * dt
+                    res.claimed_idle_s += max(0, prev["claimed"] - prev["in_use"]) * dt
+                    res.warming_s += prev["warming"] * dt
+                prev_t, prev = t, {**counts, "in_use": in_use}
                 await clock.sleep(SAMPLE_EVERY)
-
-        lags: list[float] = []
 
         async def lag() -> None:
             while True:
                 raise_if_cancelled()
                 before = time.monotonic()
                 await asyncio.sleep(0.01)
-                lags.append((time.monotonic() - before - 0.01) * scale)
+                res.lags.append((time.monotonic() - before - 0.01) * scale)
 
-        for u in plan:
-            spawn(user(u))
+        for v in plan:
+            spawn(person(v, v.arrive, False))
         for job in (touches(), reaper(), sample(), lag()):
             spawn(job)
         await clock.sleep(span)
@@ -251,79 +318,37 @@ async def run_real(
         _, stuck = await asyncio.wait(tasks, timeout=30)  # bounded: never hang the report
         res.stuck_tasks = len(stuck)
         end = now()
-        res.unserved = [end - u.arrive for u in plan if u.arrive < end and u.name not in served]
+        res.unserved = [
+            end - v.arrive for v in plan if v.arrive < end and (v.person, False) not in served
+        ]
         res.wall = time.monotonic() - started_wall
-        res.lag_max = max(lags, default=0.0)
-        res.lag_mean = sum(lags) / max(1, len(lags))
     return res
 
 
-def main_real(args, pct) -> None:  # noqa: ANN001
-    plan = morning(args.users, args.span, random.Random(args.seed))
-    policies = [
-        RealPolicy("published (timer 30s, reaper 5m, HTTP silence)", 30, False, 300, True),
-        RealPolicy("sdbroker (events + 2s timer, reaper 30s, activity)", 2, True, 30, False),
-    ]
-    if args.backend == "agones":  # the published policy is the kubernetes backend's question
-        policies = policies[1:]
+def run_all(
+    policies: list[RealPolicy], plan: list[Visit], *, gpus: int, buffer: int, span: float,
+    scale: float, seed: int, backend: str = "kubernetes", tab_activity: bool = False,
+) -> list[tuple[RealPolicy, RealResult]]:  # fmt: skip
+    """Each policy on its own Redis database of one redis-server, one after the other."""
     logging.basicConfig(level=logging.ERROR)
+    results = []
     with tempfile.TemporaryDirectory(prefix="sdb-sim-") as tmpdir:
         tmp = Path(tmpdir)
         redis = RedisServer(tmp / "redis").start()
         try:
-            results = []
             for i, policy in enumerate(policies):
                 (tmp / str(i)).mkdir()
                 r = asyncio.run(
                     run_real(
-                        policy, plan, gpus=args.gpus, buffer=args.buffer, span=args.span,
-                        scale=args.scale, redis_url=redis.url.rsplit("/", 1)[0] + f"/{i}",
-                        tmp=tmp / str(i), seed=args.seed, backend_kind=args.backend,
+                        policy, plan, gpus=gpus, buffer=buffer, span=span, scale=scale,
+                        redis_url=redis.url.rsplit("/", 1)[0] + f"/{i}", tmp=tmp / str(i),
+                        seed=seed, backend_kind=backend, tab_activity=tab_activity,
                     )
                 )  # fmt: skip
                 results.append((policy, r))
         finally:
             stop_process(redis.proc)
-    wall = sum(r.wall for _, r in results)
-    print(
-        f"method: REAL CODE - KubeSim ({args.gpus} nodes x 1 GPU, pod start 60-120 s sim, no processes) "
-        f"+ {args.backend} backend + FleetStore on redis-server + Fleet.claim + Controller + ReapCycle, "
-        f"one event loop, one ScaledClock x{args.scale:g}; {args.users} users arriving over a "
-        f"{args.span / 3600:.1f} h simulated morning (peak ~{0.3 * args.span / 3600:.1f} h in), buffer "
-        f"{args.buffer}, idle timeout 15m, claim polled every {POLL:g} s sim, seed {args.seed}; "
-        f"wall {wall:.0f} s for both policies, run one after the other on the same arrivals"
-    )
-    head = (f"{'policy':<52} {'served':>7} {'p50':>6} {'p90':>6} {'p99':>6} {'max':>6} {'warm':>6} "
-            f"{'idle GPU-min':>13} {'(ready':>7} {'+claimed':>9}) {'reclaims':>8}")  # fmt: skip
-    print(head)
-    print("-" * len(head))
-    for policy, r in results:
-        w = r.waits
-        idle = (r.ready_idle_s + r.claimed_idle_s) / 60
-        print(
-            f"{policy.name:<52} {len(w):>4}/{args.users:<3}"
-            f"{pct(w, 0.5):>5.0f}s {pct(w, 0.9):>5.0f}s {pct(w, 0.99):>5.0f}s "
-            f"{max(w, default=0):>5.0f}s {100 * r.warm / max(1, len(w)):>5.1f}% "
-            f"{idle:>13.0f} {r.ready_idle_s / 60:>7.0f} {r.claimed_idle_s / 60:>9.0f}  {r.reclaimed:>8}"
-        )
-    for policy, r in results:
-        print(
-            f"  {policy.name}: longest wait {max(r.waits, default=0):.0f} s sim; "
-            f"GPU-min warming {r.warming_s / 60:.0f}, claimed+active {r.claimed_active_s / 60:.0f}; "
-            f"{len(r.unserved)} never served (waited up to {max(r.unserved, default=0):.0f} s by the end); "
-            f"{r.claim_calls} claim calls; loop lag mean {r.lag_mean:.1f} s / max {r.lag_max:.0f} s sim; "
-            f"wall {r.wall:.0f} s"
-        )
-    for policy, r in results:
-        if r.churn is not None:
-            print(f"  {policy.name}: {r.churn.line()}")
-    print(
-        "  time-to-WebUI = simulated seconds from arrival until Fleet.claim returned a Claim "
-        "(percentiles over served users; users not served by the end of the span are left out "
-        "and counted in 'served'); warm = Claim on the first call"
-    )
-    print(
-        "  idle GPU-min = sum over time (sampled every 10 s sim) of pods Ready and unclaimed "
-        "(FleetStore.counts ready) + pods claimed whose user is past their active use "
-        "(claimed count minus users within their active window); warming pods not counted"
-    )
+    return results
+
+
+SDBROKER_REAL = RealPolicy("sdbroker REAL CODE (events + 2s timer, reaper 30s)", 2, True, 30)
