@@ -19,7 +19,7 @@ PIP_QUIET := --quiet --disable-pip-version-check --no-input
 UV_COMPILE := $(TOOLS)/bin/uv pip compile --quiet --universal --generate-hashes \
 	--custom-compile-command "make lock"
 
-.PHONY: install install-test sandbox redis-tls demo test lint pytest bench lock test-latest clean
+.PHONY: install install-test sandbox redis-tls prometheus demo test lint pytest bench lock test-latest clean
 
 $(VENV)/pyvenv.cfg:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -50,8 +50,21 @@ redis-tls:
 	  apt-get install -y -q --no-install-recommends redis-tools >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends redis-tools >/dev/null; }; }
 
+# Debian's prometheus ships the server and promtool: tests/observability checks the alert
+# rules and the dashboard with them. Its postinst would start a system daemon, left running
+# in CI: a policy-rc.d that refuses every start (invoke-rc.d(8); deb-systemd-invoke honours
+# it too) keeps it stopped, and is removed again unless it was there before.
+prometheus:
+	@command -v promtool >/dev/null || [ "$$(id -u)" != 0 ] || { \
+	  made=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; \
+	    chmod +x /usr/sbin/policy-rc.d; made=1; }; \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; }; status=$$?; \
+	  [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; }
+
 install: $(RUNTIME_STAMP) sandbox
-install-test: $(TEST_STAMP) sandbox redis-tls
+install-test: $(TEST_STAMP) sandbox redis-tls prometheus
 
 demo: install
 	SDB_FLEET=$${SDB_FLEET:-fleet.local.yaml} SDB_AUTH=$${SDB_AUTH:-dev} $(BIN)/sdbroker serve

@@ -143,9 +143,12 @@ def claim_buckets(broker: Broker) -> dict[float, float]:
     else:
         return {}
     for family in text_string_to_metric_families(body.decode()):
-        if family.name == CLAIM_HISTOGRAM:
-            return {float(sample.labels["le"]): sample.value for sample in family.samples
-                    if sample.name.endswith("_bucket")}  # fmt: skip
+        if family.name == CLAIM_HISTOGRAM:  # summed over profiles (a label since issue 20)
+            buckets: dict[float, float] = defaultdict(float)
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    buckets[float(sample.labels["le"])] += sample.value
+            return dict(buckets)
     return {}
 
 

@@ -204,11 +204,12 @@ profiles:
     local:
       command: {command}
       stop_grace: 2s
+      isolation: {isolation}
 """
 
 
 def write_fleet(path: Path, *, command: Sequence[str], outputs: Path, buffer: int, max: int,
-                min: int = 0, probe: str = "a1111") -> Path:  # fmt: skip
+                min: int = 0, probe: str = "a1111", isolation: str = "auto") -> Path:  # fmt: skip
     path.write_text(
         FLEET_TEMPLATE.format(
             outputs=outputs,
@@ -217,6 +218,7 @@ def write_fleet(path: Path, *, command: Sequence[str], outputs: Path, buffer: in
             max=max,
             probe=probe,
             command=json.dumps(list(command)),
+            isolation=isolation,
         )
     )
     return path
@@ -250,7 +252,7 @@ class Broker:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.env['SDB_HOST']}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -11,14 +11,27 @@ so everything the broker does meanwhile (controller, pub/sub, activity
 flushes) is counted; commandstats also counts each command a Lua script runs,
 so a MONITOR count of what clients send (a script call = 1) is shown beside it.
 
+Two more columns take the broker's data path alone (bench/proxy_paths.py, one
+process each, no login, routing or Redis): on aiohttp's internals (PodPool,
+as the broker runs) and on aiohttp's public ClientSession. Their ratio is
+what broker/proxy/aiohttp_internals.py buys. `--isolation none` keeps the
+sandbox's relay hop (fleet/backends/relay.py) out of every column.
+
     .venv/bin/python bench/proxy.py [--duration 5] [--warmup 1] [--reps 3] [--connections 32]
+                                    [--isolation auto|strict|none] [--no-paths]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.cookiejar
 import os
+import re
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +41,7 @@ if __package__ in (None, ""):  # run as `python bench/proxy.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from bench.harness import (  # noqa: E402
     NGINX_POD,
+    REPO,
     USER_HEADER,
     Broker,
     Profiler,
@@ -62,6 +76,7 @@ REFERENCE = {  # measured on a 2-core machine, quoted by the issue
 }
 CHP_FACTOR = 1.3
 REDIS_PER_REQUEST = 0.02
+PATHS = {"PodPool": "pool", "ClientSession": "session"}  # column: bench/proxy_paths.py --client
 
 
 def serving(broker: Broker) -> list[psutil.Process]:
@@ -101,6 +116,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=Path, help="py-spy the broker's measured runs, raw stacks here"
     )
+    parser.add_argument(
+        "--isolation",
+        choices=("auto", "strict", "none"),
+        default="auto",
+        help="the pod's isolation (fleet file); none: no relay hop in front of the pod",
+    )
+    parser.add_argument(
+        "--no-paths",
+        action="store_true",
+        help="leave out the data path alone, on aiohttp's internals and on ClientSession",
+    )
     return parser.parse_args(argv)
 
 
@@ -123,6 +149,37 @@ def start_chp(stack: Stack, chp: str, upstream: str) -> str:
     return url
 
 
+def dev_login(url: str, user: str) -> dict[str, str]:
+    """The Cookie header of USER's `dev` login at URL. With isolation none a WebUI shares
+    the broker's network and could use any address of this machine, so the broker
+    trusts no header proxy here (broker/cli.py, _isolation_problem): the load logs in."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(url + "/_broker/login", timeout=10).read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    if token is None:
+        raise SystemExit("the dev login page carries no CSRF token")
+    form = urllib.parse.urlencode({"csrf_token": token[1], "user": user, "next": "/"})
+    # the session cookie comes with the 302; where it leads does not matter here
+    with contextlib.suppress(urllib.error.HTTPError):
+        opener.open(url + "/_broker/login", data=form.encode(), timeout=10).read()
+    session = [c for c in jar if c.name.endswith("sdb_session")]
+    if not session:
+        raise SystemExit("the dev login set no session cookie")
+    return {"Cookie": f"{session[0].name}={session[0].value}"}
+
+
+def start_path(stack: Stack, client: str, upstream: str) -> str:
+    """bench/proxy_paths.py in front of UPSTREAM, with CLIENT (pool or session)."""
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "bench" / "proxy_paths.py"), "--port", str(port),
+           "--upstream", upstream, "--client", client]  # fmt: skip
+    stack.process(cmd, f"path-{client}.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http_get(url + "/internal/ping")[0] == 200, 30, f"the {client} data path")
+    return url
+
+
 def run(argv: list[str] | None = None) -> Report:
     args = parse_args(argv)
     args.processes = args.processes or auto_workers()
@@ -142,12 +199,17 @@ def run(argv: list[str] | None = None) -> Report:
         command = ["python", str(NGINX_POD), "--port", "{port}", "--pod-id", "{pod}", "--root", str(www),
                    "--nginx", nginx or "", "--tmp-base", str(stack.dir / "nginx")]  # fmt: skip
         fleet = write_fleet(stack.dir / "fleet.yaml", command=command, outputs=stack.dir / "outputs",
-                            buffer=1, max=2, probe="http:/internal/ping")  # fmt: skip
-        workers = {"SDB_WORKERS": str(args.processes)}
-        broker = stack.broker(stack.dir / "data", fleet, redis.url, env=workers)
+                            buffer=1, max=2, probe="http:/internal/ping",
+                            isolation=args.isolation)  # fmt: skip
+        env = {"SDB_WORKERS": str(args.processes)}
+        if args.isolation == "none":
+            env |= {"SDB_AUTH": "dev", "SDB_TRUSTED_PROXIES": ""}
+        broker = stack.broker(stack.dir / "data", fleet, redis.url, env=env)
         wait_for(
             lambda: len(serving(broker)) == args.processes, 30, "every broker worker listening"
         )
+        if args.isolation == "none":
+            headers = dev_login(broker.url, USER)
         say(f"broker on {broker.url}; waiting for {USER}'s pod")
         probe = f"{broker.url}/{SIZES['1 KiB'][0]}"
         wait_for(
@@ -159,6 +221,9 @@ def run(argv: list[str] | None = None) -> Report:
         urls = {"direct": upstream, "broker": broker.url}
         if chp:
             urls["CHP"] = start_chp(stack, chp, upstream)
+        if not args.no_paths:
+            for column, client in PATHS.items():
+                urls[column] = start_path(stack, client, upstream)
 
         results: dict[str, dict[str, list[LoadResult]]] = {s: {t: [] for t in urls} for s in sizes}
         redis_calls: dict[str, Counter[str]] = {s: Counter() for s in sizes}  # INFO commandstats
@@ -262,6 +327,13 @@ def run(argv: list[str] | None = None) -> Report:
         requests = sum(r.requests for r in results[size]["broker"])
         return f"{sum(sent_calls[size].values()) / max(requests, 1):.4f}"
 
+    if not args.no_paths:
+
+        def internals_gain(size: str) -> str:
+            return f"{med[size]['PodPool'][0] / med[size]['ClientSession'][0]:.2f}x"
+
+        ratios.add("PodPool/ClientSession req/s (the data path alone)",
+                   *cells(internals_gain), "> 1 keeps aiohttp_internals.py", "")  # fmt: skip
     ratios.add("Redis commands per proxied request (INFO commandstats)", *cells(per_request),
                f"<= {REDIS_PER_REQUEST}", "nginx+Lua: 2, plus a new Redis connection")  # fmt: skip
     ratios.add(
@@ -278,13 +350,27 @@ def run(argv: list[str] | None = None) -> Report:
         "cores, it understates the direct column, so ratios to direct come out too high")  # fmt: skip
     report.notes.append(
         f"Load: {load}, {args.connections} connections, {args.warmup:g} s warm-up + {args.duration:g} s measured, "
-        f"{args.reps} interleaved repetitions, medians; header `{USER_HEADER}: {USER}` on every target."
+        f"{args.reps} interleaved repetitions, medians; the same headers on every target."
     )
     upstream_desc = (f"nginx ({tool_version([nginx, '-v'])}, worker_processes auto, sendfile, access log off)"
                      if nginx else f"bench/tiny_pod.py (nginx unavailable: {nginx_note})")  # fmt: skip
     report.notes.append(
         f"Upstream: {upstream_desc}, the broker's one claimed pod; every column hits it."
     )
+    where = (
+        "; the broker trusts no header proxy beside unsandboxed WebUIs, so the load sends "
+        "a `dev` login's session cookie instead of the user header"
+        if args.isolation == "none"
+        else " (the sandbox's relay hop sits in front of the pod, direct included)"
+    )
+    report.notes.append(f"Pods' isolation: {args.isolation}{where}.")
+    if not args.no_paths:
+        report.notes.append(
+            "PodPool and ClientSession: bench/proxy_paths.py, one process each (uvloop), the "
+            "broker's upstream_headers and relay_answer to the same pod; the first sends with "
+            "PodPool (broker/proxy/aiohttp_internals.py, as the broker does), the second with "
+            "aiohttp's public ClientSession; no login, routing or Redis."
+        )
     report.notes.append(
         f"configurable-http-proxy {chp_version()} (node {tool_version(['node', '--version'])}), default options."
         if has_chp
@@ -292,7 +378,7 @@ def run(argv: list[str] | None = None) -> Report:
     )
     shipped = auto_workers()
     report.notes.append(
-        f"Broker: `sdbroker serve` (header auth, external Redis), {args.processes} "
+        f"Broker: `sdbroker serve` ({'dev' if args.isolation == 'none' else 'header'} auth, external Redis), {args.processes} "
         f"process{'es' if args.processes > 1 else ''} on its port; as it ships, SDB_WORKERS=auto "
         f"starts {shipped} on this machine ({'this run' if args.processes == shipped else 'not this run'}). "
         f"Started as `SDB_WORKERS={args.processes}`{' (a supervisor and its workers)' if args.processes > 1 else ''}. "

@@ -27,7 +27,7 @@ BENCHES = {
     "proxy": (proxy.run, ["--duration", "1", "--warmup", "1", "--reps", "1", "--sizes", "1k"]),
     # The same with SDB_WORKERS=1: what one Python process does.
     "proxy-1-process": (
-        lambda argv: one_process(proxy.run([*argv, "--processes", "1"])),
+        lambda argv: one_process(proxy.run([*argv, "--processes", "1", "--no-paths"])),
         ["--duration", "1", "--warmup", "1", "--reps", "1", "--sizes", "1k"],
     ),
     "claims": (claims.run, ["--users", "20"]),

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from fleet import REDIS_DOWN, FleetStore
+from fleet import FleetStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class ActivityRecorder:
         batch, self._seen = self._seen, {}
         try:
             await self.store.touch(batch)
-        except REDIS_DOWN as exc:
+        except StoreUnavailable as exc:
             for user, ts in batch.items():  # keep them for the next flush
                 self._seen[user] = max(ts, self._seen.get(user, 0.0))
             log.warning("activity flush failed (%s); will retry", exc)

@@ -11,6 +11,7 @@ import logging
 import aiohttp_jinja2
 from aiohttp import web
 
+from . import logs
 from .appkeys import ACCESS, AUTH, SIGNER
 from .csrf import CSRF_FIELD, attach_csrf_cookie, csrf_token
 from .identity import Identity
@@ -31,6 +32,7 @@ async def authenticate(request: web.Request) -> Identity | web.StreamResponse:
     admitted = request.app[ACCESS].admit(identity)
     if admitted is None:
         return refused(request, identity)
+    logs.bind(user=admitted.user, groups=list(admitted.groups) or None)
     return admitted
 
 

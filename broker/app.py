@@ -1,8 +1,8 @@
 """Build the aiohttp application: clients in cleanup contexts, routes, middlewares.
 
-Start-up order (reversed on shutdown): Redis (embedded when no URL), the fleet
-(store, backend, controller, event listener, activity flusher), then the
-authenticator. Constructors only store; the contexts do the I/O.
+Start-up order (reversed on shutdown): Redis (embedded when no URL), the fleet's
+runtime (broker/runtime.py: store, backend, controller, background tasks), then
+the authenticator. Constructors only store; the contexts do the I/O.
 """
 
 from __future__ import annotations
@@ -11,34 +11,16 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from redis.asyncio import Redis
 
-from fleet import (
-    REDIS_DOWN,
-    Autoscaler,
-    Controller,
-    EmbeddedRedis,
-    Fleet,
-    FleetSpec,
-    FleetStore,
-    History,
-    Tasks,
-    connect_redis,
-    listen,
-    make_backend,
-    stop_fleet,
-)
+from fleet import EmbeddedRedis, FleetSpec, StoreUnavailable, connect_redis
 from fleet.specstore import adopt
-from reaper import ReapCycle, ReaperJob, count_reclaim
 
 from . import admin, api, chooser, ended, gallery, metrics, pages, waiting
 from .access import AccessPolicy
-from .activity import ActivityRecorder
 from .appkeys import (
     ACCESS,
     ACTIVITY,
@@ -52,23 +34,20 @@ from .appkeys import (
     PODS,
     REDIS,
     ROUTER,
-    SCHEDULER,
     SETTINGS,
     SIGNER,
     STORE,
     TASKS,
 )
 from .auth import make_authenticator
-from .fleetops import fleetops_ctx
 from .gateway import gateway
-from .middleware import broker_page_headers, drop_identity_headers
-from .routing import Router
+from .middleware import broker_page_headers, drop_identity_headers, request_id, send_request_id
+from .runtime import build as build_runtime
 from .settings import Settings
 from .signing import Signer
-from .upstream import PodPool
+from .waiting import WAITING_ROOM
 
 log = logging.getLogger(__name__)
-POD_KEEPALIVE = 60.0  # seconds an idle connection to a pod is kept for reuse
 TEMPLATES = Path(__file__).parent / "templates"
 CLIENT_MAX_SIZE = 1024 * 1024  # forms and JSON the broker itself reads; proxied bodies stream
 
@@ -90,92 +69,22 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
             await embedded.stop()
 
 
-def fleet_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
+def runtime_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
+    """The fleet's runtime (broker/runtime.py) under the app keys the handlers read."""
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=0, limit_per_host=0, keepalive_timeout=POD_KEEPALIVE
-            ),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-        )
-        app[HTTP] = http
-        app[PODS] = pods = PodPool(keepalive=POD_KEEPALIVE)
-        store = FleetStore(app[REDIS])
         running = await adopt_spec(app[REDIS], spec)
-        backend = make_backend(running, settings.data_dir)
-        await backend.start()
-        fleet = Fleet(store, backend, running, http, queue_grace=settings.queue_grace)
-        autoscaler = app[AUTOSCALER] = Autoscaler(app[REDIS], lambda: fleet.spec)
-        app[HISTORY] = History(app[REDIS])
-        controller = Controller(
-            store,
-            backend,
-            lambda: fleet.spec,
-            http,
-            interval=settings.controller_interval,
-            sizes=autoscaler.effective,
-            queue_grace=settings.queue_grace,
-        )
-        router = Router(fleet, ttl=settings.route_cache_ttl)
-        activity = ActivityRecorder(store)
-        app[STORE], app[FLEET], app[CONTROLLER], app[ROUTER], app[ACTIVITY] = (
-            store,
-            fleet,
-            controller,
-            router,
-            activity,
-        )
-
-        def wake_controller(kind: str, args: list[str]) -> None:
-            if kind in ("claim", "release", "queue"):
-                controller.scale_soon()  # counts changed: a light pass, gathered over a burst
-            elif kind in ("scale", "spec"):
-                controller.wake()
-
-        tasks = app[TASKS] = Tasks()
-        tasks.start("controller", controller.run)
-        handlers = app[EVENT_HANDLERS] = [router.on_event, wake_controller]  # others add more
-
-        def reconnected() -> None:  # events may have been missed: caches start over
-            router.clear()
-            for handler in handlers:
-                handler("reconnect", [])
-
-        tasks.start("events", lambda: listen(app[REDIS], handlers, on_reconnect=reconnected))
-        scheduler = app[SCHEDULER] = AsyncIOScheduler()
-        scheduler.add_job(
-            activity.flush, "interval", seconds=settings.activity_flush, id="activity-flush"
-        )
-        reaper = ReaperJob(
-            ReapCycle(
-                store,
-                lambda: fleet.spec,
-                http,
-                backend=backend,
-                settle=settings.activity_flush,
-                missed_probes=settings.reap_missed_probes,
-            ),
-            interval=settings.reap_interval,
-        )
-        if settings.reap_interval > 0:  # 0: a CronJob (python -m reaper --once) reaps instead
-            reaper.schedule(scheduler)
-        controller.on_reclaim = count_reclaim
-        scheduler.start()
+        rt = build_runtime(settings, app[REDIS], running, owns_fleet=stop_pods_on_exit(settings))
+        app[HTTP], app[PODS], app[STORE], app[FLEET] = rt.http, rt.pods, rt.store, rt.fleet
+        app[CONTROLLER], app[ROUTER], app[ACTIVITY] = rt.controller, rt.router, rt.activity
+        app[AUTOSCALER], app[HISTORY], app[WAITING_ROOM] = rt.autoscaler, rt.history, rt.room
+        app[TASKS], app[EVENT_HANDLERS] = rt.tasks, rt.handlers
         try:
+            await rt.start()
             yield
         finally:
-            scheduler.shutdown(wait=False)
-            await reaper.stop()
-            await activity.flush()
-            await tasks.stop()
-            if stop_pods_on_exit(settings):
-                await stop_fleet(store, backend, fleet.spec)
-            await backend.close()
-            pods.close()
-            await http.close()
+            await rt.stop()
 
     return ctx
 
@@ -184,7 +93,7 @@ async def adopt_spec(redis: Redis, spec: FleetSpec) -> FleetSpec:
     """The spec to run: the applied one in Redis, or this file (see fleet.specstore)."""
     try:
         return await adopt(redis, spec)
-    except REDIS_DOWN as exc:
+    except StoreUnavailable as exc:
         log.warning("cannot read the applied fleet spec (%s); running SDB_FLEET", exc)
         return spec
 
@@ -202,11 +111,12 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def build_app(settings: Settings, spec: FleetSpec) -> web.Application:
     app = web.Application(
-        middlewares=[drop_identity_headers, broker_page_headers],
+        middlewares=[request_id, drop_identity_headers, broker_page_headers],
         client_max_size=CLIENT_MAX_SIZE,
         handler_args={"max_field_size": 16 * 1024, "max_line_size": 16 * 1024},
     )
     app[SETTINGS] = settings
+    app.on_response_prepare.append(send_request_id)
     signer = app[SIGNER] = Signer(settings.secret())
     app[AUTH] = make_authenticator(settings, signer)
     app[ACCESS] = AccessPolicy.from_settings(settings)
@@ -215,7 +125,7 @@ def build_app(settings: Settings, spec: FleetSpec) -> web.Application:
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
     )
-    app.cleanup_ctx.extend([redis_ctx, fleet_ctx(spec), fleetops_ctx, auth_ctx])
+    app.cleanup_ctx.extend([redis_ctx, runtime_ctx(spec), auth_ctx])
     app.router.add_get("/_broker/healthz", pages.healthz)
     app.router.add_get("/_broker/readyz", pages.readyz)
     app[AUTH].add_routes(app)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import aiohttp
 from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from redis.asyncio import Redis
 
 from fleet import Autoscaler, Controller, Fleet, FleetStore, History, Tasks
@@ -13,10 +12,10 @@ from fleet.events import Handler
 from .access import AccessPolicy
 from .activity import ActivityRecorder
 from .auth import Authenticator
+from .proxy import PodPool
 from .routing import Router
 from .settings import Settings
 from .signing import Signer
-from .upstream import PodPool
 
 SETTINGS = web.AppKey("settings", Settings)
 SIGNER = web.AppKey("signer", Signer)
@@ -31,9 +30,9 @@ ACTIVITY = web.AppKey("activity", ActivityRecorder)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 #: Proxied requests to pods (the WebSocket handshake and fleet calls use HTTP).
 PODS = web.AppKey("pods", PodPool)
+#: Every background task of the runtime, with its health (readyz shows it).
 TASKS = web.AppKey("tasks", Tasks)
 AUTOSCALER = web.AppKey("autoscaler", Autoscaler)
 HISTORY = web.AppKey("history", History)
-SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
-#: The pub/sub handlers the event listener calls; later contexts append theirs.
+#: The pub/sub handlers the event listener calls (the runtime's; auth appends its own).
 EVENT_HANDLERS = web.AppKey("event_handlers", list[Handler])

@@ -11,11 +11,13 @@ import asyncio
 import gc
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
-from ipaddress import ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import TYPE_CHECKING
 
+import psutil
 from pydantic import ValidationError
 
 from fleet import BackendError, FleetSpec, SpecError, isolation_of, load_spec
@@ -65,20 +67,14 @@ async def freeze_heap(app: object) -> None:
     gc.freeze()
 
 
-def configure_logging(level: str | int) -> None:
-    """One format for every command. APScheduler logs each run of each job at INFO
-    (most of a demo's log): its loggers show only warnings and errors."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .app import build_app
+    from .logs import AccessLogger, configure_logging
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.auth == "dev" and not settings.host_is_loopback:
         return _fail(
             f"SDB_AUTH=dev lets anyone log in as anyone, so it only binds to loopback; "
@@ -124,7 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_logged else None,
+        access_log_class=AccessLogger,
         print=announce,
         shutdown_timeout=settings.drain_timeout,
         keepalive_timeout=settings.client_timeout,  # from connect too: bounds slowloris heads
@@ -141,16 +138,14 @@ def _isolation_problem(settings: Settings, spec: FleetSpec, *, announce: bool) -
     except BackendError as exc:
         return f"{settings.fleet}: {exc}"
     exposed = [name for name, i in isolation.items() if i.sandbox is None]
-    # Any 127.x source address is anybody's on this machine, not only 127.0.0.1.
-    loopback = [n for n in settings.trusted_proxies
-                if n.overlaps(LOOPBACK_V4 if n.version == 4 else LOOPBACK_V6)]  # fmt: skip
-    if settings.auth == "header" and loopback and exposed:
+    ours = _own_networks(settings.trusted_proxies) if settings.auth == "header" else []
+    if ours and exposed:
         return (
-            f"SDB_TRUSTED_PROXIES: {loopback[0]} holds the loopback address that the WebUIs of "
-            f"profile {', '.join(exposed)} connect from (they run in the broker's network: "
-            "install bubblewrap, or isolation is none): any of them could send "
-            "X-Forwarded-User and act as anyone. Sandbox them, or let the proxy reach "
-            "the broker on another address."
+            f"SDB_TRUSTED_PROXIES: {ours[0]} holds an address of this machine, which the "
+            f"WebUIs of profile {', '.join(exposed)} can connect from (they run in the "
+            "broker's network: install bubblewrap, or isolation is none): any of them could "
+            "send X-Forwarded-User and act as anyone. Sandbox them, or trust only a proxy "
+            "on another machine."
         )
     for name, found in isolation.items() if announce else ():
         chosen = spec.profile(name).local.isolation == "none"  # type: ignore[union-attr]
@@ -159,6 +154,17 @@ def _isolation_problem(settings: Settings, spec: FleetSpec, *, announce: bool) -
             level, "profile %s: WebUI isolation: %s", name, found.describe()
         )
     return None
+
+
+def _own_networks(trusted: Sequence[IPv4Network | IPv6Network]) -> list[str]:
+    """The trusted networks holding an address of this machine. An unsandboxed WebUI
+    can connect from any of them: any 127.x (not only 127.0.0.1), ::1, and every
+    interface's own address (it may bind one as its source)."""
+    own = [ip_address(a.address.split("%")[0]) for addrs in psutil.net_if_addrs().values()
+           for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)]  # fmt: skip
+    return [str(n) for n in trusted
+            if n.overlaps(LOOPBACK_V4 if n.version == 4 else LOOPBACK_V6)
+            or any(a in n for a in own if a.version == n.version)]  # fmt: skip
 
 
 def _layout_problem(settings: Settings) -> str | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
-from fleet import REDIS_DOWN, Waiting
+from fleet import StoreUnavailable, Waiting
 from fleet.activity_rules import classifier_for
 
 from .admission import authenticate
@@ -150,7 +150,7 @@ async def start_new(request: web.Request) -> web.StreamResponse:
         return problem(request, 403, "Form expired", "Reload the page and press the button again.")
     try:
         await app[STORE].pop_ended(identity.user)
-    except REDIS_DOWN:
+    except StoreUnavailable:
         redis_error()
         return problem(request, 503, "Temporarily unavailable",
                        "The broker cannot reach its database. Try again shortly.", retry_after=5)  # fmt: skip

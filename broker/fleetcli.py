@@ -24,12 +24,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from fleet import (
-    REDIS_DOWN,
     Autoscaler,
     EmbeddedRedis,
     FleetSpec,
     FleetStore,
     SpecError,
+    StoreUnavailable,
     connect_redis,
     load_spec,
     specstore,
@@ -248,8 +248,11 @@ def run(coro_factory: Any) -> int:
     except CliError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    except REDIS_DOWN as exc:
-        print(f"cannot reach Redis: {exc}", file=sys.stderr)
+    except StoreUnavailable as exc:
+        print(f"cannot reach Redis: {exc.__cause__ or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a file or the host, not Redis: said as such, without a traceback
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

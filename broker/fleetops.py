@@ -1,133 +1,116 @@
-"""The broker's side of a fleet that changes while it runs (a cleanup context).
+"""The broker's side of a fleet that changes while it runs (built by broker/runtime.py).
 
-Started after the fleet context, it adds:
-- hot reload: a `spec` event swaps in the applied spec (SpecFollower), then
-  the schedule timers are replaced and the controller wakes;
-- schedule timers: one APScheduler cron job per schedule entry wakes the
-  controller at that moment (the sizes themselves come from fleet.autoscale);
+- hot reload: a `spec` event swaps in the applied spec (SpecFollower calls
+  `swap`), then the schedule timer works out the next change again and the
+  controller wakes;
+- schedule timers: the autoscaler's `wake_at_changes` task wakes the
+  controller at each schedule entry's firing (the sizes themselves come from
+  fleet.autoscale);
 - history: a sample of every profile's counts per SDB_HISTORY_INTERVAL
   (replicas share one series; the Lua call skips a sample taken already);
 - the fleet file: when SDB_FLEET changes on disk (an edited file, a new
   ConfigMap), it is validated and applied like `sdbroker fleet apply`, once
   for all brokers (fleet.specstore); an invalid edit is refused and the
-  running fleet kept;
-- the waiting room's wake-ups and the metrics hooks.
+  running fleet kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from pathlib import Path
 
-from aiohttp import web
+from redis.asyncio import Redis
 
-from fleet import REDIS_DOWN, FleetSpec, SpecError, SpecFollower, load_spec
+from fleet import (
+    Controller,
+    Event,
+    Fleet,
+    FleetSpec,
+    FleetStore,
+    History,
+    Kind,
+    SpecError,
+    StoreUnavailable,
+    load_spec,
+)
 from fleet.specstore import sha
 from fleet.specstore import store as store_spec
 
-from . import metrics
-from .appkeys import (
-    AUTOSCALER,
-    CONTROLLER,
-    EVENT_HANDLERS,
-    FLEET,
-    HISTORY,
-    REDIS,
-    SCHEDULER,
-    SETTINGS,
-    STORE,
-    TASKS,
-)
-from .waiting import WAITING_ROOM, WaitingRoom
+from .waiting import WaitingRoom
 
 log = logging.getLogger(__name__)
-HISTORY_JOB = "history-sample"
-FILE_JOB = "fleet-file"
 
 
-async def fleetops_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    fleet, store, controller = app[FLEET], app[STORE], app[CONTROLLER]
-    autoscaler, history, scheduler = app[AUTOSCALER], app[HISTORY], app[SCHEDULER]
+class FleetOps:
+    """Spec swaps, the watched fleet file and history samples. Constructing it does no I/O."""
 
-    room = app[WAITING_ROOM] = WaitingRoom(fleet, store, history, autoscaler)
+    def __init__(
+        self,
+        redis: Redis,
+        fleet: Fleet,
+        store: FleetStore,
+        history: History,
+        controller: Controller,
+        room: WaitingRoom,
+        *,
+        fleet_file: Path,
+        history_interval: float,
+        respec: asyncio.Event,
+    ) -> None:
+        self.redis = redis
+        self.fleet = fleet
+        self.store = store
+        self.history = history
+        self.controller = controller
+        self.room = room
+        self.fleet_file = fleet_file
+        self.history_interval = history_interval
+        self.respec = respec  # set: the schedule timer works out the next change again
+        self.seen_file = sha(_read(fleet_file))
 
-    def swap(spec: FleetSpec) -> None:
-        fleet.use_spec(spec)
-        autoscaler.install(scheduler, spec, controller.wake)
-        controller.wake()
-        room.on_event("spec", [])
+    def swap(self, spec: FleetSpec) -> None:
+        """The applied spec changed (SpecFollower): run it from now on."""
+        self.fleet.use_spec(spec)
+        self.respec.set()
+        self.controller.wake()
+        self.room.on_event(Event(Kind.SPEC))
 
-    follower = SpecFollower(app[REDIS], lambda: fleet.spec, swap)
-    app[EVENT_HANDLERS].extend([room.on_event, follower.on_event])
-    app[TASKS].start("spec-follower", follower.run)
-    jobs = autoscaler.install(scheduler, fleet.spec, controller.wake)
-    if jobs:
-        log.info("%d schedule entries armed (timezone %s)", jobs, fleet.spec.timezone)
-
-    seen_file = {"sha": sha(_read(settings.fleet))}
-
-    async def reload_file() -> None:
-        text = _read(settings.fleet)
+    async def reload_file(self) -> None:
+        """Apply SDB_FLEET if it changed on disk since the last look."""
+        text = _read(self.fleet_file)
         digest = sha(text)
-        if not text or digest == seen_file["sha"]:
+        if not text or digest == self.seen_file:
             return
-        seen_file["sha"] = digest
+        self.seen_file = digest
         try:
-            spec = load_spec(settings.fleet)
+            spec = load_spec(self.fleet_file)
         except SpecError as exc:
             log.error(
-                "%s changed but is invalid; keeping the running fleet:\n%s", settings.fleet, exc
+                "%s changed but is invalid; keeping the running fleet:\n%s", self.fleet_file, exc
             )
             return
         try:
             # Once for all brokers (a second store would drop overrides set since);
             # every broker's follower swaps it in.
-            if await store_spec(app[REDIS], spec, source="file", once=True) is None:
+            if await store_spec(self.redis, spec, source="file", once=True) is None:
                 return
-        except REDIS_DOWN as exc:
-            seen_file["sha"] = ""  # try again next time
-            log.warning("could not apply the changed %s: %s", settings.fleet, exc)
+        except StoreUnavailable as exc:
+            self.seen_file = ""  # try again next time
+            log.warning("could not apply the changed %s: %s", self.fleet_file, exc)
             return
-        log.info("%s changed: applied (%d profiles)", settings.fleet, len(spec.profiles))
+        log.info("%s changed: applied (%d profiles)", self.fleet_file, len(spec.profiles))
 
-    if settings.fleet_reload:
-        scheduler.add_job(
-            reload_file,
-            "interval",
-            seconds=settings.fleet_reload,
-            id=FILE_JOB,
-            coalesce=True,
-            max_instances=1,
-        )
-
-    async def sample() -> None:
+    async def sample(self) -> None:
+        """One history sample of every profile's counts (skipped while Redis is away)."""
         try:
-            await history.sample(
-                (p.name for p in fleet.spec.profiles), store.clock(), settings.history_interval
+            await self.history.sample(
+                (p.name for p in self.fleet.spec.profiles),
+                self.store.clock(),
+                self.history_interval,
             )
-        except REDIS_DOWN as exc:
+        except StoreUnavailable as exc:
             log.warning("history sample skipped: %s", exc)
-
-    scheduler.add_job(
-        sample,
-        "interval",
-        seconds=settings.history_interval,
-        id=HISTORY_JOB,
-        coalesce=True,
-        max_instances=1,
-    )
-    await sample()
-    store.on_claim = metrics.count_claim
-    fleet.on_claimed = metrics.claim_took
-    controller.on_ready = metrics.pod_started
-    controller.on_start_failure = metrics.pod_start_failed
-    try:
-        yield
-    finally:
-        for job in (HISTORY_JOB,):
-            if scheduler.get_job(job) is not None:
-                scheduler.remove_job(job)
 
 
 def _read(path: object) -> str:

@@ -14,28 +14,28 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from fleet import REDIS_DOWN, Waiting
+from fleet import StoreUnavailable, Waiting
 from fleet.activity_rules import ActivityClassifier, classifier_for
 
-from . import chooser, waiting
+from . import chooser, logs, waiting
 from .activity import ActivityRecorder
 from .admission import authenticate
 from .appkeys import ACTIVITY, FLEET, HTTP, PODS, ROUTER, SETTINGS
 from .ended import session_ended
-from .headers import upstream_headers
 from .identity import Identity
 from .metrics import redis_error
 from .origin import cross_site
 from .pages import problem, wants_html
 from .proxy import (
+    BodyStalled,
     BrokerBusy,
     PodBadAnswer,
     PodTimeout,
     PodUnreachable,
     proxy_http,
     proxy_websocket,
+    upstream_headers,
 )
-from .upstream import BodyStalled
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ async def gateway(request: web.Request) -> web.StreamResponse:
             if choose is not None:
                 return choose
         result = await router.route(identity.user)
-    except REDIS_DOWN:
+    except StoreUnavailable:
         redis_error()
         log.warning("Redis unreachable while routing %s", identity.user)
         return problem(
@@ -148,6 +148,7 @@ async def gateway(request: web.Request) -> web.StreamResponse:
         )
     if isinstance(result, Waiting):
         return await waiting.respond(request, identity, result)
+    logs.bind(pod=result.pod, profile=result.profile)
 
     activity = app[ACTIVITY]
     rules = classifier_for(app[FLEET].spec, result.profile)
@@ -166,7 +167,8 @@ async def gateway(request: web.Request) -> web.StreamResponse:
             request,
             502,
             "Your WebUI stopped",
-            "Your WebUI is not answering any more. Your outputs are kept. Reload to get a fresh WebUI."
+            "Your WebUI is not answering any more. Your outputs are kept. Reload this page to "
+            "start a new one."
             if ended
             else "Your WebUI did not answer. Try again in a moment.",
         )

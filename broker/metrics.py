@@ -15,6 +15,7 @@ observation per request: label children are cached, nothing touches Redis.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import time
 from collections.abc import Iterable
@@ -30,14 +31,16 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from fleet import REDIS_DOWN, keys, start_health
+from fleet import Event, StoreUnavailable, heartbeats, keys, start_health
+from reaper import Reason
 
 from .admin.guard import require_admin
 from .appkeys import AUTOSCALER, FLEET, SETTINGS, STORE
 from .identity import Identity
+from .process_metrics import ReplicaProcesses
 
 CLAIMS = Counter(
     "sdbroker_claims",
@@ -48,6 +51,7 @@ CLAIM_DURATION = Histogram(
     "sdbroker_claim_duration_seconds",
     "Time to make a new claim: the Lua call, writing the claim on the pod, and pointing "
     "its WebUI at the user's outputs.",
+    ["profile"],
     # Fine below 100 ms, where a claim from a warm pod lands (the target is p99 <= 50 ms).
     buckets=(0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1,
              0.25, 0.5, 1, 2.5, 5, 10),
@@ -55,11 +59,14 @@ CLAIM_DURATION = Histogram(
 WAIT = Histogram(
     "sdbroker_wait_seconds",
     "Time people spent in the waiting queue before they got a pod.",
+    ["profile"],
     buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
 )
 POD_START = Histogram(
     "sdbroker_pod_start_seconds",
-    "Time from creating a pod to its WebUI answering (observed by the leading controller).",
+    "Time from creating a pod to its WebUI answering (observed by the leading controller); "
+    "status=ready (failed starts: sdbroker_pod_start_failures_total).",
+    ["profile", "status"],
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200),
 )
 POD_START_FAILURES = Counter(
@@ -86,10 +93,22 @@ WEBSOCKETS = Gauge(
 REDIS_ERRORS = Counter(
     "sdbroker_redis_errors", "Requests that failed because Redis was unreachable."
 )
+EVENTS_HEARD = Counter(
+    "sdbroker_events_heard",
+    "Fleet events this broker heard on Redis pub/sub, by kind (reconnect: it subscribed "
+    "again, and may have missed some).",
+    ["kind"],
+)
+EVENTS_HEARD.labels("reconnect")  # at 0 from the start: the SdbrokerLosingRedis alert's rate()
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+try:
+    VERSION = importlib.metadata.version("sdbroker")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
+    VERSION = "unknown"
 
 _by_code: dict[int, Counter] = {}
+_known: set[str] = set()  # profiles whose series _at_zero made
 
 
 def count_request(code: int, seconds: float | None) -> None:
@@ -105,17 +124,17 @@ def count_claim(profile: str, waited: float | None) -> None:
     """FleetStore.on_claim: a new claim, from a warm pod or after waiting in line."""
     CLAIMS.labels(profile, "warm" if waited is None else "queued").inc()
     if waited is not None:
-        WAIT.observe(max(0.0, waited))
+        WAIT.labels(profile).observe(max(0.0, waited))
 
 
 def claim_took(profile: str, seconds: float) -> None:
     """Fleet.on_claimed."""
-    CLAIM_DURATION.observe(seconds)
+    CLAIM_DURATION.labels(profile).observe(seconds)
 
 
 def pod_started(profile: str, seconds: float) -> None:
     """Controller.on_ready."""
-    POD_START.observe(seconds)
+    POD_START.labels(profile, "ready").observe(seconds)
 
 
 def pod_start_failed(profile: str, reason: str) -> None:
@@ -125,6 +144,13 @@ def pod_start_failed(profile: str, reason: str) -> None:
 
 def redis_error() -> None:
     REDIS_ERRORS.inc()
+
+
+class EventMetrics:
+    """Counts every fleet event heard (an `Observer`, fleet/events.py)."""
+
+    def on_event(self, event: Event) -> None:
+        EVENTS_HEARD.labels(event.kind.value).inc()
 
 
 def instrument(handler: Handler) -> Handler:
@@ -146,7 +172,7 @@ def instrument(handler: Handler) -> Handler:
         except asyncio.CancelledError:
             code = 499  # the client went away first (nginx's convention)
             raise
-        except REDIS_DOWN:
+        except StoreUnavailable:
             REDIS_ERRORS.inc()
             raise
         finally:
@@ -168,12 +194,15 @@ class _Families:
 
 
 async def fleet_families(app: web.Application) -> list[Metric]:
-    """Pods by state, queue length, sizes in force and failing starts per profile, from Redis
-    (replicas agree)."""
+    """Pods by state, queue length, sizes in force and failing starts per profile, heartbeats
+    and sessions ended, from Redis (replicas agree)."""
     store = app[STORE]
     sizings = await app[AUTOSCALER].sizings(app[FLEET].spec)
     names = [s.base.name for s in sizings]
     starts = await start_health.read(store.redis, names)
+    beats = await heartbeats.read(store.redis)
+    ends = await heartbeats.session_ends(store.redis)
+    _at_zero(names)
     async with store.redis.pipeline(transaction=False) as pipe:
         for name in names:
             for key in (*keys.pod_states(name), keys.queue(name)):
@@ -212,17 +241,69 @@ async def fleet_families(app: web.Application) -> list[Metric]:
         size.add_metric([name, "max"], effective.max)
         size.add_metric([name, "buffer"], effective.buffer_for(claimed + waiting))
         in_row.add_metric([name], starts[name].failures_in_row)
-    return [pods, queue, size, in_row]
+    return [pods, queue, size, in_row, *_liveness(beats, ends, names)]
+
+
+def _at_zero(profiles: list[str]) -> None:
+    """Every profile's series of this broker exist from the first scrape, at 0 (a label
+    child is made once; later scrapes find it): rate() and the dashboard see them before
+    the first claim or failed start."""
+    for name in profiles:
+        if name in _known:
+            continue
+        _known.add(name)
+        for source in ("warm", "queued"):
+            CLAIMS.labels(name, source)
+        WAIT.labels(name)
+        CLAIM_DURATION.labels(name)
+        POD_START.labels(name, "ready")
+        for reason in start_health.REASONS:
+            POD_START_FAILURES.labels(name, reason)
+
+
+def _liveness(
+    beats: dict[str, float], ends: dict[tuple[str, str], int], names: list[str]
+) -> list[Metric]:
+    beat = GaugeMetricFamily(
+        "sdbroker_heartbeat_timestamp_seconds",
+        "Unix time each part of the fleet last ran: controller_leader (the lock held), "
+        "controller_pass (a full pass done), reaper (a reap cycle, in a broker or a CronJob).",
+        labels=["component"],
+    )
+    for component, at in sorted(beats.items()):
+        beat.add_metric([component], at)
+    ended = CounterMetricFamily(
+        "sdbroker_sessions_ended",
+        "Sessions ended, by profile and reason, counted in Redis once for the whole fleet "
+        "(a CronJob reaper's included); the same on every replica.",
+        labels=["profile", "reason"],
+    )
+    for name in names:  # every profile and reaper reason at 0, so rate() works from the start
+        for reason in Reason:
+            ends.setdefault((name, str(reason)), 0)
+    for (profile, reason), count in sorted(ends.items()):
+        ended.add_metric([profile, reason], count)
+    return [beat, ended]
+
+
+def build_info() -> Metric:
+    info = GaugeMetricFamily(
+        "sdbroker_build_info", "The running sdbroker's version (always 1).", labels=["version"]
+    )
+    info.add_metric([VERSION], 1)
+    return info
 
 
 def this_broker() -> CollectorRegistry:
     """This process's registry; under SDB_WORKERS > 1 every worker's, summed
     (prometheus_client's multiprocess mode: the supervisor gives each worker
     PROMETHEUS_MULTIPROC_DIR), so a scrape that lands on any worker sees them all."""
-    if not os.environ.get(MULTIPROC_DIR):
+    directory = os.environ.get(MULTIPROC_DIR)
+    if not directory:
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    registry.register(ReplicaProcesses(directory))  # type: ignore[arg-type]
     return registry
 
 
@@ -234,9 +315,10 @@ async def metrics_page(request: web.Request) -> web.StreamResponse:
             return identity
     try:
         families = await fleet_families(request.app)
-    except REDIS_DOWN:
+    except StoreUnavailable:
         REDIS_ERRORS.inc()
         families = []
+    families.append(build_info())
     body = generate_latest(this_broker()) + generate_latest(_Families(families))  # type: ignore[arg-type]
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import re
+import secrets
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from . import logs
 from .appkeys import AUTH, SETTINGS
 from .identity import without_identity_headers
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# What a trusted proxy's id may look like (a UUID, a Cloud trace id, nginx's $request_id):
+# nothing that could forge a second log line or a header.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
+
+
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give each request an id: a trusted proxy's X-Request-Id, else a new one. It is on
+    every log line of the request, sent to the pod, and returned to the browser."""
+    sent = request.headers.get(REQUEST_ID_HEADER, "")
+    trusted = request.app[SETTINGS].is_trusted_proxy(request.remote)
+    rid = sent if trusted and _REQUEST_ID.fullmatch(sent) else secrets.token_hex(16)
+    request[logs.REQUEST_ID] = rid
+    logs.start_request(rid)
+    return await handler(request)
+
+
+async def send_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer names its request, streamed ones and the pod's
+    included (a pod's own X-Request-Id is replaced)."""
+    rid = request.get(logs.REQUEST_ID)
+    if rid:
+        response.headers[REQUEST_ID_HEADER] = rid
 
 
 @web.middleware

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from fleet import REDIS_DOWN
+from fleet.aiotasks import TaskHealth
 
-from .appkeys import AUTH, FLEET, STORE
+from .appkeys import AUTH, FLEET, STORE, TASKS
 from .redirects import safe_next
 
 READY_REDIS_WAIT = 0.3  # seconds readyz waits for Redis's answer before saying it is away
@@ -61,7 +62,8 @@ async def readyz(request: web.Request) -> web.Response:
     Never on Redis: every replica shares one Redis, so failing on it would take every
     broker out of the Service at once, cutting users off from the routes each one has
     cached (a Redis restart or failover would be a full outage). The body says whether
-    Redis answered within READY_REDIS_WAIT, for people; the status never depends on it.
+    Redis answered within READY_REDIS_WAIT, and how each background task fares, for
+    people; the status depends on neither (a task failing on Redis is Redis down again).
     """
     fleet = request.app[FLEET]
     if problem := fleet.backend.problem():
@@ -72,7 +74,24 @@ async def readyz(request: web.Request) -> web.Response:
         redis = "redis answers"
     except Exception:  # noqa: BLE001 - only reported; no address or error text to anonymous callers
         redis = "redis unreachable: cached routes only"
-    return web.Response(text=f"ready ({len(fleet.spec.profiles)} profiles; {redis})\n")
+    tasks = request.app.get(TASKS)
+    lines = [describe_task(n, h, time.time()) for n, h in tasks.health.items()] if tasks else []
+    body = f"ready ({len(fleet.spec.profiles)} profiles; {redis})\n"
+    return web.Response(text=body + "".join(f"task {line}\n" for line in lines))
 
 
-__all__ = ["REDIS_DOWN", "healthz", "problem", "readyz", "unauthenticated", "wants_html"]
+def describe_task(name: str, health: TaskHealth, now: float) -> str:
+    """One line of readyz: `NAME: running|idle; ok 3s ago; failed 1s ago (ConnectionError),
+    2 in a row, again in 4s`. Only the error's type: readyz answers anonymous callers."""
+    parts = [f"{name}: {'running' if health.running else 'idle'}"]
+    if health.last_success is not None:
+        parts.append(f"ok {max(0.0, now - health.last_success):.0f}s ago")
+    if health.last_error_at is not None:
+        failed = f"failed {max(0.0, now - health.last_error_at):.0f}s ago ({health.last_error})"
+        if health.failures_in_row:
+            failed += f", {health.failures_in_row} in a row, again in {health.retry_in:.0f}s"
+        parts.append(failed)
+    return "; ".join(parts)
+
+
+__all__ = ["healthz", "problem", "readyz", "unauthenticated", "wants_html"]

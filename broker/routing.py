@@ -6,7 +6,8 @@ honest by pub/sub: a release anywhere drops the entry everywhere at once
 messages may have been missed). Past its TTL an entry keeps serving while
 one background lookup checks it, so an expiry never sends a burst of a
 user's requests to Redis together; a user's concurrent first requests share
-one claim call.
+one claim call. Every task the router starts is tracked: `close` awaits them
+(a claim in flight is bound, not cut off), so none is destroyed pending.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-from fleet import REDIS_DOWN, Claim, Fleet, Waiting
+from fleet import Claim, Event, Fleet, Kind, StoreUnavailable, Waiting
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+CLOSE_TIMEOUT = 5.0  # seconds close waits for lookups and claims in flight before cancelling
 
 
 class Router:
@@ -31,19 +35,42 @@ class Router:
         self._cache: dict[str, tuple[Claim, float]] = {}
         self._checking: dict[str, asyncio.Task[None]] = {}
         self._claiming: dict[tuple[str, str | None, bool], asyncio.Task[Claim | Waiting]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # A claim's error reaches its callers too; a background check's only this log.
+            log.debug("router task failed: %r", exc)
+
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Await the lookups and claims in flight (bounded); cancel whatever outlasts it."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     def cached(self, user: str) -> Claim | None:
         hit = self._cache.get(user)
         if hit is None:
             return None
         if hit[1] < self.clock() and user not in self._checking:
-            self._checking[user] = asyncio.create_task(self._check(user, hit[0]))
+            self._checking[user] = self._spawn(self._check(user, hit[0]))
         return hit[0]
 
     async def _check(self, user: str, claim: Claim) -> None:
         try:
             current = await self.fleet.lookup(user)
-        except REDIS_DOWN:
+        except StoreUnavailable:
             current = claim  # Redis away: the route we know is the best there is
         finally:
             self._checking.pop(user, None)
@@ -65,9 +92,7 @@ class Router:
         key = (user, profile, unless_ended)
         task = self._claiming.get(key)
         if task is None:
-            task = self._claiming[key] = asyncio.create_task(
-                self._claim(user, profile, unless_ended)
-            )
+            task = self._claiming[key] = self._spawn(self._claim(user, profile, unless_ended))
             task.add_done_callback(lambda _t: self._claiming.pop(key, None))
         return await asyncio.shield(task)
 
@@ -83,7 +108,10 @@ class Router:
     def clear(self) -> None:
         self._cache.clear()
 
-    def on_event(self, kind: str, args: list[str]) -> None:
-        """Pub/sub handler: `release PROFILE USER` drops that user's route."""
-        if kind == "release" and len(args) >= 2:
-            self.forget(" ".join(args[1:]))
+    def on_event(self, event: Event) -> None:
+        """Pub/sub handler: a release drops that user's route; after a reconnect (releases
+        may have been missed) every route goes."""
+        if event.kind is Kind.RELEASE:
+            self.forget(event.subject)
+        elif event.kind is Kind.RECONNECT:
+            self.clear()

@@ -124,12 +124,13 @@ class Settings(BaseSettings):
     drain_timeout: Duration = 10.0
     # An idle browser connection, a slow request head or a stalled upload.
     client_timeout: Duration = Field(75.0, gt=0)
-    access_log: bool = False
+    access_log: bool | None = None  # unset: on with SDB_LOG_FORMAT=json (broker.logs)
     # Waiting room, admin, metrics (issue 6).
     metrics_cidrs: Annotated[list[IPNetwork], NoDecode] = []
     history_interval: Duration = Field(30.0, ge=1.0)
     choice_ttl: Duration = 180 * 86400.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     # Identity (docs/identity.md). Declared last: their checks read auth, host, trusted_proxies.
     public_url: str | None = None
     logout_url: str | None = None
@@ -297,6 +298,11 @@ class Settings(BaseSettings):
     def may_scrape_metrics(self, peer: str | None) -> bool:
         """Peers in SDB_METRICS_CIDRS read /_broker/metrics without logging in (in every mode)."""
         return bool(peer and self.metrics_cidrs and _in_networks(peer, tuple(self.metrics_cidrs)))
+
+    @property
+    def access_logged(self) -> bool:
+        """SDB_ACCESS_LOG, by default on for JSON logs (a sink wants every request)."""
+        return self.log_format == "json" if self.access_log is None else self.access_log
 
     @property
     def worker_count(self) -> int:

@@ -32,14 +32,16 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from fleet import (
-    REDIS_DOWN,
     Autoscaler,
     Claim,
     Eta,
+    Event,
     Fleet,
     FleetStore,
     History,
+    Kind,
     Outlook,
+    StoreUnavailable,
     Waiting,
     estimate,
     read_outlook,
@@ -60,7 +62,7 @@ EVENTS_PATH = "/_broker/events"
 TICK = 1.0  # seconds between position updates on an open stream
 CLAIM_EVERY = 5.0  # a claim attempt at least this often, events or not
 OUTLOOK_TTL = 1.0  # one outlook read per profile per second, however many people wait
-WAKE_ON = {"claim", "release", "queue", "ready", "rebuild", "scale", "spec"}
+WAKE_ON = {Kind.CLAIM, Kind.RELEASE, Kind.QUEUE, Kind.READY, Kind.REBUILD, Kind.SCALE, Kind.SPEC}
 
 
 def describe(eta: Eta | None) -> str:
@@ -97,11 +99,11 @@ class WaitingRoom:
         self._changed: dict[str, asyncio.Event] = {}
         self._outlooks: dict[str, tuple[float, Outlook]] = {}
 
-    def on_event(self, kind: str, args: list[str]) -> None:
+    def on_event(self, event: Event) -> None:
         """Pub/sub handler: something changed for a profile (or all of them)."""
-        if kind not in WAKE_ON:
+        if event.kind not in WAKE_ON:
             return
-        names = [args[0]] if args and kind not in ("rebuild", "spec") else list(self._changed)
+        names = [event.profile] if event.profile else list(self._changed)
         for name in names:
             self._outlooks.pop(name, None)
             event = self._changed.pop(name, None)
@@ -198,7 +200,7 @@ async def respond(request: web.Request, identity: Identity, result: Waiting) -> 
         raise web.HTTPFound(f"{WAIT_PATH}?{urlencode({'next': target})}")
     try:
         status = await request.app[WAITING_ROOM].status(result)
-    except REDIS_DOWN:
+    except StoreUnavailable:
         redis_error()
         status = {"position": result.position, "queue": result.queue_length, "eta": None}
     retry = 5 if status.get("eta") is None else int(min(60, max(2, status["eta"])))
@@ -226,7 +228,7 @@ async def wait_page(request: web.Request) -> web.StreamResponse:
         if isinstance(result, Claim):
             raise web.HTTPFound(target)
         status = await request.app[WAITING_ROOM].status(result)
-    except REDIS_DOWN:
+    except StoreUnavailable:
         redis_error()
         return problem(request, 503, "Temporarily unavailable",
                        "The broker cannot reach its database. Retrying shortly.", retry_after=5)  # fmt: skip
@@ -326,7 +328,7 @@ async def _stream(request: web.Request, identity: Identity, target: str) -> web.
                 else:
                     waiting = state
                     event = _sse("status", await room.status(waiting))
-            except REDIS_DOWN:  # Redis calls only: a closed tab (a failed write) is none
+            except StoreUnavailable:  # Redis calls only: a closed tab (a failed write) is none
                 redis_error()
                 state = None
                 event = _sse("status", {"phase": "unavailable", "eta": None,

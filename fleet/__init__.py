@@ -7,12 +7,13 @@ from . import keys, specstore, start_health
 from .aiotasks import Tasks
 from .autoscale import Autoscaler, Override, SizeError, Sizing
 from .backends import Backend, Isolation, isolation_of, make_backend
-from .controller import Controller
+from .controller import Controller, Doorbell
 from .embedded_redis import EmbeddedRedis
 from .errors import BackendError, Conflict, FleetError, PodGone, StoreUnavailable, Unavailable
-from .events import listen
+from .events import Event, Kind, LogObserver, Observer
 from .forecast import Eta, Outlook, estimate, read_outlook
 from .history import History, Sample, samples_kept
+from .listener import listen
 from .model import Claim, Ended, Phase, PodInfo, PodRecord, PodState, Waiting
 from .probes import Probe, make_probe
 from .redis_client import connect_redis
@@ -20,12 +21,15 @@ from .service import Fleet, stop_fleet
 from .slug import slugify
 from .spec import FleetSpec, Profile, SpecError, load_spec, parse_spec
 from .specstore import SpecFollower
-from .store import REDIS_DOWN, FleetStore
+from .store import FleetStore
 
 __all__ = [
-    "REDIS_DOWN",
     "Autoscaler",
     "Eta",
+    "Event",
+    "Kind",
+    "LogObserver",
+    "Observer",
     "History",
     "Outlook",
     "Override",
@@ -45,6 +49,7 @@ __all__ = [
     "Claim",
     "Conflict",
     "Controller",
+    "Doorbell",
     "EmbeddedRedis",
     "Ended",
     "Fleet",

@@ -3,8 +3,8 @@
 Effective sizes are worked out from a clock on every call rather than kept
 up to date by timers, so a broker started at 10:00 knows the 09:00 entry
 applies, a replica that missed a timer is still right, and tests move time
-by injecting the clock. The APScheduler jobs only *wake* the controller at
-each firing so the change is applied at that moment, not at the next tick.
+by injecting the clock. A timer task (`wake_at_changes`) only *wakes* the
+controller at each firing so the change is applied at that moment, not at the next tick.
 
 Order of precedence (each replaces only the sizes it names):
 1. the profile in fleet.yaml;
@@ -15,7 +15,9 @@ Order of precedence (each replaces only the sizes it names):
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -23,16 +25,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from redis.asyncio import Redis
 
 from . import keys
+from .aiotasks import raise_if_cancelled
+from .events import Event, Kind
 from .spec import FleetSpec, Profile, ScheduleEntry
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
-JOB_PREFIX = "schedule:"
+RECHECK = 60.0  # seconds the schedule timer sleeps at most before working the next change out
 # Windows looked back through for an entry's latest firing; a cron fires at least every 4 years.
 LOOKBACK = tuple(timedelta(days=d) for d in (1 / 24, 1, 8, 32, 367, 4 * 366 + 1))
 
@@ -222,7 +225,7 @@ class Autoscaler:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.override(name))
             pipe.hset(keys.override(name), mapping=fields)
-            pipe.publish(keys.EVENTS, f"scale {name}")
+            pipe.publish(keys.EVENTS, Event(Kind.SCALE, name).encode())
             await pipe.execute()
         return Override.from_hash(fields) or checked
 
@@ -230,30 +233,31 @@ class Autoscaler:
         self.spec().profile(name)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.override(name))
-            pipe.publish(keys.EVENTS, f"scale {name}")
+            pipe.publish(keys.EVENTS, Event(Kind.SCALE, name).encode())
             removed, _ = await pipe.execute()
         return bool(removed)
 
     # --- timers ------------------------------------------------------------------
 
-    def install(self, scheduler: BaseScheduler, spec: FleetSpec, wake: Callable[[], None]) -> int:
-        """(Re)place one cron job per schedule entry that wakes the controller when it fires."""
-        for job in scheduler.get_jobs():
-            if job.id.startswith(JOB_PREFIX):
-                job.remove()
-        self._fired.clear()
-        count = 0
-        for profile in spec.profiles:
-            for index, entry in enumerate(profile.schedule):
-                scheduler.add_job(
-                    wake,
-                    entry.trigger(spec.timezone),
-                    id=f"{JOB_PREFIX}{profile.name}:{index}",
-                    coalesce=True,
-                    misfire_grace_time=60,
-                )
-                count += 1
-        return count
+    async def wake_at_changes(self, wake: Callable[[], None], respec: asyncio.Event) -> None:
+        """Wake the controller at every schedule change of the running spec (a loop until
+        cancelled; `respec` set: the spec changed, work the next change out again).
+
+        Sleeps at most RECHECK at a time, so a clock stepped by NTP is noticed."""
+        while True:
+            raise_if_cancelled()
+            spec, now = self.spec(), self.clock()
+            changes = [self.next_change(p, spec.timezone, now)[0] for p in spec.profiles]
+            due = min((at for at in changes if at is not None), default=None)
+            wait = RECHECK if due is None else min(max(0.0, due - now), RECHECK)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await respec.wait()
+            if respec.is_set():
+                respec.clear()
+                self._fired.clear()
+            elif due is not None and due - now <= RECHECK:
+                wake()
 
 
 def _last_firing(trigger: CronTrigger, now: datetime) -> datetime | None:

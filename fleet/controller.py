@@ -31,11 +31,12 @@ from typing import Any
 
 import aiohttp
 
-from . import keys, start_health
+from . import heartbeats, keys, start_health
 from .aiotasks import raise_if_cancelled
 from .allocations import check_allocations
 from .backends.base import Backend
-from .errors import BackendError, FleetError
+from .errors import BackendError, FleetError, StoreUnavailable
+from .events import Event, Kind
 from .history import History
 from .leader import LeaderLock
 from .model import Phase, PodInfo, PodRecord, PodState
@@ -43,7 +44,7 @@ from .notices import NODE_LOST, tell_ended
 from .probes import Probe, make_probe
 from .reconcile import Reconciler
 from .spec import FleetSpec, Profile
-from .store import REDIS_DOWN, FleetStore
+from .store import FleetStore
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,25 @@ MAX_BACKOFF = 60.0
 #: A longer pass is cut short (a call on a dead path, say), or its lead, renewed all along,
 #: would keep every other controller idle while nothing is done; the next pass finishes it.
 PASS_TIMEOUT = 60.0
+
+
+class Doorbell:
+    """What wakes the controller: made before the backend and the controller, so each gets
+    it at construction (the backend rings it on a platform change; events and schedule
+    firings ring it through `Controller.wake` and `scale_soon`)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.full = True  # the next pass is a full one
+
+    def wake(self) -> None:
+        """A full pass soon (a platform event, a new spec, a schedule firing)."""
+        self.full = True
+        self.event.set()
+
+    def scale_soon(self) -> None:
+        """A light pass soon (a claim, release or queue join)."""
+        self.event.set()
 
 
 @dataclass(slots=True)
@@ -82,6 +102,10 @@ class Controller:
         sizes: Callable[[FleetSpec], Awaitable[list[Profile]]] | None = None,
         pass_timeout: float = PASS_TIMEOUT,
         queue_grace: float = 60.0,
+        on_ready: Callable[[str, float], None] | None = None,
+        on_reclaim: Callable[[str, str, str, float], None] | None = None,
+        on_start_failure: Callable[[str, str], None] | None = None,
+        doorbell: Doorbell | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -92,7 +116,7 @@ class Controller:
         self.history = History(store.redis)
         self.reconciler = Reconciler(store, backend)
         #: Called with (profile, seconds from creation to Ready) of each pod that becomes Ready.
-        self.on_ready: Callable[[str, float], None] | None = None
+        self.on_ready = on_ready
         self.http = http
         self.interval = interval
         self.pass_timeout = pass_timeout
@@ -100,24 +124,23 @@ class Controller:
         self.clock = clock
         self.lock = LeaderLock(store.redis, store.scripts, keys.CONTROLLER_LEADER, ttl=leader_ttl)
         self.health: dict[str, ProfileHealth] = {}
-        self.on_reclaim: Callable[[str, str, str, float], None] | None = None
+        #: Called with (user, pod, reason, idle seconds) of each session the controller ends.
+        self.on_reclaim = on_reclaim
         #: Called with (profile, reason) of each failed start (start_health.REASONS).
-        self.on_start_failure: Callable[[str, str], None] | None = None
-        self._wake = asyncio.Event()
-        self._full = True  # the next pass is a full one
+        self.on_start_failure = on_start_failure
+        #: Give the backend the same one (make_backend's on_change) to wake on its changes.
+        self.doorbell = doorbell or Doorbell()
         self._probes: dict[str, Probe] = {}
         self._warming = False
         self.leading = False
-        backend.on_change = self.wake
 
     def wake(self) -> None:
         """A full pass soon (a platform event, a new spec, a schedule firing)."""
-        self._full = True
-        self._wake.set()
+        self.doorbell.wake()
 
     def scale_soon(self) -> None:
         """A claim, release or queue join: delete what ended and scale, without a full pass."""
-        self._wake.set()
+        self.doorbell.scale_soon()
 
     def probe(self, profile: Profile) -> Probe:
         if profile.probe not in self._probes:
@@ -135,10 +158,16 @@ class Controller:
                 raise_if_cancelled()
                 try:
                     self.leading = await self.lock.acquire()  # taken or renewed
+                    if self.leading:
+                        await heartbeats.beat(self.store.redis, heartbeats.LEADER, self.clock())
                     now = time.monotonic()
-                    if self.leading and (now >= next_full or (self._full and now >= earliest_full)):
-                        self._full = woke = False
+                    bell = self.doorbell
+                    if self.leading and (now >= next_full or (bell.full and now >= earliest_full)):
+                        bell.full = woke = False
                         await self._while_leading(self.reconcile())
+                        await heartbeats.beat(
+                            self.store.redis, heartbeats.CONTROLLER_PASS, self.clock()
+                        )
                         done = time.monotonic()
                         tick = min(self.interval, WARMING_TICK) if self._warming else self.interval
                         earliest_full, next_full = done + MIN_FULL_GAP, done + tick
@@ -148,15 +177,15 @@ class Controller:
                         if self._warming:  # it created pods: probe them on the warming tick
                             next_full = min(next_full, now + WARMING_TICK)
                     backoff = 0.5
-                except REDIS_DOWN as exc:
+                except StoreUnavailable as exc:
                     self.leading = False
-                    log.warning(
-                        "controller: Redis unreachable (%s); retrying in %.1fs", exc, backoff
-                    )
+                    log.warning("controller: %s; retrying in %.1fs", exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
-                except (FleetError, TimeoutError) as exc:  # the platform failed it, or time ran out
+                # The platform failed it, the host refused (OSError), or time ran out
+                # (TimeoutError, an OSError: before issue 18 it was taken for a Redis outage).
+                except (FleetError, OSError) as exc:
                     why = str(exc) or f"took more than {self.pass_timeout:.0f}s"
                     log.warning("controller: pass failed (%s); again in %.1fs", why, self.interval)
                     earliest_full = next_full = time.monotonic() + self.interval
@@ -165,24 +194,24 @@ class Controller:
                     # and starts with a full pass when it gets it.
                     next_full = 0.0
                     await asyncio.sleep(self.lock.ttl / 3)
-                    self._wake.clear()
+                    self.doorbell.event.clear()
                     continue
-                due = max(earliest_full, time.monotonic()) if self._full else next_full
+                due = max(earliest_full, time.monotonic()) if self.doorbell.full else next_full
                 due = min(due, time.monotonic() + self.lock.ttl / 3)  # renew the lock in time
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
                 # cancel that lands as the event fires, and shutdown then hangs.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, due - time.monotonic())):
-                        await self._wake.wait()
+                        await self.doorbell.event.wait()
                         woke = True
-                self._wake.clear()
+                self.doorbell.event.clear()
                 if woke:
                     # Let the rest of a burst arrive: one pass for all of it.
                     await asyncio.sleep(SCALE_GAP)
-                    self._wake.clear()
+                    self.doorbell.event.clear()
         finally:
             if self.leading:
-                with contextlib.suppress(REDIS_DOWN):
+                with contextlib.suppress(StoreUnavailable):
                     await self.lock.release()
 
     async def _while_leading(self, work: Coroutine[Any, Any, None]) -> None:
@@ -259,7 +288,7 @@ class Controller:
                 claims = any(r.user for r in alive if r.id not in states)
                 level = logging.WARNING if restored and (claims or not built) else logging.INFO
                 log.log(level, "index rebuilt from the backend: %d pods adopted", restored)
-                await self.store.publish("rebuild")
+                await self.store.publish(Event(Kind.REBUILD))
             for pod_id in conflicts:
                 log.error("pod %s is labelled for a user who holds another pod; ending it", pod_id)
                 await self.backend.delete(pod_id)
@@ -334,6 +363,9 @@ class Controller:
         if ready:
             if await self.store.mark_ready(pod.id, pod.profile, addr):
                 await self.backend.mark_ready(pod.id)
+                # Scheduled since it was created: the node, for the session logs.
+                if rec.extra.get("node"):
+                    await self.store.set_pod_fields(pod.id, node=rec.extra["node"])
                 health.problems.pop(pod.id, None)
                 health.failures_in_row = 0
                 await start_health.note_started(self.store.redis, pod.profile)

@@ -38,22 +38,6 @@ def parse_duration(value: str | int | float) -> float:
     return float(sum(float(n) * _UNITS[u] for u, n in match.groupdict().items() if n))
 
 
-def format_duration(seconds: float) -> str:
-    """Inverse of parse_duration, shortest form first: 900 -> "15m", 5400 -> "1h30m"."""
-    if seconds < 0 or not math.isfinite(seconds):
-        raise ValueError(f"cannot format {seconds} as a duration")
-    whole = int(seconds)
-    fraction = seconds - whole
-    parts: list[str] = []
-    for unit, size in _UNITS.items():
-        count, whole = divmod(whole, size)
-        if unit == "s" and fraction:
-            parts.append(f"{count + fraction:.6f}".rstrip("0").rstrip(".") + "s")
-        elif count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
-
-
 def _validate(value: Any) -> float:
     return parse_duration(value)
 

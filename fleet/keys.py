@@ -32,6 +32,12 @@ BUSY = PREFIX + "busy"
 DELETING = PREFIX + "deleting"
 #: Capped stream of reclaim events.
 AUDIT = PREFIX + "audit"
+#: Hash component -> unix time it last ran (fleet/heartbeats.py: controller_leader,
+#: controller_pass, reaper), exported as sdbroker_heartbeat_timestamp_seconds.
+HEARTBEATS = PREFIX + "heartbeats"
+#: Hash "PROFILE<TAB>REASON" -> sessions ended (store.end_pod counts every one, a
+#: CronJob reaper's included), exported as sdbroker_sessions_ended_total.
+SESSION_ENDS = PREFIX + "session-ends"
 #: Leader locks.
 CONTROLLER_LEADER = PREFIX + "leader:controller"
 REAPER_LEADER = PREFIX + "leader:reaper"

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from . import keys
 from .backends.base import Backend
 from .errors import Conflict, FleetError, PodGone
+from .events import Event, Kind
 from .model import Phase, PodRecord, PodState
 from .slug import slugify
 from .store import FleetStore
@@ -75,9 +76,6 @@ async def reattach(store: FleetStore, rec: PodRecord) -> Reattached:
             repr(rec.claimed_at or now),
             repr(now),
             repr(rec.created or now),
-            keys.CLAIM_PREFIX,
-            keys.PREFIX,
-            keys.EVENTS,
             repr(rec.claimed_at),
         ],
     )
@@ -136,7 +134,7 @@ class Reconciler:
             )
             await self.store.audit(user="", pod="", profile="", reason="index_restored",
                                    detail="Redis went back in time; index repaired from the pods")  # fmt: skip
-            await self.store.publish("rebuild")
+            await self.store.publish(Event(Kind.REBUILD))
         changed = await self._records_to_index(records)
         await self._index_to_records(records, states)
         return changed

@@ -32,6 +32,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import StoreUnavailable
+from .redis_boundary import FleetRedis
 
 POOL_SIZE = 64
 # Up to 3 retries after the first try, sleeping min(1 s, 0.05 s * 2**n):
@@ -267,7 +268,7 @@ class ShortSentinel(Sentinel):
             ) from None
 
 
-class SentinelRedis(Redis):
+class SentinelRedis(FleetRedis):
     """The master's client; closing it also closes its sentinels' connections."""
 
     sentinel: Sentinel | None = None
@@ -289,6 +290,7 @@ def connect_redis(
     """A client for URL with the SDB_REDIS_* files (from the environment unless given).
 
     Connects lazily; RedisConfigError (a StoreUnavailable) when the settings cannot work.
+    Its commands raise StoreUnavailable when Redis cannot be reached (fleet.redis_boundary).
     """
     options = options if options is not None else RedisSettings()
     check_redis_settings(url, options)
@@ -327,4 +329,4 @@ def connect_redis(
         )
         client.sentinel = sentinel
         return client
-    return Redis(connection_pool=BlockingConnectionPool.from_url(url, **kwargs))
+    return FleetRedis(connection_pool=BlockingConnectionPool.from_url(url, **kwargs))

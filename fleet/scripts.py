@@ -2,19 +2,73 @@
 
 redis-py's Script objects use EVALSHA and reload on NoScriptError, so a
 restarted or flushed Redis is handled without our help.
+
+Every script is loaded with one line in front of it, the prelude: key builders
+templated from fleet/keys.py (`pod_key(id)`, `claim_key(user)`, `warming_key`,
+`ready_key`, `claimed_key(profile)`), the `EVENTS` channel, and the `EVENT`
+kinds with `publish(kind, profile, subject)` from fleet/events.py. So a script
+gets a key through KEYS or through those builders, never by spelling one, and
+publishes exactly the encoded `Event`. A line `--@include NAME` is replaced by
+the fragment fleet/lua/NAME.lua (the claim-writing block of claim.lua and
+bind.lua is `_write_claim`). A line number in a Lua error counts the prelude
+line and any fragment included above it.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from importlib import resources
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from . import keys
+from .events import lua_prelude
+
+#: The Lua key builders of the prelude, each templated from its keys.py function.
+_KEY_BUILDERS: dict[str, Callable[[str], str]] = {
+    "pod_key": keys.pod,
+    "claim_key": keys.claim,
+    "warming_key": keys.warming,
+    "ready_key": keys.ready,
+    "claimed_key": keys.claimed,
+}
+_INCLUDE = re.compile(r"^--@include (_[a-z_]+)$", re.MULTILINE)
+
+
+def _read(name: str) -> str:
+    return resources.files("fleet").joinpath("lua", f"{name}.lua").read_text()
+
+
+def _lua_string(text: str) -> str:
+    """A Lua literal of a key name; refused when quoting would be needed (never so today)."""
+    if not text.isprintable() or "'" in text or "\\" in text:
+        raise ValueError(f"key name {text!r} cannot be templated into Lua")
+    return f"'{text}'"
+
+
+def _key_builder(name: str, build: Callable[[str], str]) -> str:
+    """`local function NAME(x)` returning what `build(x)` returns, for any x."""
+    marker = "\x00"
+    head, found, tail = build(marker).partition(marker)
+    if not found or marker in tail:
+        raise ValueError(f"keys.{build.__name__} is no PREFIX + x + SUFFIX")
+    parts = [_lua_string(head), "x", *([_lua_string(tail)] if tail else [])]
+    return f"local function {name}(x) return {' .. '.join(parts)} end"
+
+
+def prelude() -> str:
+    """The one line every script starts with (see the module's docstring)."""
+    builders = " ".join(_key_builder(name, build) for name, build in _KEY_BUILDERS.items())
+    return f"local EVENTS = {_lua_string(keys.EVENTS)} {builders} {lua_prelude()}"
+
 
 def _source(name: str) -> str:
-    return resources.files("fleet").joinpath("lua", f"{name}.lua").read_text()
+    """A script as Redis runs it: the prelude, then the file with its fragments in place."""
+    text = _INCLUDE.sub(lambda m: _read(m.group(1)).rstrip("\n"), _read(name))
+    return prelude() + "\n" + text
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,25 +17,28 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 
 from .backends.base import Backend
-from .errors import Conflict, FleetError, PodGone
+from .errors import Conflict, FleetError, PodGone, StoreUnavailable
+from .events import Event, Kind
 from .model import Claim, Ended, Go, Phase, Waiting
 from .notices import NODE_LOST, tell_ended
 from .probes import make_probe
 from .reconcile import owner_wins
 from .slug import slugify
 from .spec import FleetSpec, Profile
-from .store import REDIS_DOWN, FleetStore
+from .store import FleetStore
 
 log = logging.getLogger(__name__)
 BIND_ATTEMPTS = 3
 ALLOCATE_LOCK_TTL = 10.0  # seconds one request may allocate for a user before others retry
 BIND_WAIT = 15.0  # a claim still binding after this long lost its claimer: bind it here
-BIND_POLL = 0.02
+#: Seconds between looks at a claim another request is binding, should its `bound` event
+#: (bound.lua) be lost: the event, not this, normally ends the wait.
+BIND_FALLBACK = 1.0
 
 
 class Fleet:
@@ -48,6 +51,7 @@ class Fleet:
         *,
         queue_grace: float = 60.0,
         clock: Callable[[], float] = time.time,
+        on_claimed: Callable[[str, float], None] | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -56,7 +60,9 @@ class Fleet:
         self.queue_grace = queue_grace
         self.clock = clock
         #: Called with (profile, seconds the whole claim took) after each new claim is bound.
-        self.on_claimed: Callable[[str, float], None] | None = None
+        self.on_claimed = on_claimed
+        #: user -> the wake-ups of requests waiting for that user's claim to be bound.
+        self._binding: dict[str, set[asyncio.Event]] = {}
 
     def use_spec(self, spec: FleetSpec) -> None:
         self.spec = spec
@@ -99,22 +105,51 @@ class Fleet:
             return await self._when_bound(result)
         return result
 
+    def on_event(self, event: Event) -> None:
+        """Pub/sub handler: a claim bound or ended wakes the requests waiting for it; so does
+        a reconnect (its event may have been missed)."""
+        woken: Iterable[asyncio.Event]
+        if event.kind in (Kind.BOUND, Kind.RELEASE):
+            woken = self._binding.get(event.subject, ())
+        elif event.kind is Kind.RECONNECT:
+            woken = {w for waiting in self._binding.values() for w in waiting}
+        else:
+            return
+        for wake in woken:
+            wake.set()
+
     async def _when_bound(self, claim: Claim) -> Claim | Waiting:
         """Wait for the claimer to finish binding; if it never does (it died, or the
         platform's API did not answer it), bind here: BIND_WAIT after the claim was made.
 
+        Woken by the `bound` event (fleet/lua/bound.lua, heard through `on_event`), and
+        looks again every BIND_FALLBACK in case that event was lost.
         Binding twice is harmless: both steps are idempotent for the same user.
         """
         deadline = time.monotonic() + min(
             BIND_WAIT, max(0.0, claim.since + BIND_WAIT - self.clock())
         )
-        while time.monotonic() < deadline:
-            await asyncio.sleep(BIND_POLL)
-            current = await self.store.lookup(claim.user)
-            if current is None or current.pod != claim.pod:
-                return Waiting(claim.profile, 0, 0)  # it failed: the next request claims again
-            if not current.binding:
-                return current
+        wake = asyncio.Event()
+        waiting = self._binding.setdefault(claim.user, set())
+        waiting.add(wake)
+        try:
+            while True:
+                wake.clear()  # before looking: an event from now on ends the wait below
+                current = await self.store.lookup(claim.user)
+                if current is None or current.pod != claim.pod:
+                    return Waiting(claim.profile, 0, 0)  # it failed: the next request claims again
+                if not current.binding:
+                    return current
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(BIND_FALLBACK, left)):  # not wait_for (3.11)
+                        await wake.wait()
+        finally:
+            waiting.discard(wake)
+            if not waiting and self._binding.get(claim.user) is waiting:
+                del self._binding[claim.user]
         log.warning("claim of pod %s for %s left unbound; binding it here", claim.pod, claim.user)
         return claim if await self._bind_or_end(claim) else Waiting(claim.profile, 0, 0)
 
@@ -229,16 +264,19 @@ class Fleet:
                     await self.backend.delete(rec.id)
                 continue
             if bound.new:
-                self._claimed(bound, started)
+                self._claimed(bound, started, rec.extra.get("node", ""))
             return bound
         return Waiting(name, 0, 0)
 
-    def _claimed(self, claim: Claim, started: float) -> None:
-        """A new claim is bound: one log line (as each reclaim has one), and the metric."""
+    def _claimed(self, claim: Claim, started: float, node: str = "") -> None:
+        """A new claim is bound: one log line (the session's start: its fields apart for a
+        log sink, as store.end_pod logs its end), and the metric."""
         took = time.perf_counter() - started
         log.info(
             "claimed pod %s for %s (profile %s, waited %.1fs in line, claim took %.3fs)",
             claim.pod, claim.user, claim.profile, claim.waited, took,
+            extra={"event": "session_start", "user": claim.user, "profile": claim.profile,
+                   "pod": claim.pod, "node": node, "waited": round(claim.waited, 1)},
         )  # fmt: skip
         if self.on_claimed is not None:
             self.on_claimed(claim.profile, took)
@@ -305,8 +343,10 @@ async def stop_fleet(store: FleetStore, backend: Backend, spec: FleetSpec) -> No
             await store.end_pod(pod.id, "shutdown")
             await backend.delete(pod.id)
             await store.forget_pod(pod.id)
-    except REDIS_DOWN as exc:
+    except StoreUnavailable as exc:
         log.warning("could not end claims on shutdown: %s", exc)
+    except (FleetError, OSError) as exc:  # the platform failed it: the rest still stop below
+        log.warning("could not stop a pod on shutdown: %s", exc)
     stop_all = getattr(backend, "stop_all", None)
     if stop_all is not None:
         await stop_all()

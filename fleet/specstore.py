@@ -38,6 +38,7 @@ from redis.exceptions import WatchError
 
 from . import keys
 from .aiotasks import raise_if_cancelled
+from .events import Event, Kind
 from .spec import FleetSpec, SpecError, parse_spec
 from .spec_report import SpecIssue
 from .store import AUDIT_MAXLEN
@@ -151,7 +152,7 @@ async def _store(
         pipe.hset(keys.SPEC_META, mapping=meta)
         for name in resized:
             pipe.delete(keys.override(name))
-        pipe.publish(keys.EVENTS, f"spec {digest}")
+        pipe.publish(keys.EVENTS, Event(Kind.SPEC, subject=digest).encode())
         result = await pipe.execute()
     why = (
         "the fleet file changed" if source == "file" else f"fleet apply{' by ' + by if by else ''}"
@@ -285,8 +286,8 @@ class SpecFollower:
         self.refused = ""  # sha of the last text refused, so it is logged once
         self._changed = asyncio.Event()
 
-    def on_event(self, kind: str, args: list[str]) -> None:
-        if kind == "spec":
+    def on_event(self, event: Event) -> None:
+        if event.kind is Kind.SPEC:
             self._changed.set()
 
     async def run(self) -> None:

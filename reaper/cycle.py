@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import aiohttp
 
-from fleet import Backend, FleetSpec, FleetStore, Phase, Probe, make_probe
+from fleet import Backend, FleetSpec, FleetStore, Phase, Probe, heartbeats, make_probe
 from fleet.model import Candidate
 
 from .metrics import RECLAIMS
@@ -134,7 +134,7 @@ class ReapCycle:
         return Policy.from_spec(spec, settle=self.settle, missed_probes=self.missed_probes)
 
     async def run(self, *, dry_run: bool = False) -> Summary:
-        """One cycle. Raises only when Redis cannot be read at all (REDIS_DOWN)."""
+        """One cycle. Raises only when Redis cannot be read at all (StoreUnavailable)."""
         started = time.perf_counter()
         spec = self.spec()
         policy = self.policy(spec)
@@ -184,6 +184,8 @@ class ReapCycle:
             reason = str(entry["reason"])
             summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
         summary.seconds = round(time.perf_counter() - started, 4)
+        if not dry_run:  # sdbroker_heartbeat_timestamp_seconds{component="reaper"}
+            await heartbeats.beat(self.store.redis, heartbeats.REAPER, self.clock())
         return summary
 
     # --- looking ------------------------------------------------------------------

@@ -21,7 +21,6 @@ import aiohttp
 from pydantic import ValidationError
 
 from fleet import (
-    REDIS_DOWN,
     Backend,
     FleetError,
     FleetSpec,
@@ -81,10 +80,7 @@ async def run_once(
                 missed_probes=settings.reap_missed_probes,
                 clock=clock,
             )
-            try:
-                return await cycle.run(dry_run=dry_run)
-            except REDIS_DOWN as exc:
-                raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+            return await cycle.run(dry_run=dry_run)
     finally:
         if backend is not None:
             await backend.close()

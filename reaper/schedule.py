@@ -1,6 +1,6 @@
-"""The in-broker reaper: an APScheduler interval job, run by one replica at a time.
+"""The in-broker reaper: a periodic task (fleet.Tasks), run by one replica at a time.
 
-Every replica schedules the job; each tick first takes or renews a Redis
+Every replica runs the task; each tick first takes or renews a Redis
 leader lock, so N replicas reap once. The lock lives two intervals: the
 leader renews it every tick, and if the leader dies another replica takes
 over within two intervals. Cycles are compare-and-delete anyway, so a
@@ -20,9 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-from fleet import REDIS_DOWN, FleetStore, keys
+from fleet import FleetStore, StoreUnavailable, Tasks, keys
 from fleet.leader import LeaderLock
 
 from .cycle import ReapCycle, Summary
@@ -49,26 +47,19 @@ class ReaperJob:
             if not await self.lock.acquire():
                 return None
             summary = await self.cycle.run()
-        except REDIS_DOWN as exc:
-            log.warning("reaper: Redis unreachable (%s); next try in %.0fs", exc, self.interval)
+        except StoreUnavailable as exc:
+            log.warning("reaper: %s; next try in %.0fs", exc, self.interval)
             return None
         self.last = summary
         if summary.reclaimed or summary.errors or summary.unreachable:
             log.info("reaper: %s", summary.json_line())
         return summary
 
-    def schedule(self, scheduler: AsyncIOScheduler) -> None:
-        """Add the interval job (one at a time; a late tick is merged, not queued)."""
-        scheduler.add_job(
-            self.tick,
-            "interval",
-            seconds=self.interval,
-            id=JOB_ID,
-            max_instances=1,
-            coalesce=True,
-        )
+    def schedule(self, tasks: Tasks) -> None:
+        """Tick every interval as a periodic task (one tick at a time, none queued)."""
+        tasks.every(JOB_ID, self.interval, self.tick)
 
     async def stop(self) -> None:
         """Give the lock up so another replica takes over at its next tick."""
-        with contextlib.suppress(*REDIS_DOWN):
+        with contextlib.suppress(StoreUnavailable):
             await self.lock.release()

@@ -3,12 +3,14 @@
 Making a claim is one Lua call, then the claimer records it on the pod and
 points the WebUI at the user's folder. A second broker that gets the same
 person's request in between must wait for that, or a picture made by that
-request would be saved outside the person's folder.
+request would be saved outside the person's folder. The claimer's bound.lua
+publishes a `bound` event, which the waiting broker hears (it goes on at it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +23,11 @@ OPTIONS_DELAY = 1.5  # the pod takes this long to take its outputs folder
 
 async def test_a_second_broker_waits_until_the_pod_is_the_users(brokers, tmp_path: Path) -> None:
     fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=1, max=2)
-    env = {**HEADER_AUTH, "STUB_OPTIONS_DELAY": str(OPTIONS_DELAY)}
+    env = {
+        **HEADER_AUTH,
+        "STUB_OPTIONS_DELAY": str(OPTIONS_DELAY),
+        "SDB_METRICS_CIDRS": "127.0.0.0/8",
+    }
     first, second = brokers(fleet=fleet, **env), brokers(fleet=fleet, **env)
     wait_for(lambda: len(first.pod_records()) >= 1, 20, what="a warm pod")
     headers = {"X-Forwarded-User": "ann"}
@@ -38,7 +44,11 @@ async def test_a_second_broker_waits_until_the_pod_is_the_users(brokers, tmp_pat
         (status, whoami), (status2, options) = await asyncio.gather(
             get(first.url + "/stub/whoami"), options_later()
         )
+        async with http.get(second.url + "/_broker/metrics") as resp:
+            metrics = await resp.text()
     assert status == 200 and whoami["user"] == "ann"
     assert status2 == 200, options
     # The second broker's request reached the pod after it was told ann's folder.
     assert options["outdir_txt2img_samples"].startswith(str((tmp_path / "out").resolve() / "ann"))
+    # The second broker heard the first one's `bound` event over Redis pub/sub.
+    assert re.search(r'^sdbroker_events_heard_total\{kind="bound"\} [1-9]', metrics, re.M), metrics

@@ -6,6 +6,7 @@ Fast and offline: it reads the Markdown, the settings model and the CLI parser.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -141,3 +142,71 @@ def test_fleet_files_in_guides_validate(tmp_path):
             load_spec(path)  # raises SpecError naming the line and field
             checked += 1
     assert checked >= 3
+
+
+# Behavioural claims of docs/operations.md, each checked against the real thing: the
+# sentence must be there, and the broker or reaper must do what it says.
+OPERATIONS = DOCS / "operations.md"
+
+
+def _prose(path: Path) -> str:
+    return " ".join(FENCE.sub("", path.read_text()).split())
+
+
+def test_prometheus_behind_iap_gets_in_by_address(brokers, tmp_path):
+    """operations.md: SDB_METRICS_CIDRS lets Prometheus in without IAP's token (measured)."""
+    import urllib.error
+    import urllib.request
+    from unittest import mock
+
+    from tests.identity.iap_keys import IapKeys
+    from tests.support import procs
+
+    text = _prose(OPERATIONS)
+    assert "the broker answers it 200 without IAP's token" in text
+    assert "gets 401" not in text
+    keys = IapKeys().start()  # Google's key set, served on loopback
+    # In iap mode readyz wants a token like every page but healthz: wait on healthz.
+    http_ok = procs.http_ok
+    healthz = lambda url: http_ok(url.replace("/_broker/readyz", "/_broker/healthz"))  # noqa: E731
+    try:
+        with mock.patch.object(procs, "http_ok", healthz):
+            broker = brokers(
+                SDB_AUTH="iap",
+                SDB_IAP_AUDIENCE="/projects/1/global/backendServices/2",
+                SDB_IAP_JWKS_URL=keys.jwks_url,
+                SDB_METRICS_CIDRS="127.0.0.1/32",
+            )
+    finally:
+        keys.stop()
+    with urllib.request.urlopen(broker.url + "/_broker/metrics", timeout=10) as resp:
+        assert resp.status == 200 and b"sdbroker_build_info" in resp.read()
+    with pytest.raises(urllib.error.HTTPError) as refused:  # any other page: IAP's token first
+        urllib.request.urlopen(broker.url + "/_broker/gallery", timeout=10)
+    assert refused.value.code == 401
+
+
+def test_cronjob_reaper_takes_no_leader_lock(redis_url, tmp_path):
+    """operations.md: the CronJob takes no lock; it reaps while a broker holds the reaper's."""
+    import subprocess
+    import sys
+
+    import redis
+
+    from fleet import keys
+    from tests.support.procs import REPO, write_fleet
+
+    assert "The CronJob takes no lock" in _prose(OPERATIONS)
+    assert "Both take the same Redis leader lock" not in _prose(OPERATIONS)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.set(keys.REAPER_LEADER, "a-broker-s-token", px=60_000)  # a broker's reaper leads
+    fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "outputs")
+    env = {**os.environ, "SDB_REDIS_URL": redis_url, "SDB_FLEET": str(fleet),
+           "SDB_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+    run = subprocess.run([sys.executable, "-m", "reaper", "--once"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "reclaimed" in run.stdout  # its JSON line: the cycle ran
+    assert client.hget(keys.HEARTBEATS, "reaper")  # and left its heartbeat
+    assert client.get(keys.REAPER_LEADER) == "a-broker-s-token"  # the lock untouched
+    client.close()

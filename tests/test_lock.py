@@ -76,7 +76,7 @@ def test_runtime_lock_has_no_test_tool() -> None:
 
 
 def test_aiohttp_is_bounded_to_the_tested_minor() -> None:
-    """broker/upstream.py and splice.py use aiohttp internals: no untested minor slips in."""
+    """broker/proxy/aiohttp_internals.py uses aiohttp internals: no untested minor slips in."""
     (aiohttp,) = [r for r in requirements() if r.name == "aiohttp"]
     locked = Version(applicable(RUNTIME)["aiohttp"].version)
     assert aiohttp.specifier.contains(locked)

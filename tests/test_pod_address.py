@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from broker.proxy import host_port
-from broker.upstream import PodPool
+from broker.proxy import PodPool
+from broker.proxy.forward import host_port
 from fleet import make_probe
 from fleet.backends.kubepods import pod_record
 from fleet.model import http_address

@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from fleet.errors import StoreUnavailable
 from fleet.redis_client import (
     BACKOFF_BASE,
     BACKOFF_CAP,
@@ -72,8 +73,9 @@ async def test_a_server_that_drops_every_connection_is_retried_with_growing_gaps
     port = server.sockets[0].getsockname()[1]
     client = connect_redis(f"redis://127.0.0.1:{port}/0")
     try:
-        with pytest.raises(RedisConnectionError):
+        with pytest.raises(StoreUnavailable) as caught:
             await client.get("anything")
+        assert isinstance(caught.value.__cause__, RedisConnectionError)
     finally:
         await client.aclose()
         server.close()
@@ -92,7 +94,7 @@ async def test_an_unreachable_redis_is_an_error_not_a_hang() -> None:
         port = s.getsockname()[1]  # bound, never listening: connections are refused
         client = connect_redis(f"redis://127.0.0.1:{port}/0")
         try:
-            with pytest.raises(RedisConnectionError, match="connecting to 127.0.0.1"):
+            with pytest.raises(StoreUnavailable, match="connecting to 127.0.0.1"):
                 await client.ping()
         finally:
             await client.aclose()
@@ -132,8 +134,9 @@ async def test_a_redis_cluster_node_is_refused_with_a_clear_message(tmp_path: Pa
     ).start()
     client = connect_redis(f"redis://127.0.0.1:{server.port}/0")
     try:
-        with pytest.raises(ClusterModeRefused, match="runs Redis Cluster .* not support"):
+        with pytest.raises(StoreUnavailable, match="runs Redis Cluster .* not support") as caught:
             await client.ping()
+        assert isinstance(caught.value.__cause__, ClusterModeRefused)
     finally:
         await client.aclose()
         server.stop()

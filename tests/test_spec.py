@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from broker.cli import main as cli_main
-from fleet.durations import format_duration, parse_duration
+from fleet.durations import parse_duration
 from fleet.spec import (
     FleetSpec,
     LocalProfile,
@@ -298,21 +298,6 @@ def test_parse_duration_names_the_accepted_forms(bad: str) -> None:
 def test_parse_duration_rejects_non_durations(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(900, "15m"), (5400, "1h30m"), (0, "0s"), (86400, "1d"), (93784, "1d2h3m4s"),
-     (30, "30s"), (3600, "1h"), (1.5, "1.5s"), (90.25, "1m30.25s")],
-)  # fmt: skip
-def test_format_duration(seconds: float, text: str) -> None:
-    assert format_duration(seconds) == text
-    assert parse_duration(text) == seconds
-
-
-def test_format_duration_rejects_negative() -> None:
-    with pytest.raises(ValueError):
-        format_duration(-1)
 
 
 # --- broken files: every line the admin sees ---

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-import fleet.store
+import fleet.store.pods
 from fleet import Claim, FleetStore, PodRecord, PodState, Waiting, connect_redis, keys
 from fleet.model import Phase
 
@@ -109,7 +109,7 @@ async def test_pods_come_back_whole_in_batches(
     store: FleetStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """store.pods reads the hashes with pods.lua, one JSON text per batch of ids."""
-    monkeypatch.setattr(fleet.store, "PODS_PER_READ", 3)
+    monkeypatch.setattr(fleet.store.pods, "PODS_PER_READ", 3)
     assert await store.pods(["default"]) == []
     ids = await ready_pods(store, 7)
     odd = 'Zoë "the \\ admin" ✓ /x'  # JSON escapes must not change a name
@@ -133,7 +133,7 @@ async def test_a_claim_unless_ended_takes_nothing_while_the_notice_is_unread(
 ) -> None:
     """The ended-notice check rides in the claim's own Lua call (no Redis call of its own)."""
     await ready_pods(store, 1)
-    await store.note_ended("ann", {"reason": "idle"}, ttl=60)
+    await store.record_reclaim({"user": "ann", "reason": "idle"}, {"reason": "idle"}, 60)
     refused = await store.claim("ann", "default", queue_grace=60, unless_ended=True)
     assert isinstance(refused, Waiting) and refused.ended
     assert await store.lookup("ann") is None and (await store.counts("default"))["ready"] == 1

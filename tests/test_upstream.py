@@ -1,4 +1,4 @@
-"""The pods' HTTP client (broker/upstream.py) against real servers on loopback.
+"""The pods' HTTP client (broker/proxy/upstream.py) against real servers on loopback.
 
 Two kinds of server: an aiohttp app, for ordinary answers, and a raw asyncio
 server whose bytes the test writes itself, for what a library would not send
@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict
 
-from broker.upstream import BodyBrokeOff, BodyStalled, PodPool
+from broker.proxy.upstream import BodyBrokeOff, BodyStalled, PodPool
 from tests.support.procs import free_port
 
 Headers = CIMultiDict[str]

@@ -16,7 +16,7 @@ import signal
 import aiohttp
 import pytest
 
-from broker.splice import FrameScanner
+from broker.proxy.splice import FrameScanner
 from tests.support.procs import Broker, wait_for
 from tests.test_proxy import as_user, claimed
 

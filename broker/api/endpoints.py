@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from fleet import REDIS_DOWN
+from fleet import StoreUnavailable
 
 from ..admin import ops
 from ..admin.models import (
@@ -192,7 +192,12 @@ def dispatcher(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stre
             args: list[Any] = [request, token]
             if endpoint.body is not None:
                 try:
-                    args.append(endpoint.body.model_validate_json(await request.read()))
+                    raw = await request.read()
+                except ConnectionResetError:  # the client left mid-body (aiohttp 3.14,
+                    # web_protocol.py RequestHandler.connection_lost): nobody reads an answer
+                    return problem(400, "Incomplete body", "The connection closed mid-body.")
+                try:
+                    args.append(endpoint.body.model_validate_json(raw))
                 except ValidationError as exc:
                     detail = "; ".join(
                         f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
@@ -200,7 +205,7 @@ def dispatcher(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stre
                     )
                     return problem(422, "Invalid body", detail)
             result = await endpoint.handler(*args)
-        except REDIS_DOWN:
+        except StoreUnavailable:
             redis_error()
             return problem(
                 503, "Temporarily unavailable", "Redis is unreachable.", **{"Retry-After": "5"}

@@ -28,7 +28,7 @@ from aiohttp import web
 from authlib.common.security import generate_token
 from authlib.common.urls import add_params_to_uri
 
-from fleet import REDIS_DOWN
+from fleet import StoreUnavailable
 
 from ..appkeys import EVENT_HANDLERS, HTTP, REDIS
 from ..cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, get_cookie, set_cookie
@@ -117,7 +117,7 @@ class OidcAuthenticator(Authenticator):
             refresh = self.settings.session_refresh
             if session and ticket and self.sessions.clock() >= session.checked + refresh:
                 session = await refreshed(self, ticket, session)
-        except REDIS_DOWN:
+        except StoreUnavailable:
             raise web.HTTPServiceUnavailable(
                 text=UNAVAILABLE, headers={"Retry-After": "5"}
             ) from None
@@ -167,7 +167,7 @@ class OidcAuthenticator(Authenticator):
             await self._pending.put(
                 state, {"n": nonce, "v": verifier, "next": target, "r": redirect_uri}
             )
-        except REDIS_DOWN:
+        except StoreUnavailable:
             return problem(request, 503, "Login unavailable", UNAVAILABLE, retry_after=5)
         url, _ = self._client(redirect_uri).create_authorization_url(
             provider.authorization_endpoint, state=state, code_verifier=verifier, nonce=nonce
@@ -187,7 +187,7 @@ class OidcAuthenticator(Authenticator):
             response = problem(
                 request, 503, "Login unavailable", "The identity provider cannot be reached."
             )
-        except REDIS_DOWN:
+        except StoreUnavailable:
             response = problem(request, 503, "Login unavailable", UNAVAILABLE, retry_after=5)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("token request failed: %s", exc)

@@ -41,13 +41,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from fleet import keys
+from fleet import Event, Kind, keys
 
 from ..identity import Identity
 
 TICKET = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
-REVOKED = "session-revoked"  # the event: "session-revoked SID [SID...]"
-CHANGED = "session-changed"  # "session-changed SID": groups etc. read again, drop the copy
 CACHE_SIZE = 10_000
 
 
@@ -205,7 +203,7 @@ class SessionStore:
                     return None
                 pipe.multi()
                 pipe.hset(key, mapping=fields)
-                pipe.publish(keys.EVENTS, f"{CHANGED} {session.id}")
+                pipe.publish(keys.EVENTS, Event(Kind.SESSION_CHANGED, subject=session.id).encode())
                 await pipe.execute()
             except WatchError:
                 pass  # revoked, or refreshed by someone else meanwhile: as Redis has it now
@@ -220,7 +218,7 @@ class SessionStore:
             pipe.delete(keys.session(sid))
             if user is not None:
                 pipe.srem(keys.user_sessions(user), sid)
-            pipe.publish(keys.EVENTS, f"{REVOKED} {sid}")
+            pipe.publish(keys.EVENTS, Event(Kind.SESSION_REVOKED, subject=sid).encode())
             deleted, *_ = await pipe.execute()
         return bool(deleted)
 
@@ -237,17 +235,18 @@ class SessionStore:
                 pipe.delete(keys.session(sid))
             pipe.delete(keys.user_sessions(user))
             if sids:
-                pipe.publish(keys.EVENTS, " ".join([REVOKED, *sids]))
+                revoked = Event(Kind.SESSION_REVOKED, subject=" ".join(sids))
+                pipe.publish(keys.EVENTS, revoked.encode())
             results = await pipe.execute()
         return sum(results[: len(sids)])
 
-    def on_event(self, kind: str, args: list[str]) -> None:
+    def on_event(self, event: Event) -> None:
         """Pub/sub handler: a session revoked anywhere leaves this cache at once; after a
         reconnect (revocations may have been missed) the whole cache goes."""
-        if kind in (REVOKED, CHANGED):
-            for sid in args:
+        if event.kind in (Kind.SESSION_REVOKED, Kind.SESSION_CHANGED):
+            for sid in event.subject.split(" "):
                 self._cache.pop(sid, None)
-        elif kind == "reconnect":
+        elif event.kind is Kind.RECONNECT:
             self._cache.clear()
 
     async def sessions_of(self, user: str) -> list[Session]:

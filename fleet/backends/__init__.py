@@ -5,23 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..spec import FleetSpec
-from .base import Backend
+from .base import Backend, OnChange
 from .isolation import Isolation, decide_for
 
 
-def make_backend(spec: FleetSpec, data_dir: Path) -> Backend:
+def make_backend(spec: FleetSpec, data_dir: Path, *, on_change: OnChange = None) -> Backend:
+    """The backend `spec` names; `on_change` is called on each platform change it sees
+    (the controller's Doorbell.wake: fleet/controller.py)."""
     if spec.backend == "local":
         from .local import LocalBackend
 
-        return LocalBackend(spec, data_dir)
+        return LocalBackend(spec, data_dir, on_change=on_change)
     if spec.backend == "kubernetes":
         from .kubernetes import KubernetesBackend
 
-        return KubernetesBackend(spec)
+        return KubernetesBackend(spec, on_change=on_change)
     if spec.backend == "agones":
         from .agones import AgonesBackend
 
-        return AgonesBackend(spec)
+        return AgonesBackend(spec, on_change=on_change)
     raise NotImplementedError(f"backend {spec.backend!r} is not available yet")
 
 

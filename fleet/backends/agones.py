@@ -49,6 +49,7 @@ from .agones_objects import (
     merged_allocation,
     webui_address,
 )
+from .base import OnChange
 from .kubeclient import api_errors, read_json
 from .kubepods import CLAIMED_AT, USER, _created
 from .kubewatch import WatchingBackend
@@ -71,8 +72,8 @@ class AgonesBackend(WatchingBackend):
     manages_replicas = True
     allocates = True
 
-    def __init__(self, spec: FleetSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: FleetSpec, *, on_change: OnChange = None) -> None:
+        super().__init__(spec, on_change=on_change)
         self.custom: client.CustomObjectsApi | None = None
         self._fleet_replicas: dict[tuple[str, str], tuple[float, int]] = {}
         self._said_other_owner: dict[tuple[str, str], float] = {}

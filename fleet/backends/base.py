@@ -16,6 +16,9 @@ from ..errors import BackendError
 from ..model import PodRecord
 from ..spec import FleetSpec, Profile
 
+#: What a backend calls when the platform reports a change (None: nobody to tell).
+OnChange = Callable[[], None] | None
+
 
 class Backend(ABC):
     name: str = "base"
@@ -30,11 +33,11 @@ class Backend(ABC):
     #: broker then reserves a turn in Redis, calls `allocate`, and binds its answer.
     allocates: bool = False
 
-    def __init__(self, spec: FleetSpec) -> None:
+    def __init__(self, spec: FleetSpec, *, on_change: OnChange = None) -> None:
         self.spec = spec
         #: Called when the platform reports a change (watch event): the controller
-        #: reconciles at once instead of on its next tick.
-        self.on_change: Callable[[], None] | None = None
+        #: reconciles at once instead of on its next tick (its Doorbell's `wake`).
+        self.on_change = on_change
 
     def update_spec(self, spec: FleetSpec) -> None:
         self.spec = spec

@@ -18,6 +18,7 @@ from kubernetes_asyncio import client
 from ..errors import BackendError, Conflict, PodGone
 from ..model import PodRecord
 from ..spec import FleetSpec, Profile
+from .base import OnChange
 from .kubeclient import call
 from .kubepods import CLAIMED_AT, SAFE_TO_EVICT, SELECTOR, STATE, USER, build_pod, pod_record
 from .kubewatch import WatchingBackend
@@ -30,8 +31,8 @@ class KubernetesBackend(WatchingBackend):
     name = "kubernetes"
     probes_readiness = False  # the pod's readiness probe and Ready condition say it
 
-    def __init__(self, spec: FleetSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: FleetSpec, *, on_change: OnChange = None) -> None:
+        super().__init__(spec, on_change=on_change)
         self.core: client.CoreV1Api | None = None
 
     def _namespaces(self) -> set[str]:

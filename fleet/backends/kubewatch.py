@@ -32,7 +32,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from ..aiotasks import raise_if_cancelled
 from ..spec import FleetSpec
 from . import kuberest
-from .base import Backend
+from .base import Backend, OnChange
 from .kubecache import Obj, ObjectCache, version_of
 from .kubeclient import api_client, error_of, message_of, read_json, retry_after
 
@@ -207,8 +207,8 @@ class WatchingBackend(Backend):
     controller on every real change.
     """
 
-    def __init__(self, spec: FleetSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: FleetSpec, *, on_change: OnChange = None) -> None:
+        super().__init__(spec, on_change=on_change)
         self.api: client.ApiClient | None = None
         self.watches: dict[str, ObjectWatch] = {}
 

@@ -31,7 +31,7 @@ import psutil
 from ..errors import BackendError, Conflict, PodGone
 from ..model import Phase, PodRecord
 from ..spec import FleetSpec, Profile
-from .base import Backend
+from .base import Backend, OnChange
 from .isolation import (
     Isolation,
     decide_for,
@@ -89,8 +89,8 @@ class LocalBackend(Backend):
     name = "local"
     probes_readiness = True
 
-    def __init__(self, spec: FleetSpec, data_dir: Path) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: FleetSpec, data_dir: Path, *, on_change: OnChange = None) -> None:
+        super().__init__(spec, on_change=on_change)
         self.data_dir = Path(data_dir).resolve()
         self.records_dir = self.data_dir / "pods"
         self.logs_dir = self.data_dir / "logs"

@@ -19,14 +19,16 @@
 -- ARGV[4] addr
 -- ARGV[5] now
 -- ARGV[6] created (unix seconds)
--- ARGV[7] events channel
--- ARGV[8] claimed at (unix seconds, from the pod's record)
+-- ARGV[7] claimed at (unix seconds, from the pod's record)
+--
+-- Publishes (fleet/events.py) `claim PROFILE USER` for a new claim.
 --
 -- Returns one of
 --   {"rebuilding"}
 --   {"existing", field, value, ...}   the user's claim (on this pod, or another: orphan)
 --   {"new", field, value, ...}        the claim just written, plus queued_at
 --   {"gone"}                          the pod is being deleted, or someone else's
+--@include _write_claim
 local user, profile, pod, addr, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -46,15 +48,8 @@ local queued_at = redis.call('ZSCORE', KEYS[8], user) or ''
 if not state then
   redis.call('HSET', KEYS[3], 'id', pod, 'profile', profile, 'created', ARGV[6])
 end
-redis.call('HSET', KEYS[3], 'state', 'claimed', 'user', user, 'claimed_at', ARGV[8], 'addr', addr)
--- 'binding' until the WebUI is pointed at the user's folder (bound.lua), as in claim.lua.
-redis.call('HSET', KEYS[2], 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[8],
-           'binding', '1')
 redis.call('ZREM', KEYS[4], pod)
 redis.call('ZREM', KEYS[5], pod)
-redis.call('ZADD', KEYS[6], ARGV[8], pod)
-redis.call('ZADD', KEYS[7], now, user)
-redis.call('ZREM', KEYS[8], user)
-redis.call('ZREM', KEYS[9], user)
-redis.call('PUBLISH', ARGV[7], 'claim ' .. profile .. ' ' .. user)
-return {'new', 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[8], 'queued_at', queued_at}
+local k = {pod = KEYS[3], claim = KEYS[2], claimed = KEYS[6], activity = KEYS[7],
+           queue = KEYS[8], seen = KEYS[9]}
+return write_claim(k, user, profile, pod, addr, ARGV[7], now, queued_at)

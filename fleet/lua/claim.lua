@@ -16,28 +16,30 @@
 -- ARGV[1] user
 -- ARGV[2] profile
 -- ARGV[3] now (unix seconds, float)
--- ARGV[4] pod key prefix
--- ARGV[5] queue grace (seconds): waiting users not seen for longer lose their place
--- ARGV[6] events channel
--- ARGV[7] "1" to join the queue when no pod is free, "0" to only look
--- ARGV[8] "1" = reserve mode (backends that allocate themselves, Agones): when
+-- ARGV[4] queue grace (seconds): waiting users not seen for longer lose their place
+-- ARGV[5] "1" to join the queue when no pod is free, "0" to only look
+-- ARGV[6] "1" = reserve mode (backends that allocate themselves, Agones): when
 --         the user may take a pod now, take none and answer {"go", queued_at};
 --         the caller allocates and records the claim with bind.lua
--- ARGV[9] "1" = claim nothing NEW while the user has an unread ended notice (KEYS[8]):
+-- ARGV[7] "1" = claim nothing NEW while the user has an unread ended notice (KEYS[8]):
 --         a request that is not user activity (an idle tab polling) must not
 --         start a new session; asked here so that it costs no Redis call of its own.
 --         A user who already holds a claim (a newer session) is routed to it.
 --
+-- Publishes (fleet/events.py) `claim PROFILE USER` for a new claim, `queue PROFILE USER`
+-- when the user joins the queue. Pod keys come from the prelude's pod_key (fleet/scripts.py).
+--
 -- Returns one of
---   {"ended"}                            ARGV[9] is "1", the notice is unread, no claim
+--   {"ended"}                            ARGV[7] is "1", the notice is unread, no claim
 --   {"rebuilding"}
 --   {"existing", field, value, ...}      the claim hash
 --   {"new", field, value, ...}           the claim hash just written, plus queued_at
 --                                        (when the user joined the queue; "" = never queued)
 --   {"wait", position, queue_length}     1-based position in the queue
 --   {"go", queued_at}                    reserve mode: allocate now
+--@include _write_claim
 local user, profile, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local pod_prefix, grace = ARGV[4], tonumber(ARGV[5])
+local grace = tonumber(ARGV[4])
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'rebuilding'}
@@ -50,7 +52,7 @@ if #current > 0 then
 end
 
 -- The notice stops only a NEW claim: checked after the existing one (issue 17, item 8).
-if ARGV[9] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then
+if ARGV[7] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then
   return {'ended'}
 end
 
@@ -72,36 +74,28 @@ if not ahead then
 end
 
 local queued_at = redis.call('ZSCORE', KEYS[6], user) or ''
-if ARGV[8] == '1' and ahead < redis.call('ZCARD', KEYS[3]) then
+if ARGV[6] == '1' and ahead < redis.call('ZCARD', KEYS[3]) then
   return {'go', queued_at}
 end
 while ahead < redis.call('ZCARD', KEYS[3]) do
   local popped = redis.call('ZPOPMIN', KEYS[3])
   local pod = popped[1]
-  local pod_key = pod_prefix .. pod
-  if redis.call('HGET', pod_key, 'state') == 'ready' and redis.call('HEXISTS', pod_key, 'user') == 0 then
-    local addr = redis.call('HGET', pod_key, 'addr') or ''
-    redis.call('HSET', pod_key, 'state', 'claimed', 'user', user, 'claimed_at', ARGV[3])
-    -- 'binding' until the claimer has recorded the claim on the pod and pointed its
-    -- WebUI at the user's folder (bound.lua): nobody is sent to the pod before that.
-    redis.call('HSET', KEYS[2], 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[3],
-               'binding', '1')
-    redis.call('ZADD', KEYS[4], now, pod)
-    redis.call('ZADD', KEYS[5], now, user)
-    redis.call('ZREM', KEYS[6], user)
-    redis.call('ZREM', KEYS[7], user)
-    redis.call('PUBLISH', ARGV[6], 'claim ' .. profile .. ' ' .. user)
-    return {'new', 'pod', pod, 'profile', profile, 'addr', addr, 'since', ARGV[3], 'queued_at', queued_at}
+  local pod_hash = pod_key(pod)
+  if redis.call('HGET', pod_hash, 'state') == 'ready' and redis.call('HEXISTS', pod_hash, 'user') == 0 then
+    local addr = redis.call('HGET', pod_hash, 'addr') or ''
+    local k = {pod = pod_hash, claim = KEYS[2], claimed = KEYS[4], activity = KEYS[5],
+               queue = KEYS[6], seen = KEYS[7]}
+    return write_claim(k, user, profile, pod, addr, ARGV[3], now, queued_at)
   end
 end
 
-if ARGV[7] ~= '1' then
+if ARGV[5] ~= '1' then
   return {'wait', 0, redis.call('ZCARD', KEYS[6])}
 end
 if not rank then
   redis.call('ZADD', KEYS[6], now, user)
   rank = redis.call('ZRANK', KEYS[6], user)
-  redis.call('PUBLISH', ARGV[6], 'queue ' .. profile .. ' ' .. user)
+  publish(EVENT.queue, profile, user)
 end
 redis.call('ZADD', KEYS[7], now, user)
 return {'wait', rank + 1, redis.call('ZCARD', KEYS[6])}

@@ -9,8 +9,8 @@
 -- KEYS[2] activity
 -- ARGV[1] user
 -- ARGV[2] the claim's pod the caller saw ("" = the caller saw no claim)
--- ARGV[3] pod key prefix
--- ARGV[4] events channel
+-- The pod is named by the prelude's pod_key (fleet/scripts.py, from fleet/keys.py).
+-- Publishes (fleet/events.py) `release PROFILE USER` when a stale claim was deleted.
 -- Returns 1 when a stale claim was deleted, 2 when only a stray activity entry
 -- was, 0 when nothing was stale.
 local pod = redis.call('HGET', KEYS[1], 'pod')
@@ -23,13 +23,13 @@ end
 if pod ~= ARGV[2] then
   return 0
 end
-local pod_key = ARGV[3] .. pod
-local state = redis.call('HGET', pod_key, 'state')
-if state and state ~= 'deleting' and redis.call('HGET', pod_key, 'user') == ARGV[1] then
+local pod_hash = pod_key(pod)
+local state = redis.call('HGET', pod_hash, 'state')
+if state and state ~= 'deleting' and redis.call('HGET', pod_hash, 'user') == ARGV[1] then
   return 0
 end
 local profile = redis.call('HGET', KEYS[1], 'profile') or ''
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[4], 'release ' .. profile .. ' ' .. ARGV[1])
+publish(EVENT.release, profile, ARGV[1])
 return 1

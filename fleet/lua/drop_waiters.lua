@@ -8,10 +8,10 @@
 -- KEYS[1] queue:{profile}
 -- KEYS[2] queue-seen:{profile}
 -- ARGV[1] cutoff (unix seconds): waiting users last seen before it are dropped
--- ARGV[2] events channel
--- ARGV[3] profile
+-- ARGV[2] profile
 --
--- Returns the users dropped (the queue changed: one "queue PROFILE" event is published).
+-- Returns the users dropped (the queue changed: one `queue PROFILE` event is published,
+-- fleet/events.py).
 local cutoff = '(' .. ARGV[1]
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)
 -- Someone queued without a sign of life at all counts from when they joined.
@@ -25,6 +25,6 @@ for _, who in ipairs(gone) do
   redis.call('ZREM', KEYS[2], who)
 end
 if #gone > 0 then
-  redis.call('PUBLISH', ARGV[2], 'queue ' .. ARGV[3])
+  publish(EVENT.queue, ARGV[2])
 end
 return gone

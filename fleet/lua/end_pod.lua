@@ -7,16 +7,18 @@
 -- KEYS[1] pod:{id}
 -- KEYS[2] deleting
 -- KEYS[3] activity
+-- KEYS[4] session-ends (a hash "PROFILE<TAB>REASON" -> count: fleet/heartbeats.py)
 -- ARGV[1] pod id
 -- ARGV[2] now
 -- ARGV[3] reason
 -- ARGV[4] only when the pod is in this state ("" = any state)
 -- ARGV[5] only when the pod serves this user ("" = any user)
--- ARGV[6] claim key prefix
--- ARGV[7] state key prefix (the sets are PREFIX .. state .. ':' .. profile)
--- ARGV[8] events channel
--- ARGV[9] optional: only when the user's last activity is at or before this
+-- ARGV[6] optional: only when the user's last activity is at or before this
 --         (the reaper's guard against activity written since it looked; "" = any)
+-- The claim and the profile's state sets are named by the prelude's claim_key,
+-- warming_key, ready_key, claimed_key (fleet/scripts.py, from fleet/keys.py).
+-- Publishes (fleet/events.py) `release PROFILE USER` when the pod had a user, and
+-- counts that session's end in KEYS[4], once whoever ends it.
 -- Returns {1, user, profile, claimed_at} when ended, {0} otherwise.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'deleting' then
@@ -29,24 +31,26 @@ local user = redis.call('HGET', KEYS[1], 'user') or ''
 if ARGV[5] ~= '' and user ~= ARGV[5] then
   return {0}
 end
-if ARGV[9] and ARGV[9] ~= '' and user ~= '' then
+if ARGV[6] and ARGV[6] ~= '' and user ~= '' then
   local seen = redis.call('ZSCORE', KEYS[3], user)
-  if seen and tonumber(seen) > tonumber(ARGV[9]) then
+  if seen and tonumber(seen) > tonumber(ARGV[6]) then
     return {0}
   end
 end
 local profile = redis.call('HGET', KEYS[1], 'profile') or ''
-for _, s in ipairs({'warming', 'ready', 'claimed'}) do
-  redis.call('ZREM', ARGV[7] .. s .. ':' .. profile, ARGV[1])
+for _, set in ipairs({warming_key(profile), ready_key(profile), claimed_key(profile)}) do
+  redis.call('ZREM', set, ARGV[1])
 end
 redis.call('HSET', KEYS[1], 'state', 'deleting', 'ended_at', ARGV[2], 'end_reason', ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[1])
 if user ~= '' then
-  local claim_key = ARGV[6] .. user
-  if redis.call('HGET', claim_key, 'pod') == ARGV[1] then
-    redis.call('DEL', claim_key)
+  local claim = claim_key(user)
+  if redis.call('HGET', claim, 'pod') == ARGV[1] then
+    redis.call('DEL', claim)
     redis.call('ZREM', KEYS[3], user)
   end
-  redis.call('PUBLISH', ARGV[8], 'release ' .. profile .. ' ' .. user)
+  publish(EVENT.release, profile, user)
+  redis.call('HINCRBY', KEYS[4], profile .. '\t' .. ARGV[3], 1)
 end
-return {1, user, profile, redis.call('HGET', KEYS[1], 'claimed_at') or ''}
+return {1, user, profile, redis.call('HGET', KEYS[1], 'claimed_at') or '',
+        redis.call('HGET', KEYS[1], 'node') or ''}

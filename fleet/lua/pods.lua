@@ -5,13 +5,12 @@
 -- pass at a few hundred pods); one JSON text is parsed in C. Read-only: the
 -- caller sends a bounded number of ids per call so Redis is never held long.
 --
--- ARGV[1] pod key prefix
--- ARGV[2..] pod ids
+-- ARGV[1..] pod ids (their keys: the prelude's pod_key, fleet/scripts.py)
 -- Returns a JSON array of objects (field -> value), one per pod that has a
 -- hash with an id; "[]" when none.
 local out = {}
-for i = 2, #ARGV do
-  local flat = redis.call('HGETALL', ARGV[1] .. ARGV[i])
+for i = 1, #ARGV do
+  local flat = redis.call('HGETALL', pod_key(ARGV[i]))
   local pod = {}
   for j = 1, #flat, 2 do
     pod[flat[j]] = flat[j + 1]

@@ -15,8 +15,7 @@
 -- ARGV[1] idle cutoff: last activity at or before this is idle
 -- ARGV[2] session cutoff: claims made at or before this are expired ("" = no max_session)
 -- ARGV[3] at most this many candidates of each kind (oldest first)
--- ARGV[4] claim key prefix
--- ARGV[5] pod key prefix
+-- Claims and pods are named by the prelude's claim_key and pod_key (fleet/scripts.py).
 -- Returns {sessions, entry...}: sessions = ZCARD activity, then 12 values per entry:
 --   kind ("idle"|"expired"|"busy"), user, last activity ("" = none), claim pod ("" = no claim),
 --   claim profile, claim since, pod state ("" = no pod record), pod user, pod addr,
@@ -26,11 +25,11 @@ local out = {redis.call('ZCARD', KEYS[1])}
 local seen = {}
 
 local function add(kind, user, last)
-  local claim = redis.call('HMGET', ARGV[4] .. user, 'pod', 'profile', 'since')
+  local claim = redis.call('HMGET', claim_key(user), 'pod', 'profile', 'since')
   local pod = claim[1] or ''
   local info = {false, false, false, false, false}
   if pod ~= '' then
-    info = redis.call('HMGET', ARGV[5] .. pod, 'state', 'user', 'addr', 'claimed_at', 'reap_strikes')
+    info = redis.call('HMGET', pod_key(pod), 'state', 'user', 'addr', 'claimed_at', 'reap_strikes')
   end
   local entry = {kind, user, last or '', pod, claim[2] or '', claim[3] or '',
                  info[1] or '', info[2] or '', info[3] or '', info[4] or '', info[5] or '0',
@@ -43,7 +42,7 @@ if ARGV[2] ~= '' then
   for i = 3, #KEYS do
     local pods = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[2], 'LIMIT', 0, limit)
     for _, pod in ipairs(pods) do
-      local user = redis.call('HGET', ARGV[5] .. pod, 'user')
+      local user = redis.call('HGET', pod_key(pod), 'user')
       if user and user ~= '' and not seen[user] then
         add('expired', user, redis.call('ZSCORE', KEYS[1], user))
       end

@@ -19,10 +19,11 @@
 -- ARGV[5] claimed at, from the record (unix seconds)
 -- ARGV[6] now
 -- ARGV[7] created (unix seconds)
--- ARGV[8] claim key prefix
--- ARGV[9] key prefix (sets: PREFIX .. state .. ':' .. profile; pods: PREFIX .. 'pod:' .. id)
--- ARGV[10] events channel
--- ARGV[11] claimed at as the record says it, to compare (0 = unknown: never the later)
+-- ARGV[8] claimed at as the record says it, to compare (0 = unknown: never the later)
+-- Other users' claims, the pod the index had USER on and its profile's state sets are
+-- named by the prelude's key builders (fleet/scripts.py, from fleet/keys.py).
+-- Publishes (fleet/events.py) `release PROFILE HOLDER` for a displaced holder and
+-- `claim PROFILE USER` when repaired.
 --
 -- Returns one of
 --   {"same"}                   the index already agrees
@@ -53,7 +54,7 @@ if holder ~= '' and holder ~= user then
   -- failed): the owner takes the pod back. A bound one served its user: records
   -- never change hands, so that is no restore but a pod handed out twice or a
   -- record tampered with; not for this script (fleet/allocations.py ends it).
-  local holder_claim = redis.call('HMGET', ARGV[8] .. holder, 'pod', 'binding')
+  local holder_claim = redis.call('HMGET', claim_key(holder), 'pod', 'binding')
   if holder_claim[1] == pod and holder_claim[2] ~= '1' then
     return {'bound', holder}
   end
@@ -61,14 +62,15 @@ end
 
 if current and current ~= pod then
   local current_since = tonumber(redis.call('HGET', KEYS[2], 'since') or '0') or 0
-  if current_since >= tonumber(ARGV[11]) then
+  if current_since >= tonumber(ARGV[8]) then
     return {'holds', current}
   end
   -- The index's claim is older than the record's: a session whose end was lost.
-  local other_key = ARGV[9] .. 'pod:' .. current
+  local other_key = pod_key(current)
   local other_profile = redis.call('HGET', other_key, 'profile') or profile
-  for _, s in ipairs({'warming', 'ready', 'claimed'}) do
-    redis.call('ZREM', ARGV[9] .. s .. ':' .. other_profile, current)
+  for _, set in ipairs({warming_key(other_profile), ready_key(other_profile),
+                        claimed_key(other_profile)}) do
+    redis.call('ZREM', set, current)
   end
   if redis.call('EXISTS', other_key) == 1 then
     redis.call('HSET', other_key, 'state', 'deleting', 'ended_at', now, 'end_reason', 'superseded')
@@ -80,12 +82,12 @@ if current and current ~= pod then
 end
 
 if holder ~= '' and holder ~= user then
-  local holder_claim = ARGV[8] .. holder
+  local holder_claim = claim_key(holder)
   if redis.call('HGET', holder_claim, 'pod') == pod then
     redis.call('DEL', holder_claim)
     redis.call('ZREM', KEYS[6], holder)
   end
-  redis.call('PUBLISH', ARGV[10], 'release ' .. profile .. ' ' .. holder)
+  publish(EVENT.release, profile, holder)
 end
 
 local addr = ARGV[4]
@@ -107,5 +109,5 @@ if not current then
 end
 -- Activity is unknown after a loss: count from now, never reclaim at once.
 redis.call('ZADD', KEYS[6], 'NX', now, user)
-redis.call('PUBLISH', ARGV[10], 'claim ' .. profile .. ' ' .. user)
+publish(EVENT.claim, profile, user)
 return {'reattached', holder == user and '' or holder, retired}

@@ -8,51 +8,52 @@
 -- KEYS[2] activity
 -- ARGV[1] JSON array of records: {id, profile, state, addr, created, user, since, fields}
 -- ARGV[2] now
--- ARGV[3] key prefix
--- ARGV[4] "1" to set the marker
+-- ARGV[3] "1" to set the marker
+-- Pods, claims and state sets are named by the prelude's key builders (fleet/scripts.py,
+-- from fleet/keys.py).
 -- Returns {restored, conflicts...}: conflicts are pod ids whose user already
 -- holds another pod (the pod must then be ended, never given to anyone).
 local records = cjson.decode(ARGV[1])
-local now, prefix = ARGV[2], ARGV[3]
+local now = ARGV[2]
 local restored = 0
 local conflicts = {}
 for _, rec in ipairs(records) do
-  local pod_key = prefix .. 'pod:' .. rec.id
-  if redis.call('EXISTS', pod_key) == 0 then
+  local pod_hash = pod_key(rec.id)
+  if redis.call('EXISTS', pod_hash) == 0 then
     local state = rec.state
     if rec.user ~= '' then
-      local claim_key = prefix .. 'claim:' .. rec.user
-      local holder = redis.call('HGET', claim_key, 'pod')
+      local claim = claim_key(rec.user)
+      local holder = redis.call('HGET', claim, 'pod')
       if holder and holder ~= rec.id then
         state = 'conflict'
         conflicts[#conflicts + 1] = rec.id
       else
-        redis.call('HSET', claim_key, 'pod', rec.id, 'profile', rec.profile, 'addr', rec.addr, 'since', rec.since)
-        redis.call('ZADD', prefix .. 'claimed:' .. rec.profile, rec.since, rec.id)
+        redis.call('HSET', claim, 'pod', rec.id, 'profile', rec.profile, 'addr', rec.addr, 'since', rec.since)
+        redis.call('ZADD', claimed_key(rec.profile), rec.since, rec.id)
         -- Activity is unknown after a loss: count from now, never reclaim at once.
         redis.call('ZADD', KEYS[2], 'NX', now, rec.user)
       end
     elseif state == 'ready' then
-      redis.call('ZADD', prefix .. 'ready:' .. rec.profile, now, rec.id)
+      redis.call('ZADD', ready_key(rec.profile), now, rec.id)
     else
-      redis.call('ZADD', prefix .. 'warming:' .. rec.profile, rec.created, rec.id)
+      redis.call('ZADD', warming_key(rec.profile), rec.created, rec.id)
     end
     if state ~= 'conflict' then
-      redis.call('HSET', pod_key, 'id', rec.id, 'profile', rec.profile, 'state', state, 'addr', rec.addr,
+      redis.call('HSET', pod_hash, 'id', rec.id, 'profile', rec.profile, 'state', state, 'addr', rec.addr,
         'created', rec.created)
       if rec.user ~= '' then
-        redis.call('HSET', pod_key, 'user', rec.user, 'claimed_at', rec.since)
+        redis.call('HSET', pod_hash, 'user', rec.user, 'claimed_at', rec.since)
       elseif state == 'ready' then
-        redis.call('HSET', pod_key, 'ready_at', now)
+        redis.call('HSET', pod_hash, 'ready_at', now)
       end
       for field, value in pairs(rec.fields) do
-        redis.call('HSET', pod_key, field, value)
+        redis.call('HSET', pod_hash, field, value)
       end
       restored = restored + 1
     end
   end
 end
-if ARGV[4] == '1' then
+if ARGV[3] == '1' then
   redis.call('SET', KEYS[1], now)
 end
 table.insert(conflicts, 1, restored)

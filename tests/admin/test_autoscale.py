@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from fleet import Autoscaler, Controller, Fleet, FleetStore, connect_redis, load_spec, make_backend
 from tests.admin.support import Api, Person, eventually, fleet_file
@@ -79,7 +78,6 @@ async def test_schedules_and_overrides_drive_a_real_controller(
     scaler = Autoscaler(redis, lambda: spec, clock=clock)
     controller = Controller(store, backend, lambda: spec, http, clock=clock, sizes=scaler.effective)
     fleet = Fleet(store, backend, spec, http, clock=clock)
-    scheduler = AsyncIOScheduler()
 
     async def settle(**want: int) -> dict[str, int]:
         async def matches() -> dict[str, int] | None:
@@ -111,15 +109,17 @@ async def test_schedules_and_overrides_drive_a_real_controller(
         sizing = (await scaler.sizings())[0]
         assert sizing.override is None and sizing.entry == 1
 
-        # One APScheduler cron job per entry wakes the controller at each firing.
-        scheduler.start()
-        assert scaler.install(scheduler, spec, controller.wake) == 2
-        job = scheduler.get_job("schedule:default:0")
-        after = datetime.fromtimestamp(clock.now, BERLIN)
-        assert job.trigger.get_next_fire_time(None, after) == datetime(2025, 1, 7, 9, tzinfo=BERLIN)
+        # The schedule timer wakes the controller at the next firing (Tuesday 09:00).
+        clock.now = berlin("2025-01-07T09:00:00") - 0.2
+        woken = asyncio.Event()
+        timer = asyncio.create_task(scaler.wake_at_changes(woken.set, asyncio.Event()))
+        try:
+            await asyncio.wait_for(woken.wait(), 10)
+        finally:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
     finally:
-        with contextlib.suppress(Exception):
-            scheduler.shutdown(wait=False)
         for pod in await store.pods(["default"]):
             await backend.delete(pod.id)
         await backend.close()

@@ -21,6 +21,7 @@ from fleet import (
     Backend,
     Claim,
     Controller,
+    Doorbell,
     Fleet,
     FleetSpec,
     FleetStore,
@@ -172,13 +173,16 @@ async def harness(kind: str, redis_url: str, tmp: Path, *, min: int = 0, buffer:
         stack.push_async_callback(redis.aclose)
         http = await stack.enter_async_context(aiohttp.ClientSession())
         store = FleetStore(redis)
-        backend = make_backend(spec, tmp / "data")
+        doorbell = Doorbell()  # the backend wakes the controller on each watch event
+        backend = make_backend(spec, tmp / "data", on_change=doorbell.wake)
         await backend.start()
         stack.push_async_callback(backend.close)
         if kind == "agones":
             await install_fleet(backend, spec)
         fleet = Fleet(store, backend, spec, http, queue_grace=60)
-        controller = Controller(store, backend, lambda: fleet.spec, http, interval=0.3)
+        controller = Controller(
+            store, backend, lambda: fleet.spec, http, interval=0.3, doorbell=doorbell
+        )
         task = asyncio.create_task(controller.run())
 
         async def stop() -> None:

@@ -120,7 +120,7 @@ async def test_a_full_pass_reads_only_the_pods_it_has_work_for(warm: Warm) -> No
     pods_script = warm.store.scripts.pods
 
     async def counting(*, args: list[str]) -> str:
-        read.extend(args[1:])
+        read.extend(args)
         return await pods_script(args=args)
 
     warm.store.scripts = dataclasses.replace(warm.store.scripts, pods=counting)

@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+import psutil
 import pytest
 
 from fleet import slugify
@@ -149,11 +150,26 @@ async def test_without_isolation_the_same_attacks_work(
     assert refused == {"environment", "broker as proxy"}, results
 
 
-def test_header_mode_will_not_trust_the_address_unsandboxed_webuis_use(tmp_path: Path) -> None:
+def own_address() -> str:
+    """A non-loopback address of this machine (there is one wherever a network is)."""
+    for addrs in psutil.net_if_addrs().values():
+        for addr in addrs:
+            if addr.family == socket.AF_INET and not addr.address.startswith("127."):
+                return addr.address
+    pytest.skip("this machine has no non-loopback IPv4 address")
+
+
+@pytest.mark.parametrize("trusted", ["127.0.0.0/8", "own/32", "0.0.0.0/0"])
+def test_header_mode_will_not_trust_an_address_unsandboxed_webuis_use(
+    tmp_path: Path, trusted: str
+) -> None:
+    """Not only loopback: an unsandboxed WebUI can connect from any address of the
+    machine (bind it as its source), so trusting the host's own address is as bad."""
+    trusted = trusted.replace("own", own_address())
     done = subprocess.run(
         [sys.executable, "-m", "broker", "serve"],
         cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "SDB_AUTH": "header", "SDB_TRUSTED_PROXIES": "127.0.0.0/8",
+        env={"PATH": "/usr/bin:/bin", "SDB_AUTH": "header", "SDB_TRUSTED_PROXIES": trusted,
              "SDB_FLEET": str(fleet_file(tmp_path, "none")), "SDB_DATA_DIR": str(tmp_path / "d"),
              "SDB_PORT": "1"},
         capture_output=True,
@@ -161,7 +177,7 @@ def test_header_mode_will_not_trust_the_address_unsandboxed_webuis_use(tmp_path:
         timeout=60,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("SDB_TRUSTED_PROXIES: 127.0.0.0/8 holds the loopback address")
+    assert done.stderr.startswith(f"SDB_TRUSTED_PROXIES: {trusted} holds an address of this")
     assert "profile default" in done.stderr and "Traceback" not in done.stderr
 
 

@@ -20,10 +20,8 @@ from pathlib import Path
 
 import pytest
 import redis as sync_redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
-from fleet import keys
+from fleet import StoreUnavailable, keys
 from fleet.redis_client import RedisConfigError, RedisSettings, connect_redis, redacted
 from tests.redis.servers import Pki, ServerProcess, make_pki, tls_server
 from tests.support.procs import REPO, wait_for, write_fleet
@@ -75,7 +73,7 @@ async def test_a_server_signed_by_another_ca_is_refused(
         url, options=RedisSettings(password_file=password_file, tls_ca_file=other.ca)
     )
     try:
-        with pytest.raises(RedisConnectionError, match="certificate verify failed"):
+        with pytest.raises(StoreUnavailable, match="certificate verify failed"):
             await client.ping()
     finally:
         await client.aclose()
@@ -92,7 +90,7 @@ async def test_a_wrong_or_missing_password_is_refused_and_never_shown(
     ):
         client = connect_redis(url, options=options)
         try:
-            with pytest.raises(RedisError) as caught:
+            with pytest.raises(StoreUnavailable) as caught:
                 await client.ping()
         finally:
             await client.aclose()
@@ -137,7 +135,7 @@ async def test_a_client_certificate_is_presented(
     )
     client = connect_redis(url, options=stranger)
     try:
-        with pytest.raises(RedisConnectionError):
+        with pytest.raises(StoreUnavailable):
             await client.ping()
     finally:
         await client.aclose()
@@ -223,7 +221,7 @@ async def test_a_memorystore_like_certificate_needs_the_hostname_check_off(
                 if works:
                     assert await client.ping() is True
                 else:
-                    with pytest.raises(RedisConnectionError, match="certificate verify failed"):
+                    with pytest.raises(StoreUnavailable, match="certificate verify failed"):
                         await client.ping()
             finally:
                 await client.aclose()

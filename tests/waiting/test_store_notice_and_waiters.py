@@ -62,14 +62,18 @@ async def test_the_notice_stops_a_new_claim_not_an_existing_one(store: FleetStor
     assert await store.mark_ready("default-1", "default", "http://127.0.0.1:20001")
     claim = await store.claim("ann", "default", queue_grace=60)
     assert isinstance(claim, Claim)
-    await store.note_ended("ann", {"reason": "idle"}, ttl=60)  # about an older session
+    await store.record_reclaim(
+        {"user": "ann", "reason": "idle"}, {"reason": "idle"}, 60
+    )  # about an older session
     again = await store.claim("ann", "default", queue_grace=60, unless_ended=True)
     assert isinstance(again, Claim) and again.pod == claim.pod
     # A page load with a claim: routed to it, and the stale notice is dropped.
     assert await store.unread_ended("ann") is None
     assert not await store.redis.exists(keys.ended("ann"))
 
-    await store.note_ended("bob", {"reason": "idle"}, ttl=60)  # no claim: the notice holds
+    await store.record_reclaim(
+        {"user": "bob", "reason": "idle"}, {"reason": "idle"}, 60
+    )  # no claim: the notice holds
     refused = await store.claim("bob", "default", queue_grace=60, unless_ended=True)
     assert isinstance(refused, Waiting) and refused.ended
     assert await store.unread_ended("bob") == {"reason": "idle"}

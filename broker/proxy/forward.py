@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import aiohttp
-from aiohttp import http_exceptions, web
+from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from .aiohttp_internals import MalformedAnswer, cancel_keep_alive, feed_browser, feed_pod
 from .headers import downstream_headers
 from .splice import Splice
 from .upstream import BodyBrokeOff, PodPool
@@ -118,7 +119,7 @@ async def proxy_http(
             )
     except BodyBrokeOff as exc:
         raise web.HTTPBadRequest(text="The request body broke off before its end.") from exc
-    except http_exceptions.HttpProcessingError as exc:
+    except MalformedAnswer as exc:
         raise PodBadAnswer(f"malformed answer: {exc.message}"[:300]) from exc
     if upstream.status == 101:
         upstream.release()
@@ -206,7 +207,7 @@ async def proxy_websocket(
             timeout=timeout,
         )
     del headers
-    request.protocol.keep_alive(False)  # this connection is a WebSocket or it ends
+    cancel_keep_alive(request)  # it is a WebSocket or it ends: relay_answer(close=True)
     if upstream.status != 101:
         return await relay_answer(request, upstream, close=True)
     connection = upstream.connection
@@ -222,12 +223,12 @@ async def proxy_websocket(
         del accepted
         await response.prepare(request)
         splice = Splice(request.transport, on_browser_frame=on_client_frame)
-        connection.protocol.set_parser(splice.pod, splice.pod)
+        feed_pod(connection, splice.pod.pass_on, splice.pod.handshake_ended)
         await splice.take_pod(connection.transport)
     finally:
         upstream.close()
     del upstream, connection
-    request.protocol.set_parser(splice.browser)  # type: ignore[arg-type]
+    feed_browser(request, splice.browser.pass_on, splice.browser.ended)
     try:
         await splice.done
     finally:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from http.cookies import CookieError, SimpleCookie
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .cookies import is_broker_cookie
-from .identity import Identity, is_identity_header, normalised
+from ..cookies import is_broker_cookie
+from ..identity import Identity, is_identity_header, normalised
+from ..logs import REQUEST_ID
 
 #: RFC 9110 7.6.1 hop-by-hop headers, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -48,6 +48,10 @@ def strip_broker_cookies(cookie_header: str) -> str:
     return "; ".join(kept)
 
 
+# Set by the broker alone: what the client sent of them never reaches the pod.
+_REPLACED = frozenset({"forwarded", "x-request-id"})
+
+
 def upstream_headers(
     request: web.Request,
     identity: Identity,
@@ -64,7 +68,7 @@ def upstream_headers(
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
         lname = name.lower()
-        if lname in drop or lname.startswith("x-forwarded-") or lname == "forwarded":
+        if lname in drop or lname.startswith("x-forwarded-") or lname in _REPLACED:
             continue
         if is_identity_header(lname, extra):
             continue
@@ -79,6 +83,8 @@ def upstream_headers(
     out["X-Forwarded-Proto"] = "https" if request.get("sdb.https", request.secure) else "http"
     out["X-Forwarded-Host"] = request.host
     out["X-Forwarded-User"] = identity.user
+    if request.get(REQUEST_ID):  # the broker's id (middleware.request_id), never the client's
+        out["X-Request-Id"] = request[REQUEST_ID]
     if identity.email:
         out["X-Forwarded-Email"] = identity.email
     if websocket:  # the browser's Sec-WebSocket-* pass as sent: it and the pod shake hands
@@ -103,10 +109,3 @@ def sets_broker_cookie(set_cookie: str) -> bool:
     """Whether a Set-Cookie value names one of our cookies (`sdb_session`,
     `__Host-sdb_session`, `SDB_Session`...)."""
     return is_broker_cookie(set_cookie.split("=", 1)[0])
-
-
-def cookie_names(cookie_header: str) -> list[str]:
-    try:
-        return list(SimpleCookie(cookie_header).keys())
-    except CookieError:
-        return []

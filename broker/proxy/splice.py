@@ -12,19 +12,19 @@ to notice a person (a text or binary message, never a ping), and the pod's,
 so that a pod that vanishes between two frames still gets the browser a close
 frame (1011) instead of a torn connection.
 
-The two directions plug into aiohttp the way its own WebSocket reader does:
-each protocol's ``set_parser`` hook, the same as ``ws_connect`` and
-``WebSocketResponse.prepare`` use.
+The two directions plug into aiohttp the way its own WebSocket reader does
+(each protocol's parser hook, the same as ``ws_connect`` and
+``WebSocketResponse.prepare`` use); aiohttp_internals.py does the plugging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 from collections.abc import Callable
 from typing import cast
+
+from .aiohttp_internals import drained, take_socket
 
 DATA_OPCODES = frozenset({0x0, 0x1, 0x2})  # continuation, text, binary
 CLOSE_OPCODE = 0x8
@@ -93,30 +93,31 @@ class Flow:
         self.source: asyncio.Transport | None = None
         self.sink: asyncio.Transport | None = None
 
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+    def pass_on(self, data: bytes) -> None:
         sink = self.sink
         if sink is None or sink.is_closing():
-            return False, b""
+            return
         if self.frames.feed(data) and self.on_data_frame is not None:
             self.on_data_frame()
         sink.write(data)
-        return False, b""
 
 
 class FromBrowser(Flow):
-    """Fed by aiohttp's server protocol, through its parser hook (``set_parser``).
-    Writing to a slow pod pauses the browser's socket: see ``FromPod.pause_writing``."""
+    """Fed by aiohttp's server protocol, through its parser hook
+    (``aiohttp_internals.feed_browser``). Writing to a slow pod pauses the
+    browser's socket: see ``FromPod.pause_writing``."""
 
     __slots__ = ()
 
-    def feed_eof(self) -> None:
+    def ended(self) -> None:
         self.splice.finish(self)
 
 
 class FromPod(Flow, asyncio.Protocol):
     """The pod's socket's own protocol, once it is handed over (``Splice.take_pod``).
-    Before that it is aiohttp's parser and payload for the bytes the pod sent
-    right after its 101; aiohttp's later events about its old socket are ignored."""
+    Before that it is fed by aiohttp's parser hook (``aiohttp_internals.feed_pod``)
+    the bytes the pod sent right after its 101; aiohttp's later events about its
+    old socket are ignored."""
 
     __slots__ = ("high_water",)
 
@@ -124,7 +125,7 @@ class FromPod(Flow, asyncio.Protocol):
         self.source = self.splice.browser.sink = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.feed_data(data)
+        self.pass_on(data)
         if self.sink is not None and self.sink.get_write_buffer_size() > self.high_water:
             self.splice.hold_pod()
 
@@ -144,11 +145,9 @@ class FromPod(Flow, asyncio.Protocol):
         if browser is not None and not browser.is_closing():
             browser.resume_reading()
 
-    def feed_eof(self) -> None:
-        if self.source is None:
-            self.splice.finish(self)
-
-    def set_exception(self, exc: BaseException, exc_cause: BaseException | None = None) -> None:
+    def handshake_ended(self) -> None:
+        """aiohttp's socket of the handshake ended or failed: what matters only
+        before the socket is ours."""
         if self.source is None:
             self.splice.finish(self)
 
@@ -175,16 +174,10 @@ class Splice:
 
         The socket's descriptor is duplicated into a transport of our own; aiohttp
         then closes its copy as usual, which leaves the connection open. What the
-        pod sent after its 101 has reached ``self.pod`` already (aiohttp's parser
-        hook), and the old transport reads nothing more.
+        pod sent after its 101 has reached ``self.pod`` already (``feed_pod``),
+        and the old transport reads nothing more.
         """
-        handshake_socket.pause_reading()
-        fd = os.dup(handshake_socket.get_extra_info("socket").fileno())
-        try:
-            own = socket.socket(fileno=fd)
-        except OSError:
-            os.close(fd)
-            raise
+        own = take_socket(handshake_socket)
         await asyncio.get_running_loop().create_connection(lambda: self.pod, sock=own)
 
     def hold_pod(self) -> None:
@@ -196,11 +189,9 @@ class Splice:
         self._drain = asyncio.ensure_future(self._resume_pod_when_drained())
 
     async def _resume_pod_when_drained(self) -> None:
-        # Past its high-water mark the browser's socket has paused aiohttp's protocol,
-        # whose drain waiter (what aiohttp's own writers await) wakes at low water.
         assert self.browser.source is not None
         with contextlib.suppress(ConnectionError):
-            await self.browser.source.get_protocol()._drain_helper()  # type: ignore[attr-defined]
+            await drained(self.browser.source)
         self._drain = None
         if self.pod.source is not None and not self.pod.source.is_closing():
             self.pod.source.resume_reading()

@@ -6,8 +6,9 @@ the broker's CPU. Proxying needs less: the pod is a fixed host:port, the
 headers are already filtered, nothing is decompressed, no cookies are kept.
 This client writes the request head in one send and parses the answer with
 aiohttp's own protocol (its C parser, sock_read timeout and flow control),
-so only the plumbing around it is ours. WebSocket handshakes still go
-through aiohttp's client: the splice takes the socket over from there.
+so only the plumbing around it is ours; how it drives that protocol lives in
+aiohttp_internals.py. WebSocket handshakes still go through aiohttp's client:
+the splice takes the socket over from there.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from collections import defaultdict, deque
 from typing import TYPE_CHECKING
 
 from aiohttp import ClientOSError, ServerDisconnectedError, ServerTimeoutError
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.http_writer import _serialize_headers
+
+from .aiohttp_internals import ResponseProtocol, serialize_head
 
 if TYPE_CHECKING:
     from aiohttp import StreamReader
@@ -89,24 +90,13 @@ class PodAnswer:
             conn.close()
 
 
-class PodConnection(ResponseHandler):
+class PodConnection(ResponseProtocol):
     """aiohttp's response protocol, plus where it goes and when it was last used."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, key: tuple[str, int]) -> None:
         super().__init__(loop)
         self.key = key
         self.idle_since = 0.0
-        self._expecting: tuple[bool, float | None] | None = None
-
-    def expect(self, *, head_only: bool, read_timeout: float | None) -> None:
-        """Set up the parser for the next answer; the one in place serves again if it fits
-        (aiohttp makes a new one per request, a cost the 1 KiB answers felt)."""
-        wanted = (head_only, read_timeout)
-        if wanted != self._expecting or self._parser is None:
-            self.set_response_params(
-                skip_payload=head_only, auto_decompress=False, read_timeout=read_timeout
-            )
-            self._expecting = wanted
 
 
 class PodPool:
@@ -143,7 +133,7 @@ class PodPool:
         chunked = body is not None and "Content-Length" not in headers
         if chunked:  # the browser's body of unknown length goes on as it came
             headers["Transfer-Encoding"] = "chunked"
-        head = _serialize_headers(f"{method} {target} HTTP/1.1", headers)
+        head = serialize_head(f"{method} {target} HTTP/1.1", headers)
         key = (host, port)
         retry = method in IDEMPOTENT and body is None
         while True:
@@ -181,21 +171,21 @@ class PodPool:
         transport.write(head)
         sender = None
         if body is None:
-            conn.start_timeout()
+            conn.arm_read_timeout()
         else:
             sender = asyncio.ensure_future(
                 _send_body(conn, body, chunked, body_timeout=body_timeout, pod_timeout=pod_timeout)
             )
         try:
             while True:
-                message, payload = await conn.read()
-                if message.code >= 200 or message.code == 101:
+                status, reason, headers, payload = await conn.answer()
+                if status >= 200 or status == 101:
                     break  # 1xx answers (100 Continue, 103 Early Hints) are not the answer
         except BaseException:
             if sender is not None:
                 sender.cancel()
             raise
-        return PodAnswer(message.code, message.reason, message.headers, payload, conn, self, sender)
+        return PodAnswer(status, reason, headers, payload, conn, self, sender)
 
     async def _connect(self, key: tuple[str, int], timeout: float | None) -> PodConnection:
         loop = asyncio.get_running_loop()
@@ -217,13 +207,13 @@ class PodPool:
         expired = time.monotonic() - self.keepalive
         while idle:
             conn = idle.pop()
-            if conn.is_connected() and conn.idle_since > expired:
+            if conn.alive and conn.idle_since > expired:
                 return conn
             conn.close()
         return None
 
     def put_back(self, conn: PodConnection) -> None:
-        if conn.should_close or not conn.is_connected():
+        if not conn.reusable:
             conn.close()
             return
         conn.idle_since = now = time.monotonic()
@@ -271,20 +261,20 @@ async def _send_body(
                 transport.writelines((f"{len(chunk):x}\r\n".encode(), chunk, b"\r\n"))
             else:
                 transport.write(chunk)
-            if conn.writing_paused:
+            if conn.full:
                 try:
                     async with asyncio.timeout(pod_timeout):
-                        await conn._drain_helper()
+                        await conn.drain()
                 except TimeoutError:
                     raise ServerTimeoutError(
                         f"the pod took none of the request body for {pod_timeout:g} s"
                     ) from None
-        conn.start_timeout()
+        conn.arm_read_timeout()
     except asyncio.CancelledError:
         raise
     except (BodyStalled, ServerTimeoutError) as exc:
-        conn.set_exception(exc)
+        conn.fail(exc)
         conn.close()
     except Exception as exc:  # the pod must not take a short body for a whole one
-        conn.set_exception(BodyBrokeOff(repr(exc)))
+        conn.fail(BodyBrokeOff(repr(exc)))
         conn.close()

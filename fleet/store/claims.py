@@ -1,0 +1,135 @@
+"""Claims: a user's pod, taken atomically (claim.lua, bind.lua), its per-user lock,
+and the profile a user chose last."""
+
+from __future__ import annotations
+
+from .. import keys
+from ..model import Claim, Go, PodRecord, Waiting
+from .base import StoreBase, hash_of
+
+
+class ClaimStore(StoreBase):
+    """Who holds which pod."""
+
+    async def claim(
+        self,
+        user: str,
+        profile: str,
+        *,
+        queue_grace: float,
+        join_queue: bool = True,
+        reserve: bool = False,
+        unless_ended: bool = False,
+    ) -> Claim | Waiting | Go:
+        """Existing claim, a new claim on a Ready pod, or the user's place in the queue.
+
+        `reserve` (backends that allocate): `Go` instead of taking a pod when
+        the user may have one now; the caller allocates and calls `bind`.
+        `unless_ended`: Waiting(ended=True), and nothing claimed, while the user
+        has an unread "session ended" notice and no claim (see `unread_ended`).
+        """
+        result = await self.scripts.claim(
+            keys=[
+                keys.STATE_MARKER,
+                keys.claim(user),
+                keys.ready(profile),
+                keys.claimed(profile),
+                keys.ACTIVITY,
+                keys.queue(profile),
+                keys.queue_seen(profile),
+                keys.ended(user),
+            ],
+            args=[
+                user,
+                profile,
+                repr(self.clock()),
+                queue_grace,
+                "1" if join_queue else "0",
+                "1" if reserve else "0",
+                "1" if unless_ended else "0",
+            ],
+        )
+        kind = result[0]
+        if kind == "ended":
+            return Waiting(profile, 0, 0, ended=True)
+        if kind == "go":
+            return Go(profile, result[1] or "")
+        if kind == "rebuilding":
+            return Waiting(profile, 0, 0, rebuilding=True)
+        if kind == "wait":
+            return Waiting(profile, int(result[1]), int(result[2]))
+        return self._claim_from(user, profile, kind, result[1:], self.clock())
+
+    async def bind(self, user: str, rec: PodRecord) -> Claim | Waiting | None:
+        """Record that the platform gave `user` the pod `rec` (bind.lua).
+
+        Returns the new claim, the user's existing claim (maybe on another pod:
+        `rec` is then an orphan), Waiting(rebuilding), or None when the pod is
+        being deleted or belongs to someone else.
+        """
+        now = self.clock()
+        result = await self.scripts.bind(
+            keys=[
+                keys.STATE_MARKER,
+                keys.claim(user),
+                keys.pod(rec.id),
+                *keys.pod_states(rec.profile)[:2],
+                keys.claimed(rec.profile),
+                keys.ACTIVITY,
+                keys.queue(rec.profile),
+                keys.queue_seen(rec.profile),
+            ],
+            args=[
+                user,
+                rec.profile,
+                rec.id,
+                rec.addr,
+                repr(now),
+                repr(rec.created or now),
+                repr(rec.claimed_at or now),
+            ],
+        )
+        kind = result[0]
+        if kind == "rebuilding":
+            return Waiting(rec.profile, 0, 0, rebuilding=True)
+        if kind == "gone":
+            return None
+        return self._claim_from(user, rec.profile, kind, result[1:], now)
+
+    def _claim_from(
+        self, user: str, profile: str, kind: str, pairs: list[str], now: float
+    ) -> Claim:
+        """The claim a script answered; a new one carries how long its user waited in line."""
+        data = hash_of(pairs)
+        claim = Claim.from_hash(user, data, new=kind == "new")
+        if claim.new:
+            queued = data.get("queued_at")
+            waited = max(0.0, now - float(queued)) if queued else None
+            claim.waited = waited or 0.0
+            if self.on_claim is not None:
+                self.on_claim(profile, waited)
+        return claim
+
+    async def lock_user(self, user: str, token: str, ttl: float) -> bool:
+        """A short per-user lock: one broker allocates for a user at a time."""
+        return bool(await self.redis.set(keys.allocating(user), token, nx=True, px=int(ttl * 1000)))
+
+    async def unlock_user(self, user: str, token: str) -> None:
+        await self.scripts.unlock(keys=[keys.allocating(user)], args=[token])
+
+    async def mark_bound(self, claim: Claim) -> bool:
+        """The claimer is done preparing the pod: people may be sent to it (bound.lua)."""
+        done = await self.scripts.bound(keys=[keys.claim(claim.user)], args=[claim.pod, claim.user])
+        claim.binding = False
+        return bool(done)
+
+    async def lookup(self, user: str) -> Claim | None:
+        data = await self.redis.hgetall(keys.claim(user))
+        return Claim.from_hash(user, data) if data else None
+
+    async def choice(self, user: str) -> str | None:
+        """The profile the user picked last time (several profiles), if any."""
+        return await self.redis.get(keys.profile_choice(user))
+
+    async def set_choice(self, user: str, profile: str, ttl: float) -> None:
+        await self.redis.set(keys.profile_choice(user), profile, ex=max(1, int(ttl)))
