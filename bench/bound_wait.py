@@ -26,11 +26,11 @@ import aiohttp
 if __package__ in (None, ""):  # run as `python bench/bound_wait.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.harness import RedisServer  # noqa: E402
-from fleet import Claim, Controller, Fleet, FleetStore, connect_redis, service  # noqa: E402
-from fleet.listener import listen  # noqa: E402
-from tests.chaos.fake_backend import FakeBackend  # noqa: E402
-from tests.chaos.test_claims_state_machine import SPEC  # noqa: E402
+from bench.harness import RedisServer
+from fleet import Claim, Controller, Fleet, FleetStore, connect_redis, service
+from fleet.listener import listen
+from tests.chaos.fake_backend import FakeBackend
+from tests.chaos.test_claims_state_machine import SPEC
 
 
 class Timed(FleetStore):

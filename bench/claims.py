@@ -36,7 +36,7 @@ import psutil
 if __package__ in (None, ""):  # run as `python bench/claims.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     TINY_POD,
     USER_HEADER,
     Broker,
@@ -178,7 +178,7 @@ def bucket_quantile(buckets: dict[float, float], q: float) -> float:
     return lower
 
 
-def redis_duplicates(client, users: list[str]) -> tuple[int, int, str]:  # noqa: ANN001
+def redis_duplicates(client, users: list[str]) -> tuple[int, int, str]:
     """(duplicates, claims found, detail) from the claim hashes and the pod hashes."""
     from fleet import keys
 

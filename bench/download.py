@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # run as `python bench/download.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     NGINX_POD,
     USER_HEADER,
     Broker,

@@ -166,7 +166,7 @@ class RedisServer:
         except OSError:
             return False
 
-    def client(self):  # noqa: ANN201 - a redis.Redis
+    def client(self):
         import redis
 
         return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
@@ -301,7 +301,7 @@ def kill_pods(data_dir: Path) -> None:
             os.killpg(os.getpgid(int(record["pid"])), signal.SIGKILL)
 
 
-def wait_ready_pods(redis_client, count: int, timeout: float, profile: str = "default") -> float:  # noqa: ANN001
+def wait_ready_pods(redis_client, count: int, timeout: float, profile: str = "default") -> float:
     """Wait until `count` pods are Ready and unclaimed; returns the seconds it took."""
     from fleet import keys
 
@@ -315,7 +315,7 @@ def wait_ready_pods(redis_client, count: int, timeout: float, profile: str = "de
     return time.monotonic() - start
 
 
-def claimed_addr(redis_client, user: str) -> str | None:  # noqa: ANN001
+def claimed_addr(redis_client, user: str) -> str | None:
     from fleet import keys
 
     return redis_client.hget(keys.claim(user), "addr")

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # run as `python bench/loadgen.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-from bench.harness import percentile  # noqa: E402
+from bench.harness import percentile
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 

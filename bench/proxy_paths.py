@@ -23,9 +23,9 @@ from aiohttp import web
 
 if __package__ in (None, ""):  # run as `python bench/proxy_paths.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-from broker.identity import Identity  # noqa: E402
-from broker.proxy import PodPool, proxy_http, upstream_headers  # noqa: E402
-from broker.proxy.forward import connecting, relay_answer, target_url  # noqa: E402
+from broker.identity import Identity
+from broker.proxy import PodPool, proxy_http, upstream_headers
+from broker.proxy.forward import connecting, relay_answer, target_url
 
 CLIENTS = ("pool", "session")
 IDENTITY = Identity(user="bench")
@@ -38,7 +38,7 @@ def build(upstream: str, client: str) -> web.Application:
     pods = PodPool()
     http: list[aiohttp.ClientSession] = []
 
-    async def session_ctx(_app: web.Application):  # noqa: ANN202
+    async def session_ctx(_app: web.Application):
         # Made as the broker makes its own (broker/runtime.py): keep-alive, no cookies.
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60),

@@ -39,11 +39,11 @@ from redis.asyncio import Redis
 if __package__ in (None, ""):  # run as `python bench/reaper.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.harness import RedisServer, Report, Table, free_port, say, verdict  # noqa: E402
-from fleet import FleetStore, connect_redis, keys, parse_spec  # noqa: E402
-from fleet.activity_rules import ActivityClassifier  # noqa: E402
-from fleet.scripts import _SOURCES  # noqa: E402
-from reaper import ReapCycle  # noqa: E402
+from bench.harness import RedisServer, Report, Table, free_port, say, verdict
+from fleet import FleetStore, connect_redis, keys, parse_spec
+from fleet.activity_rules import ActivityClassifier
+from fleet.scripts import _SOURCES
+from reaper import ReapCycle
 
 SPEC = """\
 backend: local

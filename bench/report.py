@@ -34,18 +34,18 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def fmt_int(value: float) -> str:
-    return "n/a" if value != value else f"{value:,.0f}"  # noqa: PLR0124 - NaN check
+    return "n/a" if value != value else f"{value:,.0f}"
 
 
 def fmt_ms(seconds: float) -> str:
-    if seconds != seconds:  # noqa: PLR0124 - NaN check
+    if seconds != seconds:
         return "n/a"
     ms = seconds * 1000
     return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
 
 
 def fmt_bytes(n: float) -> str:
-    if n != n:  # noqa: PLR0124 - NaN check
+    if n != n:
         return "n/a"
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if abs(n) >= size:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/run_all.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-from bench import claims, download, proxy, reaper, websockets  # noqa: E402
-from bench.harness import BENCH, CACHE, Report, Table, machine, say  # noqa: E402
+from bench import claims, download, proxy, reaper, websockets
+from bench.harness import BENCH, CACHE, Report, Table, machine, say
 
 BENCHES = {
     # name: (run, arguments for --quick)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"--- {name} ---")
         try:
             report = run(quick if args.quick else [])
-        except Exception as exc:  # noqa: BLE001 - one failed bench must not stop the others
+        except Exception as exc:
             failed += 1
             traceback.print_exc()
             report = Report(f"{name}: FAILED", notes=[f"{type(exc).__name__}: {str(exc)[:2000]}"])

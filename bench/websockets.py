@@ -25,7 +25,7 @@ import psutil
 
 if __package__ in (None, ""):  # run as `python bench/websockets.py`
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     TINY_POD,
     USER_HEADER,
     Broker,
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def hold(broker: Broker, count: int, idle: float, measure) -> dict:  # noqa: ANN001
+async def hold(broker: Broker, count: int, idle: float, measure) -> dict:
     import aiohttp
 
     url = broker.url + "/queue/join"

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from fleet import EmbeddedRedis, FleetSpec, StoreUnavailable, connect_redis
 from fleet.specstore import adopt
 
-from . import admin, api, chooser, ended, gallery, metrics, pages, waiting
+from . import admin, api, chooser, ended, gallery, home, metrics, pages, waiting
 from .access import AccessPolicy
 from .appkeys import (
     ACCESS,
@@ -69,7 +69,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
             await embedded.stop()
 
 
-def runtime_ctx(spec: FleetSpec):  # noqa: ANN201 - an aiohttp cleanup context
+def runtime_ctx(spec: FleetSpec):
     """The fleet's runtime (broker/runtime.py) under the app keys the handlers read."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -133,6 +133,7 @@ def build_app(settings: Settings, spec: FleetSpec) -> web.Application:
     ended.add_routes(app)
     chooser.add_routes(app)
     gallery.add_routes(app)
+    home.add_routes(app)
     admin.add_routes(app)
     api.add_routes(app)
     app.router.add_get("/_broker/metrics", metrics.metrics_page)

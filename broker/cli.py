@@ -22,6 +22,8 @@ from pydantic import ValidationError
 
 from fleet import BackendError, FleetSpec, SpecError, isolation_of, load_spec
 
+from .version import VERSION
+
 if TYPE_CHECKING:
     from .settings import Settings
 
@@ -34,7 +36,7 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def load_settings():  # noqa: ANN201 - returns broker.settings.Settings
+def load_settings():
     from .settings import Settings, unknown_variables
 
     unknown = unknown_variables(os.environ)
@@ -148,7 +150,8 @@ def _isolation_problem(settings: Settings, spec: FleetSpec, *, announce: bool) -
             "on another machine."
         )
     for name, found in isolation.items() if announce else ():
-        chosen = spec.profile(name).local.isolation == "none"  # type: ignore[union-attr]
+        local = spec.profile(name).local  # isolation_of lists local profiles only
+        chosen = local is not None and local.isolation == "none"
         level = logging.INFO if found.complete or chosen else logging.WARNING
         logging.getLogger("broker").log(
             level, "profile %s: WebUI isolation: %s", name, found.describe()
@@ -171,13 +174,14 @@ def _layout_problem(settings: Settings) -> str | None:
     """Why this broker must not run on the Redis of SDB_REDIS_URL (fleet/schema.py): a
     layout it does not know. An embedded Redis is checked by nobody: it is this
     broker's own, in its data dir."""
-    if not settings.redis_url:
+    url = settings.redis_url
+    if not url:
         return None
     from fleet import connect_redis
     from fleet.schema import LayoutError, ensure
 
     async def check() -> None:
-        redis = connect_redis(settings.redis_url)  # type: ignore[arg-type]
+        redis = connect_redis(url)
         try:
             await ensure(redis)
         finally:
@@ -187,7 +191,7 @@ def _layout_problem(settings: Settings) -> str | None:
         asyncio.run(check())
     except LayoutError as exc:
         return f"SDB_REDIS_URL: {exc}"
-    except Exception as exc:  # noqa: BLE001 - unreachable or misconfigured: the start says it
+    except Exception as exc:
         logging.getLogger("broker").warning("Redis layout not checked at start: %s", exc)
     return None
 
@@ -216,7 +220,7 @@ def cmd_layout(args: argparse.Namespace) -> int:
         print(asyncio.run(run()))
     except (CliError, LayoutError) as exc:
         return _fail(str(exc))
-    except Exception as exc:  # noqa: BLE001 - Redis unreachable: one line, no traceback
+    except Exception as exc:
         return _fail(f"cannot reach Redis: {exc}")
     return 0
 
@@ -264,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdbroker", description="Per-user Stable Diffusion WebUI broker."
     )
+    parser.add_argument("--version", action="version", version=f"sdbroker {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the broker (settings from SDB_* variables)")
     # --worker: started by the SDB_WORKERS supervisor (broker/workers.py), not by people.

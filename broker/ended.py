@@ -21,7 +21,7 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
-from fleet import StoreUnavailable, Waiting
+from fleet import SessionEnded, StoreUnavailable
 from fleet.activity_rules import classifier_for
 
 from .admission import authenticate
@@ -35,10 +35,12 @@ from .redirects import safe_next
 START_PATH = "/_broker/start"
 ENDED_DETAIL = {
     "idle": "Your session ended after {idle} without activity; its GPU went back to the pool.",
-    "max_session": "Your session reached its maximum length ({session}).",
+    "max_session": "Your session reached its {limit} limit, set by this site's admin; "
+    "its GPU went back to the pool.",
     "dead": "Your WebUI stopped working.",
     "node_lost": "The machine your WebUI ran on stopped answering, so it was replaced.",
     "admin": "An administrator ended your session.",
+    "stopped": "You stopped your WebUI.",
 }
 
 
@@ -69,11 +71,24 @@ def _seconds(notice: dict[str, object], name: str) -> float:
     return float(minutes) * 60 if isinstance(minutes, int | float) else 0.0
 
 
+def limit_words(seconds: float) -> str:
+    """A max_session as an adjective: 43200 -> "12-hour", 5400 -> "90-minute"."""
+    whole = max(1, int(seconds))
+    for size, unit in ((3600, "hour"), (60, "minute")):
+        if whole % size == 0:
+            return f"{whole // size}-{unit}"
+    return f"{whole}-second"
+
+
 def explain(notice: dict[str, object]) -> str:
     """Why the session ended, in the notice's own figures."""
     template = ENDED_DETAIL.get(str(notice.get("reason")), ENDED_DETAIL["dead"])
+    limit = notice.get("limit_seconds")  # notices written before it had none: "its time limit"
+    known = float(limit) if isinstance(limit, int | float) and limit > 0 else None
     return template.format(
-        idle=spoken(_seconds(notice, "idle")), session=spoken(_seconds(notice, "session"))
+        idle=spoken(_seconds(notice, "idle")),
+        session=spoken(_seconds(notice, "session")),
+        limit=limit_words(known) if known is not None else "time",
     )
 
 
@@ -106,6 +121,9 @@ async def session_ended(request: web.Request, user: str) -> web.StreamResponse |
         notice = await store.unread_ended(user)
         if notice is None:
             return None
+        if notice.get("reason") == "stopped":  # the user's own Stop (broker/home.py): a page
+            await store.pop_ended(user)  # load of theirs is asking for a WebUI again, so go on
+            return None
         signer = request.app[SIGNER]
         context = {
             "detail": explain(notice),
@@ -125,7 +143,7 @@ async def session_ended(request: web.Request, user: str) -> web.StreamResponse |
         return None
     if len(fleet.spec.profiles) < 2:
         routed = await request.app[ROUTER].route(user, unless_ended=True)
-        ended = isinstance(routed, Waiting) and routed.ended
+        ended = isinstance(routed, SessionEnded)
     else:
         ended = await store.unread_ended(user) is not None
     if ended:

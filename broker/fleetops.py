@@ -113,9 +113,9 @@ class FleetOps:
             log.warning("history sample skipped: %s", exc)
 
 
-def _read(path: object) -> str:
+def _read(path: Path) -> str:
     try:
-        with open(path, encoding="utf-8") as f:  # type: ignore[call-overload]
+        with open(path, encoding="utf-8") as f:
             return f.read()
     except OSError:
         return ""

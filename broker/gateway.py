@@ -129,10 +129,13 @@ async def gateway(request: web.Request) -> web.StreamResponse:
     router = app[ROUTER]
     try:
         if router.cached(identity.user) is None:
+            closed = await chooser.closed_site(request, identity)  # before anything may claim
+            if closed is not None:
+                return closed
             ended = await session_ended(request, identity.user)
             if ended is not None:
                 return ended
-            choose = await chooser.needs_choice(request, identity.user, request.path_qs)
+            choose = await chooser.needs_choice(request, identity, request.path_qs)
             if choose is not None:
                 return choose
         result = await router.route(identity.user)
@@ -159,17 +162,18 @@ async def gateway(request: web.Request) -> web.StreamResponse:
         return await forward(request, identity, result.addr, websocket=websocket, rules=rules)
     except PodUnreachable as exc:
         router.forget(identity.user)
-        ended = await app[FLEET].pod_unreachable(result)
+        claim_ended = await app[FLEET].pod_unreachable(result)
         log.warning(
-            "pod %s of %s unreachable (%s); claim ended: %s", result.pod, identity.user, exc, ended
-        )
+            "pod %s of %s unreachable (%s); claim ended: %s",
+            result.pod, identity.user, exc, claim_ended,
+        )  # fmt: skip
         return problem(
             request,
             502,
             "Your WebUI stopped",
             "Your WebUI is not answering any more. Your outputs are kept. Reload this page to "
             "start a new one."
-            if ended
+            if claim_ended
             else "Your WebUI did not answer. Try again in a moment.",
         )
     except PodBadAnswer as exc:

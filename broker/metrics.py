@@ -15,7 +15,6 @@ observation per request: label children are cached, nothing touches Redis.
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import os
 import time
 from collections.abc import Iterable
@@ -41,6 +40,7 @@ from .admin.guard import require_admin
 from .appkeys import AUTOSCALER, FLEET, SETTINGS, STORE
 from .identity import Identity
 from .process_metrics import ReplicaProcesses
+from .version import VERSION
 
 CLAIMS = Counter(
     "sdbroker_claims",
@@ -102,10 +102,6 @@ EVENTS_HEARD = Counter(
 EVENTS_HEARD.labels("reconnect")  # at 0 from the start: the SdbrokerLosingRedis alert's rate()
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
-try:
-    VERSION = importlib.metadata.version("sdbroker")
-except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
-    VERSION = "unknown"
 
 _by_code: dict[int, Counter] = {}
 _known: set[str] = set()  # profiles whose series _at_zero made
@@ -281,8 +277,8 @@ def _liveness(
     for name in names:  # every profile and reaper reason at 0, so rate() works from the start
         for reason in Reason:
             ends.setdefault((name, str(reason)), 0)
-    for (profile, reason), count in sorted(ends.items()):
-        ended.add_metric([profile, reason], count)
+    for (profile, why), count in sorted(ends.items()):
+        ended.add_metric([profile, why], count)
     return [beat, ended]
 
 
@@ -303,7 +299,7 @@ def this_broker() -> CollectorRegistry:
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    registry.register(ReplicaProcesses(directory))  # type: ignore[arg-type]
+    registry.register(ReplicaProcesses(directory))
     return registry
 
 
@@ -319,7 +315,7 @@ async def metrics_page(request: web.Request) -> web.StreamResponse:
         REDIS_ERRORS.inc()
         families = []
     families.append(build_info())
-    body = generate_latest(this_broker()) + generate_latest(_Families(families))  # type: ignore[arg-type]
+    body = generate_latest(this_broker()) + generate_latest(_Families(families))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -13,6 +13,10 @@ from .appkeys import AUTH, SETTINGS
 from .identity import without_identity_headers
 
 REQUEST_ID_HEADER = "X-Request-Id"
+#: The admin API's token beside IAP's own `Authorization` (docs/operations.md, "Scripts behind IAP").
+API_TOKEN_HEADER = "X-Sdbroker-Token"
+API_PREFIX = "/_broker/api/"
+API_TOKEN = "sdb.api_token"
 # What a trusted proxy's id may look like (a UUID, a Cloud trace id, nginx's $request_id):
 # nothing that could forge a second log line or a header.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
@@ -50,8 +54,13 @@ async def drop_identity_headers(request: web.Request, handler: Handler) -> web.S
         extra=(settings.auth_header, settings.auth_email_header, settings.auth_groups_header),
         keep=request.app[AUTH].kept_headers(request),
     )
+    api_token = (
+        request.headers.get(API_TOKEN_HEADER) if request.path.startswith(API_PREFIX) else None
+    )
     if clean is not None:
         request = request.clone(headers=clean)
+    if api_token:  # read by the API alone; dropped from the headers like every X-Sdbroker-*
+        request[API_TOKEN] = api_token
     return await handler(request)
 
 

@@ -13,6 +13,7 @@ time is the earliest, the fd limit the smallest.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import time
@@ -78,7 +79,9 @@ class ReplicaProcesses:
     def collect(self) -> Iterable[Metric]:
         totals: dict[str, Metric] = {}
         for pid in replica_pids(self.directory):
-            collector = ProcessCollector(pid=lambda pid=pid: pid, registry=None)
+            # It asks a callable for the pid, read into /proc/<pid> (prometheus_client
+            # process_collector.py, ProcessCollector.__init__).
+            collector = ProcessCollector(pid=functools.partial(str, pid), registry=None)
             for family in collector.collect():
                 if not family.samples:
                     continue

@@ -84,7 +84,7 @@ class Router:
     async def route(
         self, user: str, profile: str | None = None, *, unless_ended: bool = False
     ) -> Claim | Waiting:
-        """The user's claim; `unless_ended`: Waiting(ended=True) instead of a new claim
+        """The user's claim; `unless_ended`: SessionEnded instead of a new claim
         while the user has an unread notice that their session ended (one Redis call)."""
         claim = self.cached(user)
         if claim is not None:

@@ -15,7 +15,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -71,10 +71,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _split(value: object) -> object:
+def _split(value: object) -> list[Any]:
+    """A comma-separated setting (or a list given in code) as its items; anything else is
+    refused with a message (a TypeError would escape pydantic as a traceback)."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
-    return value
+    if isinstance(value, list | tuple | set | frozenset):
+        return list(value)
+    raise ValueError(f"expected a comma-separated list, got {type(value).__name__}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -170,9 +174,12 @@ class Settings(BaseSettings):
     def _redis(cls, value: object, info: ValidationInfo) -> object:
         """URL and files that cannot work together stop the broker at start, naming the
         setting (and never the password of a URL: fleet.redis_client.redacted)."""
-        if info.field_name != "redis_url" and "redis_url" not in info.data:
+        name = info.field_name
+        if name is None:  # pydantic sets it for every field validator (ValidationInfo)
+            return value
+        if name != "redis_url" and "redis_url" not in info.data:
             return value  # the URL was refused already
-        data = {**info.data, info.field_name: value}
+        data = {**info.data, name: value}
         problems = redis_problems(
             data.get("redis_url"),
             data.get("redis_password_file"),
@@ -180,14 +187,14 @@ class Settings(BaseSettings):
             data.get("redis_tls_cert_file"),
             data.get("redis_tls_key_file"),
         )
-        if problem := problems.get(f"SDB_{info.field_name.upper()}"):
+        if problem := problems.get(f"SDB_{name.upper()}"):
             raise ValueError(problem)
         return value
 
     @field_validator("trusted_proxies", "metrics_cidrs", mode="before")
     @classmethod
     def _cidrs(cls, value: object) -> object:
-        return [ipaddress.ip_network(v, strict=False) for v in _split(value)]  # type: ignore[union-attr]
+        return [ipaddress.ip_network(v, strict=False) for v in _split(value)]
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -195,7 +202,7 @@ class Settings(BaseSettings):
         from .origin import normalised_origin
 
         origins = []
-        for item in _split(value):  # type: ignore[union-attr]
+        for item in _split(value):
             origin = normalised_origin(item)
             if origin is None:
                 raise ValueError(f"{item!r} is not an origin (scheme://host[:port])")
@@ -210,7 +217,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_emails", mode="before")
     @classmethod
     def _emails(cls, value: object) -> object:
-        emails = [e.lower() for e in _split(value)]  # type: ignore[union-attr]
+        emails = [e.lower() for e in _split(value)]
         for email in emails:
             if email.count("@") != 1 or email.startswith("@") or email.endswith("@"):
                 raise ValueError(f"{email!r} is not one address (name@domain)")
@@ -219,7 +226,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_domains", mode="before")
     @classmethod
     def _domains(cls, value: object) -> object:
-        domains = [d.lower().removeprefix("@") for d in _split(value)]  # type: ignore[union-attr]
+        domains = [d.lower().removeprefix("@") for d in _split(value)]
         for domain in domains:
             if not DOMAIN.fullmatch(domain):
                 raise ValueError(f"{domain!r} is not a domain name (example.com)")
@@ -228,8 +235,8 @@ class Settings(BaseSettings):
     @field_validator("oidc_scopes", mode="before")
     @classmethod
     def _scopes(cls, value: object) -> object:
-        scopes = value.replace(",", " ").split() if isinstance(value, str) else value
-        if "openid" not in scopes:  # type: ignore[operator]
+        scopes = value.replace(",", " ").split() if isinstance(value, str) else _split(value)
+        if "openid" not in scopes:
             raise ValueError("must include openid")
         return scopes
 

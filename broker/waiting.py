@@ -41,9 +41,12 @@ from fleet import (
     History,
     Kind,
     Outlook,
+    Queued,
+    Rebuilding,
     StoreUnavailable,
     Waiting,
     estimate,
+    place_of,
     read_outlook,
 )
 
@@ -106,9 +109,9 @@ class WaitingRoom:
         names = [event.profile] if event.profile else list(self._changed)
         for name in names:
             self._outlooks.pop(name, None)
-            event = self._changed.pop(name, None)
-            if event is not None:
-                event.set()
+            woken = self._changed.pop(name, None)
+            if woken is not None:
+                woken.set()
 
     async def changed(self, profile: str, timeout: float) -> bool:
         """Wait until the profile changes or `timeout` passes; True when it changed."""
@@ -132,7 +135,7 @@ class WaitingRoom:
 
     async def status(self, result: Waiting) -> dict[str, Any]:
         """What the page shows: position, estimate, phase and a sentence."""
-        if result.rebuilding:
+        if isinstance(result, Rebuilding):
             return {
                 "position": 0,
                 "queue": 0,
@@ -142,19 +145,20 @@ class WaitingRoom:
                 "message": "The broker is recovering its records; your WebUI will be back in a moment.",
             }
         eta: Eta | None = None
+        position, queue = place_of(result)
         try:
             profile = self.fleet.spec.profile(result.profile)
             outlook = await self.outlook(result.profile)
-            eta = estimate(outlook, result.position)
+            eta = estimate(outlook, position)
         except KeyError:
-            return {"position": result.position, "queue": result.queue_length, "eta": None,
+            return {"position": position, "queue": queue, "eta": None,
                     "phase": "starting", "estimate": describe(None), "message": "Waiting for a WebUI."}  # fmt: skip
         if eta.phase == "ready":
             message = "A WebUI is free for you; taking you there."
         elif outlook.failing:  # "no estimate yet" forever was all they read (issue 17, item 2)
             return {
-                "position": result.position,
-                "queue": result.queue_length,
+                "position": position,
+                "queue": queue,
                 "eta": None,
                 "phase": "failing",
                 "estimate": "none: new WebUIs of this kind fail to start",
@@ -176,8 +180,8 @@ class WaitingRoom:
             )
             message = f"{every} in use. You get the next one that frees up."
         return {
-            "position": result.position,
-            "queue": result.queue_length,
+            "position": position,
+            "queue": queue,
             "eta": None if eta.seconds is None else round(eta.seconds, 1),
             "phase": eta.phase,
             "estimate": describe(eta),
@@ -202,7 +206,8 @@ async def respond(request: web.Request, identity: Identity, result: Waiting) -> 
         status = await request.app[WAITING_ROOM].status(result)
     except StoreUnavailable:
         redis_error()
-        status = {"position": result.position, "queue": result.queue_length, "eta": None}
+        position, queue = place_of(result)
+        status = {"position": position, "queue": queue, "eta": None}
     retry = 5 if status.get("eta") is None else int(min(60, max(2, status["eta"])))
     body = {
         "error": "No WebUI ready yet",
@@ -220,7 +225,7 @@ async def wait_page(request: web.Request) -> web.StreamResponse:
     if not isinstance(identity, Identity):
         return identity
     target = safe_next(request.query.get("next"))
-    choose = await needs_choice(request, identity.user, target)
+    choose = await needs_choice(request, identity, target)
     if choose is not None:
         return choose
     try:
@@ -264,10 +269,10 @@ async def _next_state(
     streams of the profile share), when they are not in line any more, or
     every CLAIM_EVERY seconds whatever happens.
     """
-    if waiting is not None and not waiting.rebuilding and not must_claim:
+    if isinstance(waiting, Queued) and not must_claim:  # in line: refresh the place only
         seen = await store.see_waiting(user, waiting.profile)
         if seen is not None:
-            waiting = Waiting(waiting.profile, *seen)
+            waiting = Queued(waiting.profile, *seen)
             if waiting.position > (await room.outlook(waiting.profile)).ready:
                 return waiting
     return await router.route(user)
@@ -280,7 +285,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         return identity
     app = request.app
     target = safe_next(request.query.get("next"))
-    choose = await needs_choice(request, identity.user, target)  # never queue for a default
+    choose = await needs_choice(request, identity, target)  # never queue for a default
     if choose is not None:
         return choose
     streams = app[EVENT_STREAMS]

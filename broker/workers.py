@@ -37,6 +37,7 @@ def supervise(settings: Settings, spec: FleetSpec, *, banner: str = "") -> int:
     embedded = EmbeddedRedis(settings.data_dir) if not settings.redis_url else None
     if embedded is not None:
         asyncio.run(embedded.start())
+    redis_url = settings.redis_url or (embedded.url if embedded is not None else "")
     metrics = settings.data_dir / "metrics" / str(os.getpid())
     shutil.rmtree(metrics.parent, ignore_errors=True)  # counts of an earlier run are not ours
     metrics.mkdir(parents=True)
@@ -44,7 +45,7 @@ def supervise(settings: Settings, spec: FleetSpec, *, banner: str = "") -> int:
         **os.environ,
         MULTIPROC_DIR: str(metrics),
         "SDB_WORKERS": "1",
-        "SDB_REDIS_URL": settings.redis_url or embedded.url,  # type: ignore[union-attr]
+        "SDB_REDIS_URL": redis_url,
         "SDB_STOP_PODS_ON_EXIT": "false",  # the supervisor stops the fleet, once
     }
     stopping = False

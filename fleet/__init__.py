@@ -14,8 +14,21 @@ from .events import Event, Kind, LogObserver, Observer
 from .forecast import Eta, Outlook, estimate, read_outlook
 from .history import History, Sample, samples_kept
 from .listener import listen
-from .model import Claim, Ended, Phase, PodInfo, PodRecord, PodState, Waiting
-from .probes import Probe, make_probe
+from .model import (
+    Claim,
+    Ended,
+    Phase,
+    PodInfo,
+    PodRecord,
+    PodState,
+    Queued,
+    Rebuilding,
+    Retry,
+    SessionEnded,
+    Waiting,
+    place_of,
+)
+from .probes import FALLBACK_KIND, Probe, WebUIKind, make_probe, register_kind, unregister_kind
 from .redis_client import connect_redis
 from .service import Fleet, stop_fleet
 from .slug import slugify
@@ -68,12 +81,21 @@ __all__ = [
     "Tasks",
     "Unavailable",
     "Waiting",
+    "Queued",
+    "Rebuilding",
+    "Retry",
+    "SessionEnded",
+    "place_of",
+    "WebUIKind",
+    "FALLBACK_KIND",
     "connect_redis",
     "keys",
     "listen",
     "load_spec",
     "make_backend",
     "make_probe",
+    "register_kind",
+    "unregister_kind",
     "parse_spec",
     "slugify",
     "stop_fleet",

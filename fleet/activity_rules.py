@@ -16,7 +16,8 @@ A request is decided by the first stage that has a matching rule:
 1. the profile's own `activity.count` rules: counts;
 2. the profile's own `activity.ignore` rules: does not count;
 3. the built-in ignore rules of the profile's probe kind: does not count;
-4. the built-in count rules of the probe kind: counts;
+4. the built-in count rules of the probe kind: counts (both registered with
+   the kind in `fleet.probes`);
 5. otherwise: page loads (navigations) and browser WebSocket messages count,
    everything else does not.
 
@@ -32,6 +33,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .probes import FALLBACK_KIND, kind_of
 from .spec import FleetSpec, Profile
 from .spec_types import split_rule
 
@@ -40,55 +42,17 @@ _ANY = "*"
 _MEMO_MAX = 4096  # distinct (method, path) decisions kept per classifier before starting over
 _CACHE_MAX = 64  # classifiers kept (one per profile per loaded spec)
 
-#: AUTOMATIC1111 and Forge (Gradio 3 and 4).
-A1111_IGNORE: tuple[str, ...] = (
-    "/internal/progress",  # the page polls this every second while a job runs
-    "/internal/ping",
-    "/heartbeat/*",  # Gradio 4 session heartbeat (Forge), sent by an idle tab
-    "GET /queue/data",  # Gradio 4 SSE result stream, reopened by the page
-    "GET /sdapi/v1/progress",  # progress polling by scripts and extensions
-    "GET /file=*",  # gallery images and thumbnails an idle page refreshes
-    "GET /assets/*",
-    "GET /static/*",
-    "GET /javascript/*",
-    "GET /sd_extra_networks/*",
-    "GET /favicon.ico",
-)
-A1111_COUNT: tuple[str, ...] = (
-    "POST /*",  # generations, uploads (/upload), every button (/run/predict, POST /queue/join)
-    "/sdapi/*",  # the API: a script at work is a user at work
-    "GET /",  # the page itself
-)
-
-#: ComfyUI.
-COMFYUI_IGNORE: tuple[str, ...] = (
-    "GET /prompt",  # queue status polling
-    "GET /api/prompt",
-    "GET /ws",  # the status socket's handshake; the server's messages never count
-    "GET /api/ws",
-)
-COMFYUI_COUNT: tuple[str, ...] = (
-    "POST /prompt",
-    "POST /api/prompt",
-    "POST /upload/*",
-    "POST /api/upload/*",
-    "GET /",
-)
-
-#: Anything else (`probe: http:/path`): whatever changes state is a person.
-GENERIC_IGNORE: tuple[str, ...] = ()
-GENERIC_COUNT: tuple[str, ...] = ("POST /*", "PUT /*", "PATCH /*", "DELETE /*", "GET /")
-
-DEFAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "a1111": (A1111_IGNORE, A1111_COUNT),
-    "comfyui": (COMFYUI_IGNORE, COMFYUI_COUNT),
-    "http": (GENERIC_IGNORE, GENERIC_COUNT),
-}
-
 
 def defaults_for(probe: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(ignore, count) built-in rules for a probe kind (`http:/x` means generic)."""
-    return DEFAULTS.get(probe if probe in DEFAULTS else "http", DEFAULTS["http"])
+    """(ignore, count) built-in rules of a probe kind, as registered in fleet.probes.
+
+    A kind no longer registered gets the fallback kind's rules (like a removed profile).
+    """
+    try:
+        kind = kind_of(probe)
+    except ValueError:
+        kind = kind_of(FALLBACK_KIND)
+    return kind.ignore, kind.count
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +86,7 @@ class ActivityClassifier:
 
     def __init__(
         self,
-        probe: str = "a1111",
+        probe: str = FALLBACK_KIND,
         *,
         count: Iterable[str] = (),
         ignore: Iterable[str] = (),
@@ -202,7 +166,7 @@ def classifier_for(spec: FleetSpec, profile: str) -> ActivityClassifier:
     """The classifier of a profile of this spec, built once per loaded spec.
 
     A profile the spec no longer has (removed by a reload while a user still
-    holds a pod of it) gets the built-in a1111 rules.
+    holds a pod of it) gets the fallback kind's built-in rules.
     """
     key = (id(spec), profile)
     hit = _cache.get(key)

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 from redis.asyncio import Redis
 
-from . import keys
+from . import keys, redis_text
 from .aiotasks import raise_if_cancelled
 from .events import Event, Kind
 from .spec import FleetSpec, Profile, ScheduleEntry
@@ -224,7 +224,7 @@ class Autoscaler:
         }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.override(name))
-            pipe.hset(keys.override(name), mapping=fields)
+            pipe.hset(keys.override(name), mapping=redis_text.fields(fields))
             pipe.publish(keys.EVENTS, Event(Kind.SCALE, name).encode())
             await pipe.execute()
         return Override.from_hash(fields) or checked

@@ -43,6 +43,7 @@ from .model import Phase, PodInfo, PodRecord, PodState
 from .notices import NODE_LOST, tell_ended
 from .probes import Probe, make_probe
 from .reconcile import Reconciler
+from .rolling import roll
 from .spec import FleetSpec, Profile
 from .store import FleetStore
 
@@ -132,6 +133,8 @@ class Controller:
         self.doorbell = doorbell or Doorbell()
         self._probes: dict[str, Probe] = {}
         self._warming = False
+        #: Ready pods per profile made from an older template, as the last full pass saw.
+        self._stale: dict[str, int] = {}
         self.leading = False
 
     def wake(self) -> None:
@@ -314,7 +317,17 @@ class Controller:
                 await self.backend.delete(rec.id)
         await self._delete_marked()
         for profile in await self.sizes(spec) if self.sizes else spec.profiles:
+            await self._roll(profile, records, states)
             await self._scale(profile)
+
+    async def _roll(
+        self,
+        profile: Profile,
+        records: dict[str, PodRecord],
+        states: dict[str, tuple[str, PodState]],
+    ) -> None:
+        """Replace Ready pods of an older template, one at a time (fleet/rolling.py)."""
+        self._stale[profile.name] = await roll(self.store, self.backend, profile, records, states)
 
     def _settled(self, pod_id: str, profile: str, state: PodState, rec: PodRecord | None) -> bool:
         """Nothing to do for this pod this pass (offered or claimed, and alive: most pods).
@@ -362,24 +375,30 @@ class Controller:
                 health.problems[pod.id] = "; ".join(filter(None, (rec.reason, f"probe: {seen}")))
         if ready:
             if await self.store.mark_ready(pod.id, pod.profile, addr):
-                await self.backend.mark_ready(pod.id)
-                # Scheduled since it was created: the node, for the session logs.
-                if rec.extra.get("node"):
-                    await self.store.set_pod_fields(pod.id, node=rec.extra["node"])
-                health.problems.pop(pod.id, None)
-                health.failures_in_row = 0
-                await start_health.note_started(self.store.redis, pod.profile)
-                health.start_seconds = [*health.start_seconds[-19:], now - pod.created]
-                log.info("pod %s ready after %.1fs", pod.id, now - pod.created)
-                await self.history.note_start(pod.profile, now - pod.created)
-                if self.on_ready:
-                    self.on_ready(pod.profile, now - pod.created)
+                await self._started(pod, rec, health, now)
         elif now - pod.created > profile.start_timeout:
             # What the probe saw (an HTTP 404, a refused connection), not just "no answer".
             saw = health.problems.pop(pod.id, "") or rec.reason or "no answer"
             error = f"not ready after {profile.start_timeout:.0f}s: {saw}"
             await self._start_failed(pod.profile, start_health.START_TIMEOUT, error)
             await self._end(pod.id, "start_timeout", error)
+
+    async def _started(
+        self, pod: PodInfo, rec: PodRecord, health: ProfileHealth, now: float
+    ) -> None:
+        """A warming pod was just marked ready: the backend, its node, the start's figures."""
+        await self.backend.mark_ready(pod.id)
+        # Scheduled since it was created: the node, for the session logs.
+        if rec.extra.get("node"):
+            await self.store.set_pod_fields(pod.id, node=rec.extra["node"])
+        health.problems.pop(pod.id, None)
+        health.failures_in_row = 0
+        await start_health.note_started(self.store.redis, pod.profile)
+        health.start_seconds = [*health.start_seconds[-19:], now - pod.created]
+        log.info("pod %s ready after %.1fs", pod.id, now - pod.created)
+        await self.history.note_start(pod.profile, now - pod.created)
+        if self.on_ready:
+            self.on_ready(pod.profile, now - pod.created)
 
     async def _start_failed(self, profile: str, reason: str, error: str) -> None:
         """A pod failed to start: back off creating more, and tell everyone (start_health,
@@ -421,6 +440,8 @@ class Controller:
         counts = await self.store.counts(profile.name)
         # Waiting users need pods as much as claimed ones do.
         target = profile.target(counts["claimed"] + counts["queue"])
+        if self._stale.get(profile.name):
+            target = min(profile.max, target + 1)  # the rolling update's extra pod (rolling.py)
         total = counts["warming"] + counts["ready"] + counts["claimed"]
         if self.backend.manages_replicas:
             await self.backend.set_replicas(profile, target)

@@ -88,8 +88,9 @@ async def read_outlook(
     ends = []
     for (_, claimed_at), user in zip(claimed, users, strict=True):
         end = activity.get(user or "", claimed_at) + spec.idle_timeout
-        if spec.max_session is not None:
-            end = min(end, claimed_at + spec.max_session)
+        limit = spec.session_limit(name)
+        if limit is not None:
+            end = min(end, claimed_at + limit)
         ends.append(max(end, now))
     return Outlook(
         at=now,

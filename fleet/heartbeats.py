@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from . import keys
+from . import keys, redis_text
 
 LEADER = "controller_leader"  # the controller lock was held (taken or renewed)
 CONTROLLER_PASS = "controller_pass"  # a full controller pass finished
@@ -32,7 +32,7 @@ async def read(redis: Redis) -> dict[str, float]:
 
 async def session_ends(redis: Redis) -> dict[tuple[str, str], int]:
     """(profile, reason) -> sessions ended since this Redis began counting."""
-    raw = await redis.hgetall(keys.SESSION_ENDS)
+    raw = redis_text.text_hash(await redis.hgetall(keys.SESSION_ENDS))
     out: dict[tuple[str, str], int] = {}
     for field, count in raw.items():
         profile, _, reason = field.partition(_SEP)

@@ -16,7 +16,7 @@ from importlib import resources
 
 from redis.asyncio import Redis
 
-from . import keys
+from . import keys, redis_text
 
 STARTS_KEPT = 20  # pod start durations kept per profile (enough for a median, quick to adapt)
 HISTORY_SPAN = 8 * 3600.0  # how far back the chart can look
@@ -77,7 +77,7 @@ class History:
 
     async def series(self, profile: str, since: float = 0.0) -> list[Sample]:
         """Samples of a profile from `since` on, oldest first."""
-        raw = await self.redis.lrange(keys.history(profile), 0, -1)
+        raw = redis_text.texts(await self.redis.lrange(keys.history(profile), 0, -1))
         out = [s for s in (Sample.parse(line) for line in raw) if s is not None and s.at >= since]
         out.reverse()
         return out

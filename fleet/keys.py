@@ -47,6 +47,8 @@ SPEC = PREFIX + "spec"
 SPEC_META = PREFIX + "spec-meta"
 #: Hash: SHA-256 of an admin API token -> JSON (id, name, created, by); never the token.
 API_TOKENS = PREFIX + "api-tokens"
+#: Hash: SHA-256 of an admin API token -> unix time it was last used.
+API_TOKENS_USED = PREFIX + "api-tokens-used"
 POD_PREFIX = PREFIX + "pod:"
 CLAIM_PREFIX = PREFIX + "claim:"
 

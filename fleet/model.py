@@ -46,23 +46,56 @@ class Claim:
         )
 
 
-@dataclass(slots=True)
-class Waiting:
-    """No pod for the user yet: their place in the queue (0 = not queued)."""
+# --- what a claim can come to besides a Claim: one type per outcome, matched by callers ---
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """No pod free: the user's place in line (position 0: only looked, not in line)."""
 
     profile: str
     position: int
     queue_length: int
-    rebuilding: bool = False
-    ended: bool = False  # refused: the user's session ended and they have not been told yet
 
 
-@dataclass(slots=True)
-class Go:
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """No pod to route to yet and no place in line: a bind failed, the pod is kept for the
+    user while the platform does not answer, or another request is allocating. The user's
+    next request claims again."""
+
+    profile: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuilding:
+    """The index is being rebuilt from the backend (after a Redis loss): nobody claims now."""
+
+    profile: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """Refused (`unless_ended`): the user's session ended and they have not been told yet."""
+
+    profile: str
+
+
+@dataclass(frozen=True, slots=True)
+class Allocate:
     """Reserve mode (backends that allocate): the user may have a pod now; allocate one."""
 
     profile: str
     queued_at: str = ""
+
+
+Waiting = Queued | Retry | Rebuilding | SessionEnded
+"""Every outcome of a claim that has no pod to route to (`isinstance` takes it too)."""
+
+
+def place_of(result: Waiting) -> tuple[int, int]:
+    """(position, queue length) to show: (0, 0) for all but a place in line."""
+    return (result.position, result.queue_length) if isinstance(result, Queued) else (0, 0)
 
 
 @dataclass(slots=True)

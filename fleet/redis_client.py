@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
@@ -237,10 +237,20 @@ async def refuse_cluster_mode(connection: AbstractConnection) -> None:
     if "cluster_enabled:1" in text:
         await connection.disconnect()
         raise ClusterModeRefused(
-            f"Redis at {connection.host}:{connection.port} runs Redis Cluster "
+            f"Redis at {_address(connection)} runs Redis Cluster "
             "(cluster_enabled:1), which sdbroker does not support: use one primary "
             "(Memorystore Standard, or Redis with Sentinel)"
         )
+
+
+def _address(connection: AbstractConnection) -> str:
+    """host:port, or the socket's path: a unix socket connection has no port (redis-py
+    8.2, redis/asyncio/connection.py, UnixDomainSocketConnection)."""
+    if isinstance(connection, UnixDomainSocketConnection):
+        return connection.path
+    if isinstance(connection, Connection):
+        return f"{connection.host}:{connection.port}"
+    return type(connection).__name__
 
 
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -271,12 +281,13 @@ class ShortSentinel(Sentinel):
 class SentinelRedis(FleetRedis):
     """The master's client; closing it also closes its sentinels' connections."""
 
-    sentinel: Sentinel | None = None
+    # Not `sentinel`: that name is redis-py's SENTINEL command (AsyncSentinelCommands).
+    sentinels: Sentinel | None = None
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose(close_connection_pool)
-        if self.sentinel is not None:
-            await self.sentinel.aclose()
+        if self.sentinels is not None:
+            await self.sentinels.aclose()
 
 
 def retry_policy() -> Retry:
@@ -327,6 +338,6 @@ def connect_redis(
             db=target.db,
             **kwargs,
         )
-        client.sentinel = sentinel
+        client.sentinels = sentinel
         return client
     return FleetRedis(connection_pool=BlockingConnectionPool.from_url(url, **kwargs))

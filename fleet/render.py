@@ -14,7 +14,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .backends.kubepods import MANAGED_BY, PROFILE, deep_merge, pod_template
+from .backends.base import template_hash
+from .backends.kubepods import MANAGED_BY, PROFILE, TEMPLATE_LABEL, deep_merge, pod_template
 from .spec import AgonesProfile, FleetSpec, Profile
 
 WEBUI_NAME = "sdbroker-webui"
@@ -31,8 +32,8 @@ def render_profile(profile: Profile) -> list[dict[str, Any]]:
     if not block.image:
         raise RenderError(f"profile {profile.name}: agones.image is required to render a Fleet")
     labels = {MANAGED_BY: "sdbroker", "app.kubernetes.io/name": WEBUI_NAME, PROFILE: profile.name}
-    pod = _pod_template(profile.name, block, labels)
-    fleet = {
+    pod = _pod_template(profile.name, block, block.image, labels)
+    fleet: dict[str, Any] = {
         "apiVersion": "agones.dev/v1",
         "kind": "Fleet",
         "metadata": {"name": block.fleet, "namespace": block.namespace, "labels": dict(labels)},
@@ -44,7 +45,7 @@ def render_profile(profile: Profile) -> list[dict[str, Any]]:
                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
             },
             "template": {
-                "metadata": {"labels": dict(labels)},
+                "metadata": {"labels": dict(labels)},  # + the template's hash, below
                 "spec": {
                     "container": "webui",
                     "ports": [
@@ -66,11 +67,17 @@ def render_profile(profile: Profile) -> list[dict[str, Any]]:
             },
         },
     }
+    # Every GameServer (and its pod) says which template it was made from, as plain pods
+    # do (kubepods.TEMPLATE_LABEL). Agones itself replaces the Ready ones of an old
+    # template: a changed template is a new GameServerSet, rolled by `strategy` above
+    # (agones v1.56 pkg/fleets/controller.go, `rollingUpdateDeployment`).
+    gameserver = fleet["spec"]["template"]
+    gameserver["metadata"]["labels"][TEMPLATE_LABEL] = template_hash(gameserver["spec"])
     return [fleet]
 
 
-def _pod(block: AgonesProfile) -> dict[str, Any]:
-    pod = pod_template(block)
+def _pod(block: AgonesProfile, image: str) -> dict[str, Any]:
+    pod = pod_template(block, image)
     # The Agones SDK sidecar needs the service account token; Agones keeps it
     # from the WebUI container itself.
     pod.pop("automountServiceAccountToken", None)
@@ -101,7 +108,9 @@ def _pod(block: AgonesProfile) -> dict[str, Any]:
     return pod
 
 
-def _pod_template(name: str, block: AgonesProfile, labels: dict[str, str]) -> dict[str, Any]:
+def _pod_template(
+    name: str, block: AgonesProfile, image: str, labels: dict[str, str]
+) -> dict[str, Any]:
     """The GameServer's pod template, with the labels the NetworkPolicies select.
 
     Agones makes a GameServer's pod metadata from this template alone, plus
@@ -119,7 +128,7 @@ def _pod_template(name: str, block: AgonesProfile, labels: dict[str, str]) -> di
             f"profile {name}: agones.pod_template holds raw pod fields (metadata:, spec:); "
             f"move {', '.join(stray)} under spec: or metadata:"
         )
-    template = {"metadata": {"labels": dict(labels)}, "spec": _pod(block)}
+    template = {"metadata": {"labels": dict(labels)}, "spec": _pod(block, image)}
     return deep_merge(template, copy.deepcopy(extra))
 
 

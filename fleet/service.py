@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterable
 
@@ -24,7 +23,7 @@ import aiohttp
 from .backends.base import Backend
 from .errors import Conflict, FleetError, PodGone, StoreUnavailable
 from .events import Event, Kind
-from .model import Claim, Ended, Go, Phase, Waiting
+from .model import Claim, Ended, Phase, Retry, Waiting
 from .notices import NODE_LOST, tell_ended
 from .probes import make_probe
 from .reconcile import owner_wins
@@ -33,8 +32,6 @@ from .spec import FleetSpec, Profile
 from .store import FleetStore
 
 log = logging.getLogger(__name__)
-BIND_ATTEMPTS = 3
-ALLOCATE_LOCK_TTL = 10.0  # seconds one request may allocate for a user before others retry
 BIND_WAIT = 15.0  # a claim still binding after this long lost its claimer: bind it here
 #: Seconds between looks at a claim another request is binding, should its `bound` event
 #: (bound.lua) be lost: the event, not this, normally ends the wait.
@@ -92,15 +89,13 @@ class Fleet:
         A claim another broker made a moment ago is returned once that broker has
         prepared the pod (its record, the user's outputs folder), never before:
         a request sent earlier could save a picture outside the user's folder.
-        `unless_ended`: Waiting(ended=True) while the user has an unread notice that
+        `unless_ended`: SessionEnded while the user has an unread notice that
         their session ended, in the same Redis call (nothing is claimed).
         """
         name = profile or await self.profile_for(user)
         started = time.perf_counter()
-        if self.backend.allocates:
-            result = await self._allocate_claim(user, name, join_queue, unless_ended, started)
-        else:
-            result = await self._claim_pod(user, name, join_queue, unless_ended, started)
+        strategy = self.backend.claim_strategy  # take a Ready pod, or have the platform allocate
+        result = await strategy.claim(self, user, name, join_queue, unless_ended, started)
         if isinstance(result, Claim) and result.binding:
             return await self._when_bound(result)
         return result
@@ -137,7 +132,7 @@ class Fleet:
                 wake.clear()  # before looking: an event from now on ends the wait below
                 current = await self.store.lookup(claim.user)
                 if current is None or current.pod != claim.pod:
-                    return Waiting(claim.profile, 0, 0)  # it failed: the next request claims again
+                    return Retry(claim.profile)  # it failed: the next request claims again
                 if not current.binding:
                     return current
                 left = deadline - time.monotonic()
@@ -151,9 +146,9 @@ class Fleet:
             if not waiting and self._binding.get(claim.user) is waiting:
                 del self._binding[claim.user]
         log.warning("claim of pod %s for %s left unbound; binding it here", claim.pod, claim.user)
-        return claim if await self._bind_or_end(claim) else Waiting(claim.profile, 0, 0)
+        return claim if await self.bind_or_end(claim) else Retry(claim.profile)
 
-    async def _bind_or_end(self, claim: Claim) -> bool | None:
+    async def bind_or_end(self, claim: Claim) -> bool | None:
         """Bind the claim and mark it bound (True); if the pod's record names someone else,
         give it back to them (False), if it is gone or failing, end it (False); if the platform only failed to answer, keep both
         and let the user wait (None: the claim stays binding, a later request binds it)."""
@@ -177,98 +172,7 @@ class Fleet:
         await self.store.mark_bound(claim)
         return True
 
-    async def _claim_pod(
-        self, user: str, name: str, join_queue: bool, unless_ended: bool, started: float
-    ) -> Claim | Waiting:
-        for _ in range(BIND_ATTEMPTS):
-            result = await self.store.claim(
-                user,
-                name,
-                queue_grace=self.queue_grace,
-                join_queue=join_queue,
-                unless_ended=unless_ended,
-            )
-            if not isinstance(result, Claim) or not result.new:
-                return result
-            bound = await self._bind_or_end(result)
-            if bound:
-                self._claimed(result, started)
-                return result
-            if bound is None:  # the pod is kept for the user: they wait for it
-                return Waiting(name, 0, 0)
-        return Waiting(name, 0, 0)
-
-    async def _allocate_claim(
-        self, user: str, name: str, join_queue: bool, unless_ended: bool, started: float
-    ) -> Claim | Waiting:
-        """Claim for a backend that picks the pod itself (Agones GameServerAllocation).
-
-        Redis decides whose turn it is (queue rules unchanged), a per-user lock
-        makes concurrent first requests allocate once, the backend allocates
-        (a retry returns the same GameServer), and bind.lua records the claim.
-        """
-        token = secrets.token_hex(8)
-        deadline = time.monotonic() + ALLOCATE_LOCK_TTL
-        while True:
-            result = await self.store.claim(
-                user,
-                name,
-                queue_grace=self.queue_grace,
-                join_queue=join_queue,
-                reserve=True,
-                unless_ended=unless_ended,
-            )
-            if not isinstance(result, Go):
-                return result
-            if await self.store.lock_user(user, token, ALLOCATE_LOCK_TTL):
-                break
-            if time.monotonic() > deadline:  # another request is allocating for this user
-                return Waiting(name, 0, 0)
-            await asyncio.sleep(0.05)
-        try:
-            return await self._allocate_locked(user, name, join_queue, started)
-        finally:
-            await self.store.unlock_user(user, token)
-
-    async def _allocate_locked(
-        self, user: str, name: str, join_queue: bool, started: float
-    ) -> Claim | Waiting:
-        slug = slugify(user)
-        profile = self.spec.profile(name)
-        for _ in range(BIND_ATTEMPTS):
-            try:
-                rec = await self.backend.allocate(profile, user, slug)
-            except FleetError as exc:  # e.g. answers lost: the controller adopts what was allocated
-                log.warning("allocation for %s failed: %s", user, exc)
-                return Waiting(name, 0, 0)
-            if rec is None:  # nothing Ready on the platform: wait in line
-                if join_queue:
-                    return await self.store.join_queue(user, name)
-                return Waiting(name, 0, 0)
-            bound = await self.store.bind(user, rec)
-            if bound is None:  # our GameServer is being deleted: the next allocation differs
-                await asyncio.sleep(0.1)
-                continue
-            if isinstance(bound, Waiting) or bound.pod != rec.id:
-                return bound  # rebuilding, or the user holds another pod (rec: orphan)
-            try:
-                await self.backend.prepare_outputs(slug)
-                await make_probe(profile.probe).set_outputs(
-                    self.http, bound.addr, self.backend.outputs_path(slug)
-                )
-                await self.store.mark_bound(bound)
-            except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("pod %s for %s failed (%s); taking another", rec.id, user, exc)
-                await self.store.end_pod(rec.id, "claim_failed", only_user=user)
-                with contextlib.suppress(FleetError):
-                    await self.backend.delete(rec.id)
-                continue
-            if bound.new:
-                self._claimed(bound, started, rec.extra.get("node", ""))
-            return bound
-        return Waiting(name, 0, 0)
-
-    def _claimed(self, claim: Claim, started: float, node: str = "") -> None:
+    def claimed(self, claim: Claim, started: float, node: str = "") -> None:
         """A new claim is bound: one log line (the session's start: its fields apart for a
         log sink, as store.end_pod logs its end), and the metric."""
         took = time.perf_counter() - started
@@ -347,6 +251,4 @@ async def stop_fleet(store: FleetStore, backend: Backend, spec: FleetSpec) -> No
         log.warning("could not end claims on shutdown: %s", exc)
     except (FleetError, OSError) as exc:  # the platform failed it: the rest still stop below
         log.warning("could not stop a pod on shutdown: %s", exc)
-    stop_all = getattr(backend, "stop_all", None)
-    if stop_all is not None:
-        await stop_all()
+    await backend.stop_all()

@@ -8,9 +8,9 @@ offending field (see `fail_at`), so pydantic collects them with type errors.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
@@ -67,6 +67,8 @@ __all__ = [
 ]
 
 BACKENDS = ("local", "kubernetes", "agones")
+DEFAULT_MAX_SESSION = 12 * 3600.0  # seconds; the file's max_session when it names none
+GroupName = Annotated[Text, Field(min_length=1)]  # as the identity provider spells it
 
 
 class _Model(BaseModel):
@@ -223,6 +225,10 @@ class Profile(_Model):
     buffer: Buffer = 1
     probe: ProbeKind = "a1111"
     start_timeout: PositiveDuration = 600.0
+    # A hard cap on one session of this profile, busy or not (null: the file's max_session).
+    max_session: PositiveDuration | None = None
+    # Only members of one of these groups (the identity's groups) may use it; []: everyone.
+    allowed_groups: list[GroupName] = []
     activity: ActivityRules | None = None
     schedule: list[ScheduleEntry] = []
     local: LocalProfile | None = None
@@ -286,6 +292,10 @@ class Profile(_Model):
             fail_at([(("gpus",), f"max {top} but only {slots}")])
         return local
 
+    def allows(self, groups: Iterable[str]) -> bool:
+        """May someone in `groups` use this profile? (no allowed_groups: anyone may)"""
+        return not self.allowed_groups or not set(self.allowed_groups).isdisjoint(groups)
+
     def buffer_for(self, claimed: int) -> int:
         """Warm pods wanted on top of `claimed`; a percentage is of `claimed`, rounded up."""
         if isinstance(self.buffer, int):
@@ -336,7 +346,9 @@ class FleetSpec(_Model):
 
     backend: Literal["local", "kubernetes", "agones"]
     idle_timeout: PositiveDuration = 900.0
-    max_session: PositiveDuration | None = None
+    # Finite by default: a busy WebUI is never reclaimed as idle, and its user controls
+    # that answer, so without a cap one person could hold a GPU forever (issue 19).
+    max_session: PositiveDuration | None = DEFAULT_MAX_SESSION
     # A pod whose node stopped answering is replaced after this long (Kubernetes itself
     # waits 40-50 s to call the node lost, then 300 s more before evicting its pods).
     node_lost_grace: PositiveDuration = 60.0
@@ -354,6 +366,14 @@ class FleetSpec(_Model):
     def source_text(self) -> str:
         """The YAML this spec was parsed from ("" when built in code)."""
         return self._source_text
+
+    def session_limit(self, profile: str) -> float | None:
+        """Seconds a session of `profile` may last: its own max_session, else the file's
+        (None: no limit; a profile removed by a reload keeps the file's)."""
+        for p in self.profiles:
+            if p.name == profile and p.max_session is not None:
+                return p.max_session
+        return self.max_session
 
     def profile(self, name: str) -> Profile:
         """The profile called `name`; KeyError names the ones that exist."""

@@ -24,6 +24,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from .durations import Duration
+from .probes import kind_of
 from .yamlfile import Loc
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "WS", "*")
@@ -105,14 +106,8 @@ def _buffer(value: Any) -> int | str:
 
 
 def _probe(value: str) -> str:
-    if value in ("a1111", "comfyui"):
-        return value
-    if value.startswith("http:"):
-        path = value.removeprefix("http:")
-        if path.startswith("/") and not any(c.isspace() for c in path):
-            return value
-        raise ValueError(f"http probe path must start with / (like http:/healthz), got '{path}'")
-    raise ValueError(f"must be a1111, comfyui or http:/some/path, got '{value}'")
+    kind_of(value)  # the registry in fleet.probes says which kinds exist and how each is written
+    return value
 
 
 def _activity_rule(value: str) -> str:
@@ -161,7 +156,8 @@ Quantity = Annotated[str, BeforeValidator(_quantity)]
 Buffer = Annotated[int | str, BeforeValidator(_buffer)]
 """A count of warm pods, or "N%" of the claimed ones (normalised to "20%")."""
 ProbeKind = Annotated[str, AfterValidator(_probe)]
-"""a1111, comfyui or http:/path: how the fleet asks a WebUI whether it is ready and busy."""
+"""A registered kind (fleet.probes: a1111, comfyui, http:/path): how the fleet asks a WebUI
+whether it is ready and busy."""
 ActivityRule = Annotated[str, AfterValidator(_activity_rule)]
 Cron = Annotated[str, AfterValidator(_cron)]
 TimeZoneName = Annotated[str, AfterValidator(_timezone)]

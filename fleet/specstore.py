@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from . import keys
+from . import keys, redis_text
 from .aiotasks import raise_if_cancelled
 from .events import Event, Kind
 from .spec import FleetSpec, SpecError, parse_spec
@@ -139,17 +139,22 @@ async def _store(
     digest = sha(text)
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(keys.SPEC, keys.SPEC_META)  # commands run at once until multi()
-        before = _stored(await pipe.get(keys.SPEC), await pipe.hgetall(keys.SPEC_META))
+        before = _stored(
+            redis_text.text(await pipe.get(keys.SPEC)),
+            redis_text.text_hash(await pipe.hgetall(keys.SPEC_META)),
+        )
         if once and before is not None and digest in (before.sha, before.file):
             return None
         resized = _resized(before, spec)
-        overrides = [await pipe.hgetall(keys.override(name)) for name in resized]
+        overrides = [
+            redis_text.text_hash(await pipe.hgetall(keys.override(name))) for name in resized
+        ]
         meta = {"source": source, "sha": digest, "at": repr(now), "by": by}
         meta["file"] = digest if source == "file" else (before.file if before else "")
         pipe.multi()
         pipe.set(keys.SPEC, text)
         pipe.delete(keys.SPEC_META)
-        pipe.hset(keys.SPEC_META, mapping=meta)
+        pipe.hset(keys.SPEC_META, mapping=redis_text.fields(meta))
         for name in resized:
             pipe.delete(keys.override(name))
         pipe.publish(keys.EVENTS, Event(Kind.SPEC, subject=digest).encode())
@@ -196,7 +201,7 @@ async def _dropped(
     event = {"user": "", "pod": "", "profile": profile, "reason": "override_dropped",
              "by": set_by, "at": repr(now),
              "detail": f"For now {sizes} dropped: {why} (spec {digest})"}  # fmt: skip
-    await redis.xadd(keys.AUDIT, event, maxlen=AUDIT_MAXLEN, approximate=True)
+    await redis.xadd(keys.AUDIT, redis_text.fields(event), maxlen=AUDIT_MAXLEN, approximate=True)
 
 
 async def adopt(redis: Redis, own: FleetSpec) -> FleetSpec:

@@ -6,9 +6,11 @@ then each session that ends costs end_pod plus one audit+notice round trip.
 Busy sessions are refreshed in one ZADD and remembered (keys.BUSY): a session
 found generating is probed every cycle until its generation ends, and its idle
 time counts from then (as JupyterHub counts a finished kernel as activity), not
-from the cycle that happened to look while it was busy. Ending is a compare-and-delete in
-Lua, so two cycles running at once (two brokers, a broker and a CronJob) end
-each session once and audit it once.
+from the cycle that happened to look while it was busy. A session past its profile's
+max_session ends busy or not (the busy answer is its user's code speaking); its
+probe is asked only when it is idle too, and then only for the words. Ending is a
+compare-and-delete in Lua, so two cycles running at once (two brokers, a broker and
+a CronJob) end each session once and audit it once.
 
 One pod's trouble never stops the cycle: every probe and every reclaim is
 caught on its own and counted in `errors`.
@@ -25,7 +27,16 @@ from dataclasses import asdict, dataclass, field
 
 import aiohttp
 
-from fleet import Backend, FleetSpec, FleetStore, Phase, Probe, heartbeats, make_probe
+from fleet import (
+    FALLBACK_KIND,
+    Backend,
+    FleetSpec,
+    FleetStore,
+    Phase,
+    Probe,
+    heartbeats,
+    make_probe,
+)
 from fleet.model import Candidate
 
 from .metrics import RECLAIMS
@@ -145,8 +156,7 @@ class ReapCycle:
             verdicts, summary.errors = await self._sweep(self.backend)
         summary.sessions, candidates = await self.store.reap_candidates(
             policy.idle_cutoff(now),
-            session_cutoff=policy.session_cutoff(now),
-            profiles=[p.name for p in spec.profiles],
+            session_cutoffs=policy.session_cutoffs(now),
             limit=policy.batch,
         )
         read_at = time.monotonic()
@@ -193,8 +203,8 @@ class ReapCycle:
     def _probe(self, spec: FleetSpec, profile: str) -> Probe:
         try:
             kind = spec.profile(profile).probe
-        except KeyError:  # profile removed by a reload; its pods still speak a1111 mostly
-            kind = "a1111"
+        except KeyError:  # profile removed by a reload: the registry's fallback kind
+            kind = FALLBACK_KIND
         if kind not in self._probes:
             self._probes[kind] = self.probe_for(kind)
         return self._probes[kind]
@@ -219,15 +229,24 @@ class ReapCycle:
             if action is Action.DROP:
                 return _Verdict(c, END, Reason.DEAD, "the claim's pod no longer exists")
             reason = policy.reason(c, now)
+            if reason is Reason.MAX_SESSION:
+                # Past its hard limit and in use: ended unprobed, busy or not. The busy
+                # answer comes from a WebUI its user controls, so it cannot extend it.
+                return _Verdict(c, END, reason, forget=bool(c.busy_pod))
+            expired = policy.is_expired(c, now)  # and idle: the probe only picks the words
             try:
                 async with gate, asyncio.timeout(self.probe_timeout):
                     busy = await self._probe(spec, c.profile).busy(self.http, c.addr)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failed probe is a missed probe
+            except Exception as exc:
+                if expired:
+                    return _Verdict(c, END, Reason.MAX_SESSION, forget=bool(c.busy_pod))
                 if c.kind == "busy":  # not idle yet: no strike; the idle path judges it later
                     return _Verdict(c, UNANSWERED, detail=repr(exc))
                 return await self._missed(c, policy, exc, dry_run)
+            if busy and expired:
+                return _Verdict(c, END, Reason.MAX_SESSION, answered=True, forget=True)
             if busy:
                 return _Verdict(
                     c, BUSY, refresh=reason is Reason.IDLE, answered=True, generating=True
@@ -252,7 +271,7 @@ class ReapCycle:
         if self.backend is not None:
             try:
                 rec = await self.backend.phase_of(c.pod)
-            except Exception as err:  # noqa: BLE001 - the platform's answer is only a shortcut
+            except Exception as err:
                 log.warning("reaper: cannot ask the backend about pod %s: %s", c.pod, err)
             else:
                 if rec is None or rec.phase in (Phase.GONE, Phase.FAILED):
@@ -329,7 +348,7 @@ class ReapCycle:
             )  # fmt: skip
             await self.store.record_reclaim(
                 audit_event(c, v.reason, now, v.detail),
-                notice(c, v.reason, now),
+                notice(c, v.reason, now, policy.limit_of(c.profile)),
                 policy.notice_ttl,
             )
             return _ended(c, v.reason, now), False

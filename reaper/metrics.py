@@ -8,7 +8,7 @@ from .policy import Reason
 
 RECLAIMS = Counter(
     "sdbroker_reclaims",
-    "Sessions ended and their GPU given back, by reason (idle, max_session, dead, admin).",
+    "Sessions ended and their GPU given back, by reason (idle, max_session, dead, admin, stopped).",
     ["reason"],
 )
 for _reason in Reason:  # every reason shows up at 0, so rate() works from the start

@@ -8,7 +8,8 @@ caller's clock.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from fleet import FleetSpec
 from fleet.model import Candidate
@@ -24,6 +25,7 @@ class Reason(enum.StrEnum):
     MAX_SESSION = "max_session"
     DEAD = "dead"
     ADMIN = "admin"
+    STOPPED = "stopped"  # the user pressed "Stop my WebUI" (broker/home.py)
 
 
 class Action(enum.StrEnum):
@@ -47,7 +49,8 @@ class Policy:
     """
 
     idle_timeout: float
-    max_session: float | None = None
+    max_session: float | None = None  # for profiles not in `limits` (one removed by a reload)
+    limits: Mapping[str, float | None] = field(default_factory=dict)  # max_session per profile
     settle: float = 0.0
     missed_probes: int = 3
     notice_ttl: float = NOTICE_TTL
@@ -58,6 +61,7 @@ class Policy:
         return cls(
             idle_timeout=spec.idle_timeout,
             max_session=spec.max_session,
+            limits={p.name: spec.session_limit(p.name) for p in spec.profiles},
             settle=settle,
             missed_probes=missed_probes,
         )
@@ -70,6 +74,20 @@ class Policy:
         """Sessions claimed at or before this are past max_session (None: no limit)."""
         return None if self.max_session is None else now - self.max_session
 
+    def limit_of(self, profile: str) -> float | None:
+        """The max_session of a profile's sessions, in seconds (None: no limit)."""
+        return self.limits.get(profile, self.max_session)
+
+    def session_cutoffs(self, now: float) -> dict[str, float | None]:
+        """Per profile: sessions claimed at or before this are past its max_session."""
+        return {p: None if s is None else now - s for p, s in self.limits.items()}
+
+    def is_expired(self, candidate: Candidate, now: float) -> bool:
+        """Past its profile's max_session, whatever its WebUI says."""
+        limit = self.limit_of(candidate.profile)
+        start = candidate.since or candidate.claimed_at
+        return limit is not None and bool(start) and start <= now - limit
+
     def is_idle(self, candidate: Candidate, now: float) -> bool:
         last = candidate.last_activity
         return last is None or last <= self.idle_cutoff(now)
@@ -80,7 +98,7 @@ class Policy:
         An expired session that is also idle ends as idle: idleness would have
         ended it anyway, and "idle for N minutes" tells the user more.
         """
-        if candidate.kind == "expired" and not self.is_idle(candidate, now):
+        if self.is_expired(candidate, now) and not self.is_idle(candidate, now):
             return Reason.MAX_SESSION
         return Reason.IDLE
 
@@ -128,8 +146,11 @@ def audit_event(
     return event
 
 
-def notice(candidate: Candidate, reason: Reason, now: float) -> dict[str, object]:
-    """What the user's next visit says: why the session ended and after how long."""
+def notice(
+    candidate: Candidate, reason: Reason, now: float, limit: float | None = None
+) -> dict[str, object]:
+    """What the user's next visit says: why the session ended and after how long
+    (and, past max_session, the limit it reached: "its 12-hour limit")."""
     idle = idle_seconds(candidate, now)
     session = session_seconds(candidate, now)
     return {
@@ -141,4 +162,5 @@ def notice(candidate: Candidate, reason: Reason, now: float) -> dict[str, object
         "pod": candidate.pod,
         "profile": candidate.profile,
         "at": now,
+        **({"limit_seconds": int(limit)} if limit is not None else {}),
     }

@@ -81,7 +81,7 @@ def chromium_path() -> str:
 
 
 @pytest.fixture
-def browser(chromium_path: str):  # noqa: ANN201 - a playwright Browser
+def browser(chromium_path: str):
     """Debian's Chromium driven by Playwright (never a downloaded browser)."""
     from playwright.sync_api import sync_playwright
 

@@ -96,7 +96,7 @@ def test_python_load_generator_runs(tiny_pod: str) -> None:
 
 
 @pytest.mark.slow
-def test_benches_without_outside_tools_run_end_to_end(tmp_path) -> None:  # noqa: ANN001
+def test_benches_without_outside_tools_run_end_to_end(tmp_path) -> None:
     """A bench broken by a change in what it reads (a pod record's layout, a metric's
     name) fails here, not at the next `make bench`."""
     out = tmp_path / "RESULTS.md"
@@ -196,7 +196,7 @@ def test_the_controllers_real_time_constants_are_scaled_for_a_run_and_put_back()
     assert {name: getattr(controller, name) for name in sim_real.SCALED_CONSTANTS} == before
 
 
-def test_the_real_reaper_lets_a_generation_finish(tmp_path) -> None:  # noqa: ANN001
+def test_the_real_reaper_lets_a_generation_finish(tmp_path) -> None:
     """Through the real ReapCycle and its busy probe: the idle one is reclaimed, the one whose
     batch still runs is not, and no reclaim lands mid-generation."""
     plan = [Visit("gen", 0, active=30, batch=1500), Visit("idle", 0, active=30)]

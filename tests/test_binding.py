@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import urllib.request
 from pathlib import Path
 
 import aiohttp
 
-from tests.support.procs import wait_for, write_fleet
+from tests.support.procs import Broker, wait_for, write_fleet
 
 HEADER_AUTH = {"SDB_AUTH": "header", "SDB_TRUSTED_PROXIES": "127.0.0.1/32"}
 OPTIONS_DELAY = 1.5  # the pod takes this long to take its outputs folder
+
+
+def metrics_of(broker: Broker) -> str:
+    with urllib.request.urlopen(broker.url + "/_broker/metrics", timeout=10) as resp:
+        return resp.read().decode()
 
 
 async def test_a_second_broker_waits_until_the_pod_is_the_users(brokers, tmp_path: Path) -> None:
@@ -29,7 +35,9 @@ async def test_a_second_broker_waits_until_the_pod_is_the_users(brokers, tmp_pat
         "SDB_METRICS_CIDRS": "127.0.0.0/8",
     }
     first, second = brokers(fleet=fleet, **env), brokers(fleet=fleet, **env)
-    wait_for(lambda: len(first.pod_records()) >= 1, 20, what="a warm pod")
+    # Ready, not merely started: on a loaded machine a pod's start outlasts the request
+    ready = re.compile(r'^sdbroker_pods\{profile="default",state="ready"\} [1-9]', re.M)
+    wait_for(lambda: ready.search(metrics_of(first)), 60, what="a warm pod")
     headers = {"X-Forwarded-User": "ann"}
     async with aiohttp.ClientSession(headers=headers) as http:
 

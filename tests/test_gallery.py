@@ -109,7 +109,7 @@ def layout(tmp_path: Path) -> dict[str, object]:
     return {"outputs": outputs, "alice": alice, "bob": bob, **files}
 
 
-def start(brokers, tmp_path: Path, outputs: Path) -> Broker:  # noqa: ANN001 - the fixture
+def start(brokers, tmp_path: Path, outputs: Path) -> Broker:
     fleet = write_fleet(tmp_path / "fleet.yaml", outputs=outputs, buffer=0, max=2)
     return brokers(fleet=fleet, SDB_AUTH="dev")
 

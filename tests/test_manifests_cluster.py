@@ -25,7 +25,7 @@ from tests.test_manifests import (
 
 if str(IMAGE_DIR) not in sys.path:
     sys.path.insert(0, str(IMAGE_DIR))  # the image runs the agent as the top-level package
-from agent import config as agent_config  # noqa: E402
+from agent import config as agent_config
 
 # Targets whose WebUI pods are plain pods (kubernetes backend); the agones one has GameServers.
 PLAIN_POD_TARGETS = [t for t in TARGETS if t != "agones"]

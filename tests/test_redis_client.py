@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -140,3 +141,26 @@ async def test_a_redis_cluster_node_is_refused_with_a_clear_message(tmp_path: Pa
     finally:
         await client.aclose()
         server.stop()
+
+
+async def test_a_redis_cluster_node_on_a_unix_socket_is_refused_naming_the_socket(
+    tmp_path: Path,
+) -> None:
+    """A unix socket connection has a path, no host or port (redis-py 8.2,
+    UnixDomainSocketConnection): the refusal names the path. Before, building the
+    message raised AttributeError, which escaped as no fleet error at all."""
+    with tempfile.TemporaryDirectory(prefix="sdb", dir="/tmp") as short:  # sun_path: 108 bytes
+        sock = f"{short}/redis.sock"
+        server = plain_server(
+            tmp_path,
+            *("--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")),
+            *("--unixsocket", sock, "--unixsocketperm", "700"),
+            below=55536,
+        ).start()
+        client = connect_redis(f"unix://{sock}?db=0")
+        try:
+            with pytest.raises(StoreUnavailable, match=f"Redis at {sock} runs Redis Cluster"):
+                await client.ping()
+        finally:
+            await client.aclose()
+            server.stop()

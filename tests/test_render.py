@@ -29,7 +29,7 @@ profiles:
 """
 
 
-def spec(min: int = 2, buffer: int | str = 2):  # noqa: ANN201
+def spec(min: int = 2, buffer: int | str = 2):
     return parse_spec(
         SPEC.format(min=min, buffer=buffer if isinstance(buffer, int) else f'"{buffer}"')
     )
@@ -108,3 +108,15 @@ def test_pod_fields_outside_metadata_and_spec_are_refused() -> None:
     text = PODDED.format(min=2, buffer=2, template="{imagePullSecrets: [{name: regcred}]}")
     with pytest.raises(RenderError, match=r"pod_template.*imagePullSecrets"):
         render(parse_spec(text))
+
+
+def test_gameservers_carry_the_hash_of_their_template() -> None:
+    """Each GameServer says which template made it, as plain pods do; a new image is a new
+    hash (Agones then rolls the Fleet), a re-render of the same file the same one."""
+    label = "sdbroker.io/template"
+    (fleet,) = render(spec())
+    (again,) = render(spec())
+    (other,) = render(parse_spec(SPEC.format(min=2, buffer=2).replace(":1", ":2")))
+    hashes = [f["spec"]["template"]["metadata"]["labels"].get(label) for f in (fleet, again, other)]
+    assert hashes[0] and hashes[0] == hashes[1] != hashes[2]
+    assert not list(agones_validator("Fleet-agones.dev-v1.json").iter_errors(other))

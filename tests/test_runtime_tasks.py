@@ -117,5 +117,5 @@ def test_router_close_awaits_its_tasks(caplog: pytest.LogCaptureFixture) -> None
         router, fleet, bob = asyncio.run(main())
     assert bob.done() and bob.result().pod == "pod-bob"  # type: ignore[union-attr]
     assert fleet.lookups_cancelled == 1
-    assert not router._tasks  # noqa: SLF001 - what close promises
+    assert not router._tasks
     assert errors == [] and "destroyed but it is pending" not in caplog.text

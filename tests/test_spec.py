@@ -92,6 +92,11 @@ BROKEN: dict[str, list[str]] = {
         f"7: profiles[0].start_timeout: '30m10' is not a duration; {DURATION_FORMS}",
         "10: profiles[0].local.stop_grace: must be a duration of 0 or more, got -5",
     ],
+    "bad_max_session.yaml": [
+        f"2: max_session: 'forever' is not a duration; {DURATION_FORMS}",
+        f"6: profiles[0].max_session: '-1h' is not a duration; {DURATION_FORMS}",
+        "11: profiles[1].max_session: must be greater than 0, got 0",
+    ],
     "missing_local_block.yaml": [
         "3: profiles[0].local: required by backend local",
         "7: profiles[1].local: required by backend local",
@@ -243,8 +248,9 @@ def test_example_shows_its_defaults() -> None:
     """The example is the README's reference: its values are the models' defaults."""
     profile = load_spec(EXAMPLE).profiles[0]
     bare = Profile(name="default", max=4, local=LocalProfile(command=["{port}"]))
-    for key in ("display_name", "gpu", "min", "buffer", "probe", "start_timeout"):
+    for key in ("display_name", "gpu", "min", "buffer", "probe", "start_timeout", "max_session"):
         assert getattr(profile, key) == getattr(bare, key), key
+    assert load_spec(EXAMPLE).max_session == FleetSpec.model_fields["max_session"].default
     spec = parse_spec(_example_as("kubernetes"))
     shown = spec.profiles[0].kubernetes
     assert shown is not None
@@ -359,6 +365,22 @@ def test_source_text_is_kept_but_not_dumped_nor_settable() -> None:
     assert "source_text" not in spec.model_dump_json()
     with pytest.raises(SpecError, match=r":1: source_text: unknown field"):
         parse_spec("source_text: x\n" + text)
+
+
+def test_max_session_is_finite_by_default_and_per_profile() -> None:
+    """A busy WebUI is never reclaimed as idle and its user controls that answer, so a
+    session needs a cap nobody forgot to set (issue 19): 12 h unless the file says."""
+    text = (
+        "backend: local\nprofiles:\n"
+        f"  - name: t4\n    max: 2\n    local:\n      command: {PORT_CMD}\n"
+        f"  - name: a100\n    max: 1\n    max_session: 2h\n    local:\n      command: {PORT_CMD}\n"
+    )
+    spec = parse_spec(text)
+    assert spec.max_session == 12 * 3600
+    assert (spec.session_limit("t4"), spec.session_limit("a100")) == (12 * 3600, 2 * 3600)
+    assert spec.session_limit("removed-by-a-reload") == 12 * 3600
+    never = parse_spec(text.replace("backend: local\n", "backend: local\nmax_session: null\n"))
+    assert (never.session_limit("t4"), never.session_limit("a100")) == (None, 2 * 3600)
 
 
 def test_spec_lookup_by_profile_name() -> None:

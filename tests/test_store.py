@@ -8,7 +8,17 @@ from collections.abc import AsyncIterator
 import pytest
 
 import fleet.store.pods
-from fleet import Claim, FleetStore, PodRecord, PodState, Waiting, connect_redis, keys
+from fleet import (
+    Claim,
+    FleetStore,
+    PodRecord,
+    PodState,
+    Rebuilding,
+    SessionEnded,
+    Waiting,
+    connect_redis,
+    keys,
+)
 from fleet.model import Phase
 
 
@@ -95,7 +105,7 @@ async def test_claims_wait_while_index_is_rebuilt(store: FleetStore) -> None:
     await ready_pods(store, 1)
     await store.redis.flushall()
     result = await store.claim("ann", "default", queue_grace=60)
-    assert isinstance(result, Waiting) and result.rebuilding
+    assert isinstance(result, Rebuilding)
     record = PodRecord(
         id="default-x", profile="default", phase=Phase.STARTING, addr="http://a", user="bob"
     )
@@ -135,7 +145,7 @@ async def test_a_claim_unless_ended_takes_nothing_while_the_notice_is_unread(
     await ready_pods(store, 1)
     await store.record_reclaim({"user": "ann", "reason": "idle"}, {"reason": "idle"}, 60)
     refused = await store.claim("ann", "default", queue_grace=60, unless_ended=True)
-    assert isinstance(refused, Waiting) and refused.ended
+    assert isinstance(refused, SessionEnded)
     assert await store.lookup("ann") is None and (await store.counts("default"))["ready"] == 1
     assert await store.pop_ended("ann") == {"reason": "idle"}  # the user was told: claim again
     claim = await store.claim("ann", "default", queue_grace=60, unless_ended=True)

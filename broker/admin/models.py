@@ -7,9 +7,14 @@ Times are unix seconds.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: What an API token may do: read = every GET; sessions = end sessions and logins;
+#: fleet = pods and sizes; tokens = see the tokens (minting stays in the console).
+Scope = Literal["read", "sessions", "fleet", "tokens"]
+SCOPES: tuple[Scope, ...] = ("read", "sessions", "fleet", "tokens")
 
 
 class _Out(BaseModel):
@@ -38,6 +43,12 @@ class ProfileView(_Out):
     name: str
     display_name: str
     gpu: str | None
+    allowed_groups: list[str] = Field(
+        default_factory=list, description="only these groups may use it ([]: everyone let in)"
+    )
+    max_session_seconds: float | None = Field(
+        None, description="a session ends this long after its claim, busy or not (null: never)"
+    )
     warming: int
     ready: int
     claimed: int
@@ -126,11 +137,29 @@ class TokenView(_Out):
         0.0,
         description="seconds since the epoch; 0: a token of an older broker, created + SDB_API_TOKEN_TTL",
     )
-    scope: Literal["read", "admin"] = Field("admin", description="read: GET only")
+    scope: str = Field(
+        "admin", description="summary: admin (every scope), read (read only), else the scopes"
+    )
+    scopes: list[Scope] = Field(
+        [], description="what it may do: read (GETs), sessions, fleet, tokens"
+    )
     groups: list[str] = Field(
         [],
         description="its creator's groups when it was made: admin rights are re-checked on each use",
     )
+    last_used: float | None = Field(None, description="unix time of its last accepted use")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scopes_of_older_tokens(cls, data: Any) -> Any:
+        """Tokens of an older broker carry only `scope`: admin meant every scope."""
+        if isinstance(data, dict) and not data.get("scopes"):
+            data = {**data, "scopes": ["read"] if data.get("scope") == "read" else list(SCOPES)}
+        return data
+
+    @property
+    def owner(self) -> str:
+        return self.by
 
 
 class NewToken(TokenView):
@@ -142,3 +171,35 @@ class Done(_Out):
 
     ok: bool
     detail: str
+
+
+class UserView(_Out):
+    """A person the broker has seen: from the activity index and the claims."""
+
+    user: str
+    last_seen: float | None = Field(description="unix time of their last real activity")
+    session: SessionView | None = Field(description="their session now, if any")
+
+
+class UserPage(_Out):
+    """One page of a listing; pass `next` back as `cursor` for the next, until it is null."""
+
+    users: list[UserView]
+    next: str | None
+
+
+class EndedView(_Out):
+    """A session's end, from the audit stream (kept ~10,000 entries)."""
+
+    id: str = Field(description="the audit stream id; pass the last one back as `cursor`")
+    at: float | None
+    pod: str
+    profile: str
+    reason: str
+    by: str
+    detail: str
+
+
+class EndedPage(_Out):
+    sessions: list[EndedView]
+    next: str | None

@@ -59,6 +59,8 @@ async def profiles(app: web.Application) -> list[ProfileView]:
                 name=base.name,
                 display_name=base.display_name,
                 gpu=base.gpu,
+                allowed_groups=list(base.allowed_groups),
+                max_session_seconds=spec.session_limit(base.name),
                 warming=states[(base.name, "warming")],
                 ready=states[(base.name, "ready")],
                 claimed=states[(base.name, "claimed")],

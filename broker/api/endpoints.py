@@ -23,17 +23,23 @@ from ..admin import ops
 from ..admin.models import (
     AuditView,
     Done,
+    EndedPage,
     HistoryView,
     PodView,
     ProfileView,
+    Scope,
     SessionView,
     TokenView,
+    UserPage,
     WaiterView,
 )
 from ..admin.tokens import Tokens
 from ..appkeys import ACCESS, REDIS, SETTINGS
 from ..metrics import redis_error
-from .models import SizeChange
+from ..middleware import API_TOKEN
+from .models import SizeChange, StartSession
+from .spec import SpecRefused, SpecResult, put_spec
+from .users import BadInput, ended_sessions, start_session, users
 
 BASE = "/_broker/api/v1"
 Handler = Callable[..., Awaitable[Any]]
@@ -51,6 +57,8 @@ class Endpoint:
     status: int = 200
     fail_status: int = 0  # status when the handler returns Done(ok=False)
     public: bool = False
+    scope: Scope = "read"  # what a token needs for it (broker.admin.models.SCOPES)
+    text_body: str = ""  # media type of a body the handler reads itself (PUT /spec: YAML)
 
     @property
     def full_path(self) -> str:
@@ -135,38 +143,80 @@ async def list_tokens(request: web.Request, token: TokenView) -> list[TokenView]
     return await Tokens(request.app[REDIS]).all()
 
 
+async def list_users(request: web.Request, token: TokenView) -> UserPage:
+    return await users(request)
+
+
+async def start_user_session(request: web.Request, token: TokenView, body: StartSession) -> Done:
+    return await start_session(request, f"token:{token.name}", body.profile)
+
+
+async def user_sessions(request: web.Request, token: TokenView) -> EndedPage:
+    return await ended_sessions(request)
+
+
 async def openapi_json(request: web.Request, token: TokenView | None) -> dict[str, Any]:
     from .openapi import document  # the document is built from this module's table
 
     return document()
 
 
+PAGE_QUERY = (
+    ("cursor", "string", "the `next` of the previous page"),
+    ("limit", "integer", "how many (default 100 people or 50 sessions, at most 500)"),
+)
+USER_QUERY = PAGE_QUERY + (
+    ("session", "boolean", "only people with (true) or without (false) a session now"),
+    ("seen_after", "number", "only people active at or after this unix time"),
+    ("seen_before", "number", "only people last active before this unix time"),
+)
+
 API: list[Endpoint] = [
     Endpoint("GET", "/fleet", "Profiles: pods by state, queue, sizes and why", list_profiles, list[ProfileView]),
     Endpoint("GET", "/sessions", "Sessions: user, pod, age, idle for, busy now", list_sessions, list[SessionView],
              query=(("busy", "boolean", "ask each WebUI whether it is generating (default true)"),)),
     Endpoint("POST", "/sessions/{user}/reclaim", "End a user's session now (the pod is deleted)",
-             reclaim_session, Done, fail_status=404),
+             reclaim_session, Done, fail_status=404, scope="sessions"),
     Endpoint("POST", "/sessions/{user}/logout", "End every login of a user now, on every replica",
-             log_out_user, Done, fail_status=404),
+             log_out_user, Done, fail_status=404, scope="sessions"),
+    Endpoint("GET", "/users", "People seen (name order, paginated) with their session now",
+             list_users, UserPage, query=USER_QUERY),
+    Endpoint("POST", "/users/{user}/session", "Start a session for a user now: a warm pod is claimed "
+             "(never queued)", start_user_session, Done, body=StartSession, status=201, fail_status=409,
+             scope="sessions"),
+    Endpoint("DELETE", "/users/{user}/session", "End a user's session now (as POST /sessions/{user}/reclaim)",
+             reclaim_session, Done, fail_status=404, scope="sessions"),
+    Endpoint("DELETE", "/users/{user}/logins", "End every login of a user (as POST /sessions/{user}/logout)",
+             log_out_user, Done, fail_status=404, scope="sessions"),
+    Endpoint("GET", "/users/{user}/sessions", "A user's ended sessions, newest first (audit stream)",
+             user_sessions, EndedPage, query=PAGE_QUERY),
     Endpoint("GET", "/pods", "Every pod the fleet knows", list_pods, list[PodView]),
     Endpoint("DELETE", "/pods/{pod}", "Delete a pod (a claimed pod's session ends)", delete_pod, Done,
-             fail_status=404),
+             fail_status=404, scope="fleet"),
     Endpoint("GET", "/queue", "People waiting, first come first", list_queue, list[WaiterView]),
     Endpoint("GET", "/reclaims", "Recent reclaims from the audit stream, newest first", list_reclaims,
              list[AuditView], query=(("count", "integer", "how many (default 30, at most 500)"),)),
     Endpoint("GET", "/history", "claimed/ready/queue over time per profile", get_history, list[HistoryView],
              query=(("hours", "number", "how far back (default 6, at most 24)"),)),
     Endpoint("PUT", "/profiles/{profile}/sizes", "Change a profile's sizes until the next schedule change",
-             set_sizes, Done, body=SizeChange, fail_status=422),
+             set_sizes, Done, body=SizeChange, fail_status=422, scope="fleet"),
     Endpoint("DELETE", "/profiles/{profile}/sizes", "Drop the override: back to the file and its schedule",
-             clear_sizes, Done, fail_status=404),
-    Endpoint("GET", "/tokens", "API tokens (never the tokens themselves)", list_tokens, list[TokenView]),
+             clear_sizes, Done, fail_status=404, scope="fleet"),
+    Endpoint("PUT", "/spec", "Validate the fleet YAML sent, show its changes and diff, apply it",
+             put_spec, SpecResult, scope="fleet", text_body="application/yaml",
+             query=(("dry_run", "boolean", "validate and diff only, store nothing"),)),
+    Endpoint("GET", "/tokens", "API tokens: owner, scopes, expiry, last use (never the tokens)",
+             list_tokens, list[TokenView], scope="tokens"),
     Endpoint("GET", "/openapi.json", "This document", openapi_json, None, public=True),
 ]  # fmt: skip
 
 
 def bearer(request: web.Request) -> str | None:
+    """`X-Sdbroker-Token` first, else `Authorization: Bearer`. Behind IAP a script's own
+    Google ID token may hold Authorization (docs/operations.md, "Scripts behind IAP");
+    the middleware keeps X-Sdbroker-Token for the API alone, never for a pod."""
+    if request.get(API_TOKEN):
+        return str(request[API_TOKEN])
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
@@ -183,12 +233,18 @@ def dispatcher(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stre
                 return problem(
                     401,
                     "Not authorised",
-                    "Send Authorization: Bearer <token>; an admin creates tokens in "
-                    "/_broker/admin. A token expires, and ends when its creator is no admin.",
+                    "Send Authorization: Bearer <token> (or X-Sdbroker-Token: <token>); an "
+                    "admin creates tokens in /_broker/admin. A token expires, and ends when "
+                    "its creator is no admin.",
                     **{"WWW-Authenticate": 'Bearer realm="sdbroker"'},
                 )
-            if token is not None and token.scope == "read" and endpoint.method != "GET":
-                return problem(403, "Read-only token", "This token may only read (GET).")
+            if token is not None and not endpoint.public and endpoint.scope not in token.scopes:
+                return problem(
+                    403,
+                    f"Needs the {endpoint.scope} scope",
+                    f"{endpoint.method} {endpoint.path} needs a token with the "
+                    f"{endpoint.scope!r} scope; this one has {', '.join(token.scopes)}.",
+                )
             args: list[Any] = [request, token]
             if endpoint.body is not None:
                 try:
@@ -205,6 +261,17 @@ def dispatcher(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stre
                     )
                     return problem(422, "Invalid body", detail)
             result = await endpoint.handler(*args)
+        except BadInput as exc:
+            return problem(400, "Bad request", str(exc))
+        except SpecRefused as exc:
+            return web.json_response(
+                {
+                    "error": "Invalid fleet spec",
+                    "detail": f"{exc}; the running fleet is unchanged",
+                    "issues": [i.model_dump() for i in exc.issues],
+                },
+                status=422,
+            )
         except StoreUnavailable:
             redis_error()
             return problem(

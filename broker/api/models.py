@@ -24,3 +24,9 @@ class Problem(BaseModel):
 
     error: str
     detail: str
+
+
+class StartSession(_In):
+    """Which kind of pod to claim; omitted: the user's last choice, else the first profile."""
+
+    profile: str | None = Field(None, max_length=64)

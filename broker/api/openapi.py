@@ -55,6 +55,8 @@ def _operation(e: Endpoint) -> dict[str, Any]:
         str(e.status): _json(_schema_of(e.response), "OK"),
         "401": _json(problem, "no valid bearer token"),
     }
+    if not e.public:
+        responses["403"] = _json(problem, f"the token lacks the {e.scope} scope")
     if e.fail_status:
         responses[str(e.fail_status)] = _json(problem, "the action could not be done")
     if e.body is not None:
@@ -62,11 +64,18 @@ def _operation(e: Endpoint) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": e.handler.__name__,
         "summary": e.summary,
+        "description": "Public." if e.public else f"Needs a token with the `{e.scope}` scope.",
         "parameters": params,
         "responses": responses,
     }
     if e.public:
         op["security"] = []
+    if e.text_body:
+        responses["422"] = _json(problem, "the body is not valid (`issues`: file, line, field)")
+        op["requestBody"] = {
+            "required": True,
+            "content": {e.text_body: {"schema": {"type": "string"}}},
+        }
     if e.body is not None:
         op["requestBody"] = {
             "required": True,
@@ -96,12 +105,17 @@ def document(endpoints: list[Endpoint] | None = None) -> dict[str, Any]:
             "title": "sdbroker admin API",
             "version": "1",
             "description": "The admin console's reads and actions. Authenticate with "
-            "`Authorization: Bearer <token>`; an admin creates and revokes tokens in the console.",
+            "`Authorization: Bearer <token>` or `X-Sdbroker-Token: <token>` (behind IAP); an "
+            "admin creates and revokes tokens, with scopes read, sessions, fleet and tokens, "
+            "in the console.",
         },
         "paths": paths,
         "components": {
             "schemas": top.get("$defs", {}),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "header": {"type": "apiKey", "in": "header", "name": "X-Sdbroker-Token"},
+            },
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"header": []}],
     }

@@ -111,7 +111,7 @@ class AiohttpOAuth2Client(OAuth2Client):
     """authlib's OAuth 2 client over the broker's one aiohttp session (authlib has no
     aiohttp integration): authlib builds the requests, PKCE and client authentication."""
 
-    async def _fetch_token(  # type: ignore[override]
+    async def _fetch_token(
         self,
         url: str,
         body: str = "",

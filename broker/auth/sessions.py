@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from fleet import Event, Kind, keys
+from fleet import Event, Kind, keys, redis_text
 
 from ..identity import Identity
 
@@ -132,7 +132,7 @@ class SessionStore:
             "tokens": seal(ticket, tokens) if tokens else "",
         }
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.session(sid), mapping=fields)
+            pipe.hset(keys.session(sid), mapping=redis_text.fields(fields))
             pipe.expire(keys.session(sid), seconds)
             pipe.sadd(keys.user_sessions(identity.user), sid)
             pipe.expire(keys.user_sessions(identity.user), seconds)
@@ -149,7 +149,7 @@ class SessionStore:
         if hit is not None and hit[1] > now and hit[0].expires > now:
             return hit[0]
         self._cache.pop(sid, None)
-        session = _parse(sid, await self.redis.hgetall(keys.session(sid)))
+        session = _parse(sid, redis_text.text_hash(await self.redis.hgetall(keys.session(sid))))
         if session is None or session.expires <= now:
             return None
         self._cache[sid] = (session, now + self.cache_ttl)
@@ -202,7 +202,7 @@ class SessionStore:
                 if not await pipe.exists(key):
                     return None
                 pipe.multi()
-                pipe.hset(key, mapping=fields)
+                pipe.hset(key, mapping=redis_text.fields(fields))
                 pipe.publish(keys.EVENTS, Event(Kind.SESSION_CHANGED, subject=session.id).encode())
                 await pipe.execute()
             except WatchError:
@@ -213,7 +213,7 @@ class SessionStore:
     async def revoke(self, sid: str) -> bool:
         """End one session by its id (the ticket's hash)."""
         self._cache.pop(sid, None)
-        user = await self.redis.hget(keys.session(sid), "user")
+        user = redis_text.text(await self.redis.hget(keys.session(sid), "user"))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.session(sid))
             if user is not None:
@@ -227,7 +227,7 @@ class SessionStore:
 
     async def revoke_user(self, user: str) -> int:
         """End every session of a user; returns how many there were."""
-        sids = await self.redis.smembers(keys.user_sessions(user))
+        sids = redis_text.texts(await self.redis.smembers(keys.user_sessions(user)))
         for sid in sids:
             self._cache.pop(sid, None)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -250,17 +250,17 @@ class SessionStore:
             self._cache.clear()
 
     async def sessions_of(self, user: str) -> list[Session]:
-        sids = sorted(await self.redis.smembers(keys.user_sessions(user)))
+        sids = sorted(redis_text.texts(await self.redis.smembers(keys.user_sessions(user))))
         found = []
         for sid in sids:
-            session = _parse(sid, await self.redis.hgetall(keys.session(sid)))
+            session = _parse(sid, redis_text.text_hash(await self.redis.hgetall(keys.session(sid))))
             if session is not None:
                 found.append(session)
         return found
 
     async def _prune(self, user: str) -> None:
         """Forget ids of sessions Redis already expired, so the set does not grow forever."""
-        sids = list(await self.redis.smembers(keys.user_sessions(user)))
+        sids = redis_text.texts(await self.redis.smembers(keys.user_sessions(user)))
         if len(sids) < 2:
             return
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -71,7 +71,7 @@ MalformedAnswer = HttpProcessingError
 
 def serialize_head(start_line: str, headers: CIMultiDict[str]) -> bytes:
     """The start line and headers as one buffer, CRLFs and the blank line included."""
-    return _serialize_headers(start_line, headers)  # type: ignore[no-any-return]
+    return _serialize_headers(start_line, headers)
 
 
 class ResponseProtocol(ResponseHandler):
@@ -155,6 +155,8 @@ def feed_browser(
 ) -> None:
     """From now on every byte the browser sends (after the upgrade request, and
     what came with it) goes to ON_DATA as read; ON_END when its socket ends."""
+    # set_parser is typed for aiohttp's HttpRequestParser; it calls only feed_data and
+    # feed_eof of what it is given (web_protocol.py, data_received / connection_lost).
     request.protocol.set_parser(_Parser(on_data, on_end))  # type: ignore[arg-type]
 
 
@@ -183,4 +185,6 @@ def take_socket(transport: asyncio.Transport) -> socket.socket:
 async def drained(transport: asyncio.Transport) -> None:
     """Returns once the browser's socket, paused past its high-water mark, has
     sent down to its low-water mark (what aiohttp's own writers await)."""
+    # BaseProtocol._drain_helper (aiohttp base_protocol.py); get_protocol() is typed as
+    # asyncio's BaseProtocol, which has none.
     await transport.get_protocol()._drain_helper()  # type: ignore[attr-defined]

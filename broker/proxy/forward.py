@@ -130,9 +130,10 @@ async def proxy_http(
 class Answer(Protocol):
     """What relay_answer needs of a pod's answer: ours (PodAnswer) or aiohttp's."""
 
-    status: int
-    reason: str | None
-
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str | None: ...
     @property
     def headers(self) -> CIMultiDictProxy[str]: ...
     @property
@@ -190,7 +191,7 @@ async def proxy_websocket(
     request: web.Request,
     http: aiohttp.ClientSession,
     addr: str,
-    headers: object,
+    headers: CIMultiDict[str],
     *,
     on_client_frame: Callable[[], None] | None,
     timeout: aiohttp.ClientTimeout,
@@ -201,7 +202,7 @@ async def proxy_websocket(
         upstream = await http.request(
             "GET",
             target_url(addr, request),
-            headers=headers,  # type: ignore[arg-type]
+            headers=headers,
             allow_redirects=False,
             read_until_eof=False,
             timeout=timeout,

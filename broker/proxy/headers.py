@@ -6,7 +6,7 @@ import functools
 from collections.abc import Iterable
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiMapping
 
 from ..cookies import is_broker_cookie
 from ..identity import Identity, is_identity_header, normalised
@@ -28,9 +28,9 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def _hop_by_hop(headers: CIMultiDict[str] | web.Request) -> frozenset[str]:
+def _hop_by_hop(headers: MultiMapping[str]) -> frozenset[str]:
     """The fixed set plus every header the Connection header names."""
-    values = headers.getall("Connection", ())  # type: ignore[union-attr]
+    values = headers.getall("Connection", ())
     return _with_named(tuple(values)) if values else HOP_BY_HOP
 
 
@@ -63,7 +63,7 @@ def upstream_headers(
     """Identity headers never cross, not even those a mode kept to verify (an IAP
     assertion, a trusted proxy's user header): the pod learns who it serves only
     from the X-Forwarded-User/Email set here."""
-    drop = _hop_by_hop(request.headers)  # type: ignore[arg-type]
+    drop = _hop_by_hop(request.headers)
     extra = normalised(tuple(identity_headers))
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
@@ -93,14 +93,14 @@ def upstream_headers(
     return out
 
 
-def downstream_headers(headers: CIMultiDict[str] | object) -> CIMultiDict[str]:
+def downstream_headers(headers: MultiMapping[str]) -> CIMultiDict[str]:
     """The pod's answer headers for the browser: no hop-by-hop header, and no cookie
     of ours. A WebUI shares our origin, so its Set-Cookie could otherwise plant or
     overwrite a broker session, CSRF or login cookie in its user's browser."""
-    drop = _hop_by_hop(headers)  # type: ignore[arg-type]
+    drop = _hop_by_hop(headers)
     return CIMultiDict(
         (k, v)
-        for k, v in headers.items()  # type: ignore[attr-defined]
+        for k, v in headers.items()
         if k.lower() not in drop and not (k.lower() == "set-cookie" and sets_broker_cookie(v))
     )
 

@@ -121,6 +121,10 @@ class FromPod(Flow, asyncio.Protocol):
 
     __slots__ = ("high_water",)
 
+    def __init__(self, splice: Splice, on_data_frame: Callable[[], None] | None, high_water: int):
+        super().__init__(splice, on_data_frame)
+        self.high_water = high_water  # the browser transport's: past it, the pod is paused
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.source = self.splice.browser.sink = cast(asyncio.Transport, transport)
 
@@ -163,9 +167,8 @@ class Splice:
     ) -> None:
         self.browser = FromBrowser(self, on_browser_frame)
         self.browser.source = browser
-        self.pod = FromPod(self, None)
+        self.pod = FromPod(self, None, browser.get_write_buffer_limits()[1])
         self.pod.sink = browser
-        self.pod.high_water = browser.get_write_buffer_limits()[1]
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._drain: asyncio.Task[None] | None = None
 

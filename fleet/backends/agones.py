@@ -37,6 +37,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from ..claiming import ALLOCATE
 from ..errors import BackendError, Conflict, PodGone
 from ..model import Phase, PodRecord
 from ..spec import FleetSpec, Profile
@@ -71,6 +72,7 @@ class AgonesBackend(WatchingBackend):
     probes_readiness = False  # the SDK's Ready() (the in-pod agent) says it
     manages_replicas = True
     allocates = True
+    claim_strategy = ALLOCATE  # a GameServerAllocation picks the pod, bind.lua records it
 
     def __init__(self, spec: FleetSpec, *, on_change: OnChange = None) -> None:
         super().__init__(spec, on_change=on_change)
@@ -321,7 +323,7 @@ class AgonesBackend(WatchingBackend):
                             *AGONES, block.namespace, "fleets", block.fleet,
                             {"spec": {"replicas": replicas}},
                             _content_type=MERGE_PATCH, _preload_content=False,
-                        )
+                        )  # type: ignore[call-arg]  # custom_objects_api.pyi omits _content_type, .py takes it
                     )  # fmt: skip
             self._fleet_replicas[key] = (time.monotonic(), replicas)
         except BackendError as exc:

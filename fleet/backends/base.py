@@ -7,11 +7,14 @@ only indexes them. Nothing here knows about users' HTTP traffic.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
+from ..claiming import TAKE_READY, ClaimStrategy
 from ..errors import BackendError
 from ..model import PodRecord
 from ..spec import FleetSpec, Profile
@@ -32,6 +35,9 @@ class Backend(ABC):
     #: True when the platform picks the pod for a claim (Agones allocation): the
     #: broker then reserves a turn in Redis, calls `allocate`, and binds its answer.
     allocates: bool = False
+    #: How `Fleet.claim` finds a pod here: take a Ready one from the index, or (with
+    #: `allocates`) have the platform allocate one (fleet/claiming.py).
+    claim_strategy: ClaimStrategy = TAKE_READY
 
     def __init__(self, spec: FleetSpec, *, on_change: OnChange = None) -> None:
         self.spec = spec
@@ -42,11 +48,22 @@ class Backend(ABC):
     def update_spec(self, spec: FleetSpec) -> None:
         self.spec = spec
 
+    def template_of(self, profile: Profile) -> str:
+        """The hash of what `create` would start for PROFILE now ("" when this backend
+        does not roll pods itself). Each pod carries the hash it was made with
+        (`PodRecord.extra["template"]`); the controller retires Ready pods with another."""
+        return ""
+
     async def start(self) -> None:
         """Connect, start watches. Called once before anything else."""
 
     async def close(self) -> None:
         """Stop watches and release clients (never deletes pods)."""
+
+    async def stop_all(self) -> None:
+        """Stop every pod this process started (a one-machine broker's exit), after
+        `stop_fleet` ended their claims. Nothing by default: pods on a platform outlive
+        the broker (the local backend stops its processes)."""
 
     def synced(self) -> bool:
         """True once `observe` shows every pod there is (a watch cache has listed)."""
@@ -105,6 +122,17 @@ class Backend(ABC):
             await asyncio.to_thread(Path(path).mkdir, parents=True, exist_ok=True)
         except OSError as exc:
             raise BackendError(f"cannot make the outputs folder {path}: {exc}") from exc
+
+
+#: The key of a pod's template hash in PodRecord.extra (and in its Redis hash).
+TEMPLATE = "template"
+
+
+def template_hash(template: object) -> str:
+    """16 hex digits of the SHA-256 of TEMPLATE as canonical JSON: short enough for a
+    Kubernetes label value (63 characters at most), long enough never to collide here."""
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _make_folder(path: str) -> bool:

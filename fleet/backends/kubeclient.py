@@ -67,7 +67,7 @@ def retry_after(exc: ApiException) -> float | None:
     `checkWait` / `retryAfterSeconds`: whole seconds only)."""
     if exc.status != 429 and not (exc.status or 0) >= 500:
         return None
-    value = (exc.headers or {}).get("Retry-After")
+    value = exc.headers.get("Retry-After") if exc.headers is not None else None
     try:
         return max(0.0, float(int(value))) if value is not None else None
     except ValueError:

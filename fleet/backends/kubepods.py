@@ -14,11 +14,13 @@ from typing import Any
 
 from ..model import Phase, PodRecord, http_address
 from ..spec import PodSettings, Profile
+from .base import TEMPLATE, template_hash
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 PROFILE = "sdbroker.io/profile"
 STATE = "sdbroker.io/state"
 USER = "sdbroker.io/user"  # label: slug; annotation: the raw identity
+TEMPLATE_LABEL = "sdbroker.io/template"  # the hash of the template the pod was made from
 CLAIMED_AT = "sdbroker.io/claimed-at"
 # On a claimed pod: the cluster autoscaler never empties its node (scale-down, upgrades).
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
@@ -63,8 +65,9 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pod_template(settings: PodSettings) -> dict[str, Any]:
-    """The pod spec shared by plain pods and Agones GameServers.
+def pod_template(settings: PodSettings, image: str) -> dict[str, Any]:
+    """The pod spec shared by plain pods and Agones GameServers, of `image` (required of a
+    kubernetes profile, optional of an agones one: fleet/spec.py).
 
     With an outputs volume the pod has two containers (webui-image's pod
     contract): the WebUI, which runs its user's code, saves into a per-pod
@@ -74,7 +77,7 @@ def pod_template(settings: PodSettings) -> dict[str, Any]:
     saved into the user's folder. No WebUI can list, read or change anybody's
     images, its own earlier ones included (those are in the broker's gallery).
     """
-    resources = copy.deepcopy(dict(settings.resources or {}))
+    resources: dict[str, Any] = copy.deepcopy(dict(settings.resources or {}))
     if settings.gpus:
         limits = dict(resources.get("limits") or {})
         limits["nvidia.com/gpu"] = str(settings.gpus)
@@ -85,7 +88,7 @@ def pod_template(settings: PodSettings) -> dict[str, Any]:
         ports.append({"name": "agent", "containerPort": settings.readiness_port})
     container: dict[str, Any] = {
         "name": "webui",
-        "image": settings.image,
+        "image": image,
         "ports": ports,
         "env": _env(settings.env, {"SDB_ROLE": "webui"} if outputs else {}),
         "resources": resources,
@@ -137,7 +140,7 @@ def pod_template(settings: PodSettings) -> dict[str, Any]:
             "runAsNonRoot": True,
             **_locked(),
         }
-        containers.append(_agent(settings, outputs.path, podinfo))
+        containers.append(_agent(settings, image, outputs.path, podinfo))
     spec: dict[str, Any] = {
         "containers": containers,
         "volumes": volumes,
@@ -168,7 +171,7 @@ def _env(base: dict[str, str], fixed: dict[str, str]) -> list[dict[str, str]]:
     ]
 
 
-def _agent(settings: PodSettings, path: str, podinfo: dict[str, Any]) -> dict[str, Any]:
+def _agent(settings: PodSettings, image: str, path: str, podinfo: dict[str, Any]) -> dict[str, Any]:
     """The in-pod agent's container: the same image, the entrypoint's `agent` role."""
     fixed = {
         "SDB_ROLE": "agent",
@@ -179,7 +182,7 @@ def _agent(settings: PodSettings, path: str, podinfo: dict[str, Any]) -> dict[st
     }
     return {
         "name": "agent",
-        "image": settings.image,
+        "image": image,
         # The profile's env too: it may name the WebUI kind (SDB_AGENT_WEBUI).
         "env": _env(settings.env, fixed),
         "ports": [{"name": "agent", "containerPort": AGENT_PORT}],
@@ -200,9 +203,24 @@ def _agent(settings: PodSettings, path: str, podinfo: dict[str, Any]) -> dict[st
 
 
 def build_pod(profile: Profile, pod_id: str) -> dict[str, Any]:
+    """The pod of PROFILE named POD_ID, labelled with the hash of its template."""
+    pod = _unlabelled_pod(profile, pod_id)
+    pod["metadata"]["labels"][TEMPLATE_LABEL] = template_of(profile)
+    return pod
+
+
+def template_of(profile: Profile) -> str:
+    """The hash of the pod PROFILE makes, less what differs per pod (its name and id):
+    any change of image, command, env, resources or pod_template changes it."""
+    pod = _unlabelled_pod(profile, "")
+    pod["metadata"].pop("name", None)
+    return template_hash(pod)
+
+
+def _unlabelled_pod(profile: Profile, pod_id: str) -> dict[str, Any]:
     settings = profile.kubernetes
     assert settings is not None
-    spec = pod_template(settings)
+    spec = pod_template(settings, settings.image)
     # The probe belongs to the container that serves its port (the agent's /ready).
     (probed,) = [c for c in spec["containers"] if _serves(c, settings.readiness_port)] or [
         spec["containers"][0]
@@ -347,7 +365,11 @@ def pod_record(
         reason=reason,
         terminating=terminating,
         node_lost=lost is not None and not terminating,
-        extra={"namespace": meta.get("namespace", ""), "node": node},
+        extra={
+            "namespace": meta.get("namespace", ""),
+            "node": node,
+            TEMPLATE: labels.get(TEMPLATE_LABEL, ""),
+        },
     )
 
 

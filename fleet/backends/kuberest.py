@@ -80,9 +80,11 @@ class KubeRest(rest.RESTClientObject):
             context.verify_mode = ssl.CERT_NONE
         if configuration.disable_strict_ssl_verification:
             context.verify_flags &= ~ssl.VERIFY_X509_STRICT
-        self.server_hostname = configuration.tls_server_name
-        self.proxy = configuration.proxy
-        self.proxy_headers = configuration.proxy_headers
+        # kubernetes_asyncio 36.1.0's stubs disagree with themselves: client/rest.pyi types
+        # these `str` / `dict`, client/configuration.pyi (whence rest.py copies them) optional.
+        self.server_hostname = configuration.tls_server_name  # type: ignore[assignment]
+        self.proxy = configuration.proxy  # type: ignore[assignment]
+        self.proxy_headers = configuration.proxy_headers  # type: ignore[assignment]
         self._ssl = context
         self._limit = configuration.connection_pool_maxsize
         self.pool_manager = self._session()
@@ -99,13 +101,30 @@ class KubeRest(rest.RESTClientObject):
         await self.pool_manager.close()
         await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def request(  # type: ignore[override]
-        self, method: str, url: str, *args: Any, _request_timeout: Any = None, **kwargs: Any
+    async def request(
+        self,
+        method: str,
+        url: str,
+        query_params: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        body: Any | None = None,
+        post_params: dict[str, Any] | None = None,
+        _preload_content: bool = True,
+        _request_timeout: float | tuple[float] | aiohttp.ClientTimeout | None = None,
     ) -> Any:
+        """RESTClientObject.request's own parameters (kubernetes_asyncio 36.1.0
+        client/rest.py), with our deadline when the call sets none."""
         session = self.pool_manager
         try:
             response = await super().request(
-                method, url, *args, _request_timeout=_request_timeout or request_timeout(), **kwargs
+                method,
+                url,
+                query_params,
+                headers,
+                body,
+                post_params,
+                _preload_content,
+                _request_timeout or request_timeout(),
             )
         except ApiException as exc:
             if exc.status == 401:

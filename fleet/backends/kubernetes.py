@@ -9,6 +9,7 @@ no answer: kubeclient.call); only a Conflict or a pod that is gone ends a claim.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -20,7 +21,16 @@ from ..model import PodRecord
 from ..spec import FleetSpec, Profile
 from .base import OnChange
 from .kubeclient import call
-from .kubepods import CLAIMED_AT, SAFE_TO_EVICT, SELECTOR, STATE, USER, build_pod, pod_record
+from .kubepods import (
+    CLAIMED_AT,
+    SAFE_TO_EVICT,
+    SELECTOR,
+    STATE,
+    USER,
+    build_pod,
+    pod_record,
+    template_of,
+)
 from .kubewatch import WatchingBackend
 
 log = logging.getLogger(__name__)
@@ -66,6 +76,9 @@ class KubernetesBackend(WatchingBackend):
                 return namespace, watch.objects[pod_id]
         return None
 
+    def template_of(self, profile: Profile) -> str:
+        return template_of(profile) if profile.kubernetes is not None else ""
+
     async def create(self, profile: Profile, pod_id: str) -> PodRecord:
         assert self.core is not None
         if profile.kubernetes is None:
@@ -75,7 +88,9 @@ class KubernetesBackend(WatchingBackend):
         core = self.core
         created = await call(
             f"create pod {pod_id}",
-            lambda: core.create_namespaced_pod(namespace, body, _preload_content=False),
+            # A dict body is serialised as it is (kubernetes_asyncio 36.1.0 client/api_client.py,
+            # sanitize_for_serialization); core_v1_api.pyi types it V1Pod only.
+            lambda: core.create_namespaced_pod(namespace, body, _preload_content=False),  # type: ignore[arg-type]
         )
         self.watches[namespace].apply("ADDED", created)
         return self._record(created)
@@ -89,8 +104,12 @@ class KubernetesBackend(WatchingBackend):
             try:
                 gone = await call(
                     f"delete pod {pod_id}",
-                    lambda ns=namespace: core.delete_namespaced_pod(
-                        pod_id, ns, grace_period_seconds=10, _preload_content=False
+                    functools.partial(
+                        core.delete_namespaced_pod,
+                        pod_id,
+                        namespace,
+                        grace_period_seconds=10,
+                        _preload_content=False,
                     ),
                 )
             except PodGone:
@@ -130,7 +149,9 @@ class KubernetesBackend(WatchingBackend):
         core = self.core
         patched = await call(
             f"patch pod {pod_id}",
-            lambda: core.patch_namespaced_pod(
+            # core_v1_api.py accepts _content_type (its all_params); core_v1_api.pyi omits it
+            # (kubernetes_asyncio 36.1.0).
+            lambda: core.patch_namespaced_pod(  # type: ignore[call-arg]
                 pod_id, namespace, body, _content_type=MERGE_PATCH, _preload_content=False
             ),
         )

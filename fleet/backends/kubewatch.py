@@ -134,7 +134,7 @@ class ObjectWatch(ObjectCache):
                     "%s %s: HTTP %s %s; again in %.1fs",
                     verb, self.what, exc.status, message_of(exc), pause,
                 )  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - a dropped stream of any kind: reconnect
+            except Exception as exc:
                 pause = backoff
                 log.warning(
                     "%s %s dropped (%s); again in %.1fs",
@@ -177,7 +177,7 @@ class ObjectWatch(ObjectCache):
             # A Status in the stream (410 Expired, most often), raised as
             # kubernetes_asyncio's Watch.unmarshal_event does.
             exc = ApiException(status=obj.get("code"), reason=obj.get("reason"))
-            exc.body = json.dumps(obj)
+            exc.body = json.dumps(obj).encode()  # bytes, as an answer's (rest.py RESTResponse.data)
             raise exc
         self.version = version_of(obj) or self.version
         if kind != "BOOKMARK":

@@ -31,7 +31,7 @@ import psutil
 from ..errors import BackendError, Conflict, PodGone
 from ..model import Phase, PodRecord
 from ..spec import FleetSpec, Profile
-from .base import Backend, OnChange
+from .base import TEMPLATE, Backend, OnChange, template_hash
 from .isolation import (
     Isolation,
     decide_for,
@@ -113,6 +113,13 @@ class LocalBackend(Backend):
         for profile in self.spec.profiles:
             if profile.local is not None:
                 self.isolation_of(profile)  # said once, at start, in the log
+
+    def template_of(self, profile: Profile) -> str:
+        """What a new WebUI of PROFILE runs: its command, environment, folder and isolation."""
+        if profile.local is None:
+            return ""
+        local = profile.local
+        return template_hash([local.command, local.env, local.cwd, local.isolation])
 
     def isolation_of(self, profile: Profile) -> Isolation:
         """What this profile's WebUIs get here, decided (and logged) once per setting."""
@@ -242,6 +249,7 @@ class LocalBackend(Backend):
                 "pid": str(data["pid"]),
                 "port": str(data["port"]),
                 "slot": str(data.get("slot", "")),
+                TEMPLATE: str(data.get(TEMPLATE, "")),  # "": made before pods carried one
             },
         )
 
@@ -355,6 +363,7 @@ class LocalBackend(Backend):
             "uid": uid,
             "home": str(home),
             "isolation": isolation.describe(),
+            TEMPLATE: self.template_of(profile),
         }
         self._write(data)
         log.info("started pod %s (pid %s) on port %s", pod_id, child.pid, port)

@@ -11,10 +11,12 @@
 --
 -- KEYS[1] activity
 -- KEYS[2] busy (hash user -> pod)
--- KEYS[3..] claimed:{profile} of every profile (only when sessions have a max length)
+-- KEYS[3..] claimed:{profile} of every profile whose sessions have a max length
 -- ARGV[1] idle cutoff: last activity at or before this is idle
 -- ARGV[2] session cutoff: claims made at or before this are expired ("" = no max_session)
 -- ARGV[3] at most this many candidates of each kind (oldest first)
+-- ARGV[4..] optional: the session cutoff of KEYS[3..] one by one (max_session per profile),
+--           in place of ARGV[2] for that key
 -- Claims and pods are named by the prelude's claim_key and pod_key (fleet/scripts.py).
 -- Returns {sessions, entry...}: sessions = ZCARD activity, then 12 values per entry:
 --   kind ("idle"|"expired"|"busy"), user, last activity ("" = none), claim pod ("" = no claim),
@@ -38,9 +40,10 @@ local function add(kind, user, last)
   seen[user] = true
 end
 
-if ARGV[2] ~= '' then
-  for i = 3, #KEYS do
-    local pods = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[2], 'LIMIT', 0, limit)
+for i = 3, #KEYS do
+  local cutoff = ARGV[i + 1] or ARGV[2]
+  if cutoff ~= '' then
+    local pods = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', cutoff, 'LIMIT', 0, limit)
     for _, pod in ipairs(pods) do
       local user = redis.call('HGET', pod_key(pod), 'user')
       if user and user ~= '' and not seen[user] then

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .. import keys
+from .. import keys, redis_text
 from .base import StoreBase
 
 
@@ -22,6 +22,15 @@ class ActivityStore(StoreBase):
         scores = await self.redis.zmscore(keys.ACTIVITY, users) if users else []
         return {u: float(s) for u, s in zip(users, scores, strict=True) if s is not None}
 
+    async def activity_of(self, user: str) -> tuple[float | None, bool]:
+        """One user's last recorded activity (None: none yet) and whether the reaper last
+        found their WebUI generating (keys.BUSY), in one round trip (the home page)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(keys.ACTIVITY, user)
+            pipe.hexists(keys.BUSY, user)
+            last, busy = await pipe.execute()
+        return (None if last is None else float(last)), bool(busy)
+
     async def note_busy(
         self, seen: Mapping[str, float], busy: Mapping[str, str], done: Iterable[str]
     ) -> None:
@@ -32,7 +41,7 @@ class ActivityStore(StoreBase):
             if seen:
                 pipe.zadd(keys.ACTIVITY, dict(seen), xx=True, gt=True)
             if busy:
-                pipe.hset(keys.BUSY, mapping=dict(busy))
+                pipe.hset(keys.BUSY, mapping=redis_text.fields(dict(busy)))
             if done:
                 pipe.hdel(keys.BUSY, *done)
             await pipe.execute()

@@ -3,8 +3,8 @@ and the profile a user chose last."""
 
 from __future__ import annotations
 
-from .. import keys
-from ..model import Claim, Go, PodRecord, Waiting
+from .. import keys, redis_text
+from ..model import Allocate, Claim, PodRecord, Queued, Rebuilding, SessionEnded, Waiting
 from .base import StoreBase, hash_of
 
 
@@ -20,12 +20,12 @@ class ClaimStore(StoreBase):
         join_queue: bool = True,
         reserve: bool = False,
         unless_ended: bool = False,
-    ) -> Claim | Waiting | Go:
+    ) -> Claim | Waiting | Allocate:
         """Existing claim, a new claim on a Ready pod, or the user's place in the queue.
 
-        `reserve` (backends that allocate): `Go` instead of taking a pod when
+        `reserve` (backends that allocate): `Allocate` instead of taking a pod when
         the user may have one now; the caller allocates and calls `bind`.
-        `unless_ended`: Waiting(ended=True), and nothing claimed, while the user
+        `unless_ended`: SessionEnded, and nothing claimed, while the user
         has an unread "session ended" notice and no claim (see `unread_ended`).
         """
         result = await self.scripts.claim(
@@ -51,20 +51,20 @@ class ClaimStore(StoreBase):
         )
         kind = result[0]
         if kind == "ended":
-            return Waiting(profile, 0, 0, ended=True)
+            return SessionEnded(profile)
         if kind == "go":
-            return Go(profile, result[1] or "")
+            return Allocate(profile, result[1] or "")
         if kind == "rebuilding":
-            return Waiting(profile, 0, 0, rebuilding=True)
+            return Rebuilding(profile)
         if kind == "wait":
-            return Waiting(profile, int(result[1]), int(result[2]))
+            return Queued(profile, int(result[1]), int(result[2]))
         return self._claim_from(user, profile, kind, result[1:], self.clock())
 
-    async def bind(self, user: str, rec: PodRecord) -> Claim | Waiting | None:
+    async def bind(self, user: str, rec: PodRecord) -> Claim | Rebuilding | None:
         """Record that the platform gave `user` the pod `rec` (bind.lua).
 
         Returns the new claim, the user's existing claim (maybe on another pod:
-        `rec` is then an orphan), Waiting(rebuilding), or None when the pod is
+        `rec` is then an orphan), Rebuilding, or None when the pod is
         being deleted or belongs to someone else.
         """
         now = self.clock()
@@ -91,7 +91,7 @@ class ClaimStore(StoreBase):
         )
         kind = result[0]
         if kind == "rebuilding":
-            return Waiting(rec.profile, 0, 0, rebuilding=True)
+            return Rebuilding(rec.profile)
         if kind == "gone":
             return None
         return self._claim_from(user, rec.profile, kind, result[1:], now)
@@ -125,11 +125,11 @@ class ClaimStore(StoreBase):
 
     async def lookup(self, user: str) -> Claim | None:
         data = await self.redis.hgetall(keys.claim(user))
-        return Claim.from_hash(user, data) if data else None
+        return Claim.from_hash(user, redis_text.text_hash(data)) if data else None
 
     async def choice(self, user: str) -> str | None:
         """The profile the user picked last time (several profiles), if any."""
-        return await self.redis.get(keys.profile_choice(user))
+        return redis_text.text(await self.redis.get(keys.profile_choice(user)))
 
     async def set_choice(self, user: str, profile: str, ttl: float) -> None:
         await self.redis.set(keys.profile_choice(user), profile, ex=max(1, int(ttl)))

@@ -9,7 +9,7 @@ import json
 import logging
 from collections.abc import Iterable
 
-from .. import keys
+from .. import keys, redis_text
 from ..model import Ended, PodInfo, PodState
 from .base import StoreBase
 
@@ -92,11 +92,11 @@ class PodStore(StoreBase):
         await self.scripts.forget_pod(keys=[keys.pod(pod_id), keys.DELETING], args=[pod_id])
 
     async def set_pod_fields(self, pod_id: str, **fields: str) -> None:
-        await self.redis.hset(keys.pod(pod_id), mapping=fields)
+        await self.redis.hset(keys.pod(pod_id), mapping=redis_text.fields(fields))
 
     async def pod(self, pod_id: str) -> PodInfo | None:
         data = await self.redis.hgetall(keys.pod(pod_id))
-        return PodInfo.from_hash(data) if data else None
+        return PodInfo.from_hash(redis_text.text_hash(data)) if data else None
 
     async def pods(self, profiles: Iterable[str]) -> list[PodInfo]:
         """Every pod the index knows of these profiles, plus those being deleted."""
@@ -133,7 +133,7 @@ class PodStore(StoreBase):
         return [PodInfo.from_hash(h) for text in texts for h in json.loads(text)]
 
     async def deleting(self) -> set[str]:
-        return set(await self.redis.smembers(keys.DELETING))
+        return set(redis_text.texts(await self.redis.smembers(keys.DELETING)))
 
     async def counts(self, profile: str) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -144,4 +144,6 @@ class PodStore(StoreBase):
         return {"warming": warming, "ready": ready, "claimed": claimed, "queue": queued}
 
     async def oldest_ready(self, profile: str, count: int) -> list[str]:
-        return list(await self.redis.zrange(keys.ready(profile), 0, count - 1)) if count > 0 else []
+        if count <= 0:
+            return []
+        return redis_text.texts(await self.redis.zrange(keys.ready(profile), 0, count - 1))

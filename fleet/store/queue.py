@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from .. import keys
 from ..events import Event, Kind
-from ..model import Waiting
+from ..model import Queued
 from .base import StoreBase
 
 
 class QueueStore(StoreBase):
     """Who waits for which profile."""
 
-    async def join_queue(self, user: str, profile: str) -> Waiting:
+    async def join_queue(self, user: str, profile: str) -> Queued:
         """Queue a user whose allocation found nothing Ready (first come, first served)."""
         now = self.clock()
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -23,7 +23,7 @@ class QueueStore(StoreBase):
             added, _, rank, length = await pipe.execute()
         if added:
             await self.publish(Event(Kind.QUEUE, profile, user))
-        return Waiting(profile, int(rank or 0) + 1, int(length))
+        return Queued(profile, int(rank or 0) + 1, int(length))
 
     async def leave_queue(self, user: str, profile: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

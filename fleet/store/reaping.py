@@ -3,7 +3,7 @@ stale claims, and the count of busy probes left unanswered."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from .. import keys
 from ..model import Candidate
@@ -21,21 +21,30 @@ class ReapStore(StoreBase):
         *,
         session_cutoff: float | None = None,
         profiles: Iterable[str] = (),
+        session_cutoffs: Mapping[str, float | None] | None = None,
         limit: int = 1000,
     ) -> tuple[int, list[Candidate]]:
         """(sessions in the activity index, candidates) in one call: O(candidates), no scan.
 
         Idle: last activity at or before `idle_cutoff`. Expired (only when
         `session_cutoff` is given): claimed at or before it, in `profiles`.
+        `session_cutoffs` gives each profile its own (max_session per profile;
+        None: no limit) and replaces the other two.
         Busy: found generating by the last cycle (`note_busy`), neither of those.
         """
-        claimed = [keys.claimed(p) for p in profiles] if session_cutoff is not None else []
+        if session_cutoffs is not None:
+            own = {p: c for p, c in session_cutoffs.items() if c is not None}
+            claimed, cutoffs = [keys.claimed(p) for p in own], [repr(c) for c in own.values()]
+        else:
+            claimed = [keys.claimed(p) for p in profiles] if session_cutoff is not None else []
+            cutoffs = []
         flat = await self.scripts.reap_candidates(
             keys=[keys.ACTIVITY, keys.BUSY, *claimed],
             args=[
                 repr(idle_cutoff),
                 "" if session_cutoff is None else repr(session_cutoff),
                 limit,
+                *cutoffs,
             ],
         )
         size = Candidate.FIELDS

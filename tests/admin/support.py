@@ -111,7 +111,9 @@ class Person:
         async with self.http.get(self.base + path, headers=headers, **kw) as resp:
             return resp.status, resp.url.path, await resp.text()
 
-    async def post_form(self, path: str, data: dict[str, str], **kw: Any) -> tuple[int, str, str]:
+    async def post_form(
+        self, path: str, data: dict[str, str] | list[tuple[str, str]], **kw: Any
+    ) -> tuple[int, str, str]:
         headers = {"Accept": "text/html", **kw.pop("headers", {})}
         async with self.http.post(self.base + path, data=data, headers=headers, **kw) as resp:
             return resp.status, resp.url.path, await resp.text()
@@ -128,10 +130,14 @@ class Person:
         async with self.http.get(self.base + "/stub/whoami") as resp:
             return await resp.json() if resp.status == 200 else None
 
-    async def admin_token(self, name: str = "tests", scope: str = "admin") -> tuple[str, str]:
-        """Create an API token through the console form: (token, id)."""
+    async def admin_token(
+        self, name: str = "tests", scope: str = "admin", *, scopes: tuple[str, ...] = ()
+    ) -> tuple[str, str]:
+        """Create an API token through the console form: (token, id). `scopes`: tick these
+        boxes (the console's form); else send the older `scope` choice."""
         _, _, console = await self.page("/_broker/admin")
-        form = {"csrf_token": field(console, "csrf_token"), "name": name, "scope": scope}
+        form: list[tuple[str, str]] = [("csrf_token", field(console, "csrf_token")), ("name", name)]
+        form += [("scopes", s) for s in scopes] if scopes else [("scope", scope)]
         status, _, page = await self.post_form("/_broker/admin/tokens", form)
         assert status == 200, page
         return element(page, "new-token"), element(page, "new-token-id")
@@ -171,4 +177,12 @@ class Api:
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {self.token}"}
         async with self.http.request(method, self.base + path, json=body, headers=headers) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def send_text(self, method: str, path: str, text: str) -> tuple[int, Any]:
+        """A raw body (PUT /spec takes the YAML itself)."""
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/yaml"}
+        async with self.http.request(
+            method, self.base + path, data=text.encode(), headers=headers
+        ) as resp:
             return resp.status, await resp.json(content_type=None)

@@ -36,7 +36,7 @@ class Clock:
         return self.now
 
 
-def scheduled_spec(tmp_path: Path):  # noqa: ANN201
+def scheduled_spec(tmp_path: Path):
     path = fleet_file(
         tmp_path / "fleet.yaml",
         tmp_path / "outputs",
@@ -161,6 +161,6 @@ async def test_scale_down_never_touches_a_claimed_pod(brokers, tmp_path: Path, b
             await person.close()
 
 
-async def _is(counts, **want: int) -> bool:  # noqa: ANN001
+async def _is(counts, **want: int) -> bool:
     got = await counts()
     return all(got[k] == v for k, v in want.items())

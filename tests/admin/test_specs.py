@@ -111,5 +111,5 @@ async def _ready(api: Api, count: int) -> bool:
     return (await api.call("GET", "/fleet"))[1][0]["ready"] == count
 
 
-async def _logged(broker, text: str) -> bool:  # noqa: ANN001
+async def _logged(broker, text: str) -> bool:
     return text in broker.log_text()

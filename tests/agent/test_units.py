@@ -17,9 +17,9 @@ from tests.agent.conftest import IMAGE_DIR
 if str(IMAGE_DIR) not in sys.path:
     sys.path.insert(0, str(IMAGE_DIR))  # the image runs it as the top-level package `agent`
 
-from agent import claims, config  # noqa: E402
-from agent.holding import move_tree  # noqa: E402
-from agent.webui import a1111_outdirs  # noqa: E402
+from agent import claims, config
+from agent.holding import move_tree
+from agent.webui import a1111_outdirs
 
 
 def test_kubelet_quoting_is_undone_exactly() -> None:

@@ -45,7 +45,7 @@ def gameserver(status: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def record(status: dict[str, Any]):  # noqa: ANN201
+def record(status: dict[str, Any]):
     return AgonesBackend(parse_spec(SPEC))._record(gameserver(status))
 
 

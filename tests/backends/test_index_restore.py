@@ -54,11 +54,11 @@ async def test_an_older_index_never_gives_a_claimed_pod_away(
         assert (await h.fleet.claim("alice")).pod == alice.pod  # type: ignore[union-attr]
 
 
-async def _claimed(h, user: str) -> Claim | None:  # noqa: ANN001
+async def _claimed(h, user: str) -> Claim | None:
     got = await h.claim(user)
     return got if isinstance(got, Claim) else None
 
 
-async def _holds(h, user: str, pod: str) -> bool:  # noqa: ANN001
+async def _holds(h, user: str, pod: str) -> bool:
     claim = await h.store.lookup(user)
     return claim is not None and claim.pod == pod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleet import Phase, parse_spec
-from fleet.backends.kubepods import build_pod, read_status
+from fleet.backends.kubepods import build_pod, read_status, template_of
 
 SPEC = """\
 backend: kubernetes
@@ -26,6 +26,7 @@ def test_pod_carries_labels_gpu_probe_and_template() -> None:
         "app.kubernetes.io/managed-by": "sdbroker",
         "sdbroker.io/profile": "l4",
         "sdbroker.io/state": "warming",
+        "sdbroker.io/template": template_of(parse_spec(SPEC).profile("l4")),
     }
     webui, agent = pod["spec"]["containers"]
     assert webui["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -39,6 +40,19 @@ def test_pod_carries_labels_gpu_probe_and_template() -> None:
     assert pod["spec"]["terminationGracePeriodSeconds"] == 5  # pod_template merged last
     mounts = {m["mountPath"] for m in webui["volumeMounts"]}
     assert {"/models", "/outputs"} <= mounts
+
+
+def test_template_hash_is_the_same_for_every_pod_and_changes_with_the_template() -> None:
+    """The controller retires Ready pods whose hash differs from the profile's: one per pod
+    name would retire every pod, one blind to the image or pod_template would retire none."""
+    profile = parse_spec(SPEC).profile("l4")
+    first, second = build_pod(profile, "l4-abc"), build_pod(profile, "l4-def")
+    label = "sdbroker.io/template"
+    assert first["metadata"]["labels"][label] == second["metadata"]["labels"][label]
+    assert len(template_of(profile)) == 16  # a valid label value (63 characters at most)
+    for change in (("example/webui:1", "example/webui:2"), ("Seconds: 5", "Seconds: 6")):
+        other = parse_spec(SPEC.replace(*change)).profile("l4")
+        assert template_of(other) != template_of(profile), change
 
 
 def mounts_of(container: dict) -> dict[str, dict]:

@@ -46,7 +46,7 @@ async def test_dropped_watch_resumes(redis_url: str, tmp_path: Path) -> None:
         await h.until(lambda: _no_claim(h, "ann"), what="eviction seen after the watch dropped")
 
 
-async def _no_claim(h, user: str) -> bool:  # noqa: ANN001
+async def _no_claim(h, user: str) -> bool:
     return await h.store.lookup(user) is None
 
 
@@ -81,3 +81,57 @@ async def test_pods_of_no_pool_are_removed(redis_url: str, tmp_path: Path) -> No
         )
         assert await h.store.lookup("anyone") is None
         assert (await h.counts())["ready"] >= 1  # the real pool is untouched
+
+
+async def test_a_new_image_rolls_the_warm_pods_and_keeps_the_claimed_one(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Pods carry their template's hash as a label; after an image change the Ready ones
+    with the old hash are replaced one at a time (the warm buffer stays served) and the
+    claimed one keeps serving its user, labelled with the old hash."""
+    from fleet.backends.kubepods import TEMPLATE_LABEL
+    from fleet.spec import parse_spec
+    from tests.backends.harness import KUBERNETES
+
+    async with harness("kubernetes", redis_url, tmp_path, buffer=2, max=5) as h:
+        assert h.sim is not None
+        sim = h.sim
+        await h.ready(2)
+        claim = await h.claim("ann")
+        assert isinstance(claim, Claim)
+        await h.ready(2)
+
+        def labels(name: str) -> dict[str, str]:
+            return (sim.pod("sd", name) or {}).get("metadata", {}).get("labels") or {}
+
+        old = {p.id for p in await h.store.pods_by_id(list(await _ready(h)))}
+        old_hash = labels(claim.pod)[TEMPLATE_LABEL]
+        assert old_hash and {labels(p)[TEMPLATE_LABEL] for p in old} == {old_hash}
+
+        text = KUBERNETES.format(min=0, buffer=2, max=5).replace(":test", ":test2")
+        h.fleet.use_spec(parse_spec(text))
+        h.controller.wake()
+        seen: list[int] = []
+
+        async def rolled() -> bool:
+            ready = await _ready(h)
+            seen.append(len(ready))
+            hashes = {labels(p).get(TEMPLATE_LABEL) for p in ready}
+            return len(ready) == 2 and old_hash not in hashes and None not in hashes
+
+        await h.until(rolled, within=60, what="the warm pods replaced")
+        assert not old & set(await _ready(h))
+        assert min(seen) >= 2, seen  # surge, then retire: never short of the buffer
+        image = sim.pod("sd", next(iter(await _ready(h))))["spec"]["containers"][0]["image"]
+        assert image.endswith(":test2")
+        # ann's pod of the old image: still hers, still serving, never retired.
+        assert (await h.store.lookup("ann")).pod == claim.pod
+        assert labels(claim.pod)[TEMPLATE_LABEL] == old_hash
+        assert labels(claim.pod)["sdbroker.io/state"] == "claimed"
+        assert (await h.whoami(claim))["pod"] == claim.pod
+
+
+async def _ready(h) -> set[str]:
+    from fleet import keys
+
+    return set(await h.store.redis.zrange(keys.ready("default"), 0, -1))

@@ -32,7 +32,7 @@ ws.onerror = () => { document.title = "refused"; };
 
 def serve(body: str) -> ThreadingHTTPServer:
     class Page(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             data = body.encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/html")

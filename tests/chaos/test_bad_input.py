@@ -339,8 +339,8 @@ TOKENS = (
 def test_malformed_jwts_are_rejected_never_crash(token: str) -> None:
     async def check() -> None:
         keys = JWKSCache(None, ttl=3600)
-        keys._keys = {"k1": KEY}  # noqa: SLF001 - a cache already filled, no network
-        keys._fetched_at = time.monotonic()  # noqa: SLF001
+        keys._keys = {"k1": KEY}
+        keys._fetched_at = time.monotonic()
         async with aiohttp.ClientSession() as http:
             try:
                 claims = await verify(

@@ -31,7 +31,7 @@ ALICE = {"X-Forwarded-User": "alice"}
 
 
 @pytest.fixture
-def broker(brokers, tmp_path: Path):  # noqa: ANN201
+def broker(brokers, tmp_path: Path):
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET.format(outputs=tmp_path / "out"))
     b = brokers(fleet=fleet, SDB_AUTH="header", SDB_TRUSTED_PROXIES="127.0.0.1/32")

@@ -57,7 +57,7 @@ class ClaimsMachine(RuleBasedStateMachine):
         self.run(self.controller.reconcile())  # first pass: index built, pods created
         self.run(self.controller.reconcile())  # second: they are ready
 
-    def run(self, coro):  # noqa: ANN001, ANN201 - any coroutine
+    def run(self, coro):
         return self.loop.run_until_complete(coro)
 
     async def _start(self) -> None:

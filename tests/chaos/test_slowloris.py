@@ -129,7 +129,7 @@ async def test_huge_upload_through_the_proxy_streams(broker: Broker, tmp_path: P
     """Bodies for the WebUI are not the broker's to hold: they stream to the pod."""
     size = 128 * MB
 
-    async def body():  # noqa: ANN202
+    async def body():
         chunk = b"\0" * MB
         for _ in range(size // MB):
             yield chunk

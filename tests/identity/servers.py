@@ -29,7 +29,7 @@ class ThreadedServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def _call(self, coro) -> object:  # noqa: ANN001
+    def _call(self, coro) -> object:
         future: Future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout=10)
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from attacks import attacks  # noqa: E402
+from attacks import attacks
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         targets = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         body = json.dumps(attacks(targets)).encode()
         self.send_response(200)

@@ -24,8 +24,8 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "webui-image" / "stub"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import webui_stub  # noqa: E402
-from attacks import attacks  # noqa: E402
+import webui_stub
+from attacks import attacks
 
 
 async def attack(request: web.Request) -> web.Response:

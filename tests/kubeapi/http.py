@@ -220,24 +220,28 @@ class ApiServer:
         if new_rv and new_rv != current["metadata"]["resourceVersion"]:
             raise errors.conflict(res.plural, res.group, name)
         if t.sub == "scale":
-            replicas = (new.get("spec") or {}).get("replicas") or 0
-            if type(replicas) is not int:  # autoscaling/v1 Scale decodes into an int32
-                raise errors.bad_request(
-                    f"json: cannot unmarshal {type(replicas).__name__} into Go struct field "
-                    "ScaleSpec.spec.replicas of type int32"
-                )
-            if replicas < 0:  # k8s.io/kubernetes pkg/apis/autoscaling/validation ValidateScale
-                raise errors.invalid(
-                    "Scale",
-                    name,
-                    f"spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0",
-                    "autoscaling",
-                )
-            fleet = self.store.mutate(
-                FLEETS, ns, name, lambda o: o["spec"].__setitem__("replicas", replicas)
-            )
-            return web.json_response(scale_of(fleet or {}))
+            return web.json_response(self._scale(ns, name, new))
         return web.json_response(self._write(res, ns, name, t.sub, current, new))
+
+    def _scale(self, ns: str | None, name: str, new: Obj) -> Obj:
+        """A write of a Fleet's scale subresource: its replicas, as the API server checks them."""
+        replicas = (new.get("spec") or {}).get("replicas") or 0
+        if type(replicas) is not int:  # autoscaling/v1 Scale decodes into an int32
+            raise errors.bad_request(
+                f"json: cannot unmarshal {type(replicas).__name__} into Go struct field "
+                "ScaleSpec.spec.replicas of type int32"
+            )
+        if replicas < 0:  # k8s.io/kubernetes pkg/apis/autoscaling/validation ValidateScale
+            raise errors.invalid(
+                "Scale",
+                name,
+                f"spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0",
+                "autoscaling",
+            )
+        fleet = self.store.mutate(
+            FLEETS, ns, name, lambda o: o["spec"].__setitem__("replicas", replicas)
+        )
+        return scale_of(fleet or {})
 
     def _patched(self, request: web.Request, res: Resource, current: Obj, body: Any) -> Obj:
         ctype = request.content_type

@@ -122,7 +122,7 @@ class PodProcess:
         stdout: Any = asyncio.subprocess.DEVNULL
         if self.runner.log_dir is not None:
             log = Path(self.runner.log_dir) / f"{self.info.namespace}_{self.info.name}.log"
-            stdout = log.open("ab")  # noqa: ASYNC230 - a local file, opened once per pod
+            stdout = log.open("ab")
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.runner.argv(self.info),

@@ -47,7 +47,7 @@ def probe_paths() -> set[str]:
 
 def test_redis_down_leaves_brokers_ready_and_cached_routes_serving(
     brokers, own_redis: RedisServer
-) -> None:  # noqa: ANN001 - the brokers fixture
+) -> None:
     paths = probe_paths()
     assert "/_broker/readyz" in paths  # the base's and oidc's probe: the one that pinged Redis
     broker = brokers(

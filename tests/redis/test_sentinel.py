@@ -100,7 +100,7 @@ async def test_the_client_finds_the_master_through_the_sentinels(group: Group) -
         assert master.get("via-sentinel") == "1"
 
 
-def test_a_broker_follows_a_failover(group: Group, brokers, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_broker_follows_a_failover(group: Group, brokers, tmp_path: Path) -> None:
     """ann claims before the failover, bob after it: bob's claim is written on the
     promoted replica while the old master is read-only, and ann keeps her WebUI."""
     before = group.master_port()

@@ -97,7 +97,7 @@ def get(url: str, user: str) -> int:
 
 def test_sigterm_during_an_activity_flush_loses_no_activity(
     brokers, relay: HoldingRelay, redis_url: str
-) -> None:  # noqa: ANN001 - the brokers fixture
+) -> None:
     broker = brokers(
         redis=relay.url,
         SDB_AUTH="header",

@@ -33,7 +33,7 @@ def history_line(body: str) -> str:
 
 def test_a_failing_periodic_task_is_retried_with_backoff_and_shown_in_readyz(
     brokers, redis_url: str
-) -> None:  # noqa: ANN001 - the brokers fixture
+) -> None:
     broker = brokers(SDB_HISTORY_INTERVAL="1s", SDB_REAP_INTERVAL="0")
     status, body = readyz(broker.url)
     assert status == 200 and "task activity-flush: " in body and "task controller: " in body

@@ -171,7 +171,7 @@ def get(url: str, **headers: str) -> tuple[int, bytes]:
 
 def test_a_broker_serves_from_a_tls_redis_with_auth(
     brokers, url: str, pki: Pki, password_file: Path
-) -> None:  # noqa: ANN001 - the brokers fixture
+) -> None:
     """`sdbroker serve` with the settings the Memorystore component gives it: a user gets
     a WebUI, the claim is in the TLS Redis, and the password is in no log line."""
     admin = sync_redis.Redis.from_url(url, password=PASSWORD, ssl_ca_certs=str(pki.ca))

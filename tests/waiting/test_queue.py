@@ -88,7 +88,7 @@ async def _full(url: str, size: int) -> list[str] | None:
     return order if len(order) == size else None
 
 
-async def _count(served, n: int) -> bool:  # noqa: ANN001
+async def _count(served, n: int) -> bool:
     return len(await served()) >= n
 
 

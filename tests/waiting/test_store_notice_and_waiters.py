@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from fleet import Claim, FleetStore, Waiting, connect_redis, keys
+from fleet import Claim, FleetStore, SessionEnded, Waiting, connect_redis, keys
 
 
 class Clock:
@@ -75,6 +75,6 @@ async def test_the_notice_stops_a_new_claim_not_an_existing_one(store: FleetStor
         {"user": "bob", "reason": "idle"}, {"reason": "idle"}, 60
     )  # no claim: the notice holds
     refused = await store.claim("bob", "default", queue_grace=60, unless_ended=True)
-    assert isinstance(refused, Waiting) and refused.ended
+    assert isinstance(refused, SessionEnded)
     assert await store.unread_ended("bob") == {"reason": "idle"}
     assert await store.redis.exists(keys.ended("bob"))  # reading it does not use it up
