@@ -17,14 +17,13 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from fleet import Profile
 
 from .admission import authenticate
-from .appkeys import FLEET, ROUTER, SETTINGS, SIGNER, STORE
-from .csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
+from .appkeys import FLEET, ROUTER, SETTINGS, STORE
+from .forms import checked_form, form_page
 from .identity import Identity
 from .pages import problem, wants_html
 from .redirects import safe_next
@@ -124,12 +123,8 @@ async def choose_page(request: web.Request) -> web.StreamResponse:
         "current": claim.profile if claim else None,
         "next": safe_next(request.query.get("next")),
         "identity": identity,
-        "csrf_field": CSRF_FIELD,
-        "csrf_token": csrf_token(request, app[SIGNER], user=identity.user),
     }
-    response = aiohttp_jinja2.render_template("choose.html", request, context)
-    attach_csrf_cookie(request, response)
-    return response
+    return form_page(request, "choose.html", context, user=identity.user)
 
 
 async def choose(request: web.Request) -> web.StreamResponse:
@@ -138,9 +133,11 @@ async def choose(request: web.Request) -> web.StreamResponse:
     if not isinstance(identity, Identity):
         return identity
     app = request.app
-    form = await request.post()
-    if not csrf_ok(request, app[SIGNER], str(form.get(CSRF_FIELD, "")), user=identity.user):
-        return problem(request, 403, "Form expired", "Reload the page and choose again.")
+    form = await checked_form(
+        request, user=identity.user, again="Reload the page and choose again."
+    )
+    if isinstance(form, web.StreamResponse):
+        return form
     name = str(form.get("profile", ""))
     try:
         profile = app[FLEET].spec.profile(name)

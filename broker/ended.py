@@ -18,15 +18,14 @@ NEW claim (item 8).
 
 from __future__ import annotations
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from fleet import SessionEnded, StoreUnavailable
 from fleet.activity_rules import classifier_for
 
 from .admission import authenticate
-from .appkeys import FLEET, ROUTER, SIGNER, STORE
-from .csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
+from .appkeys import FLEET, ROUTER, STORE
+from .forms import checked_form, form_page
 from .identity import Identity
 from .metrics import redis_error
 from .pages import problem, wants_html
@@ -124,18 +123,14 @@ async def session_ended(request: web.Request, user: str) -> web.StreamResponse |
         if notice.get("reason") == "stopped":  # the user's own Stop (broker/home.py): a page
             await store.pop_ended(user)  # load of theirs is asking for a WebUI again, so go on
             return None
-        signer = request.app[SIGNER]
         context = {
             "detail": explain(notice),
             "outlook": await _outlook(request, notice),
             "next": safe_next(request.path_qs),
             "start": START_PATH,
-            "csrf_field": CSRF_FIELD,
-            "csrf_token": csrf_token(request, signer, user=user),
         }
-        response = aiohttp_jinja2.render_template("ended.html", request, context)
+        response = form_page(request, "ended.html", context, user=user)
         response.headers["Cache-Control"] = "no-store"
-        attach_csrf_cookie(request, response)
         return response
     fleet = request.app[FLEET]
     rules = classifier_for(fleet.spec, fleet.default_profile().name)
@@ -163,9 +158,11 @@ async def start_new(request: web.Request) -> web.StreamResponse:
     if not isinstance(identity, Identity):
         return identity
     app = request.app
-    form = await request.post()
-    if not csrf_ok(request, app[SIGNER], str(form.get(CSRF_FIELD, "")), user=identity.user):
-        return problem(request, 403, "Form expired", "Reload the page and press the button again.")
+    form = await checked_form(
+        request, user=identity.user, again="Reload the page and press the button again."
+    )
+    if isinstance(form, web.StreamResponse):
+        return form
     try:
         await app[STORE].pop_ended(identity.user)
     except StoreUnavailable:

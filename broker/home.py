@@ -22,15 +22,14 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from fleet import StoreUnavailable
 from reaper import Reason, end_session
 
 from .admission import authenticate
-from .appkeys import AUTH, FLEET, ROUTER, SETTINGS, SIGNER, STORE
-from .csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
+from .appkeys import AUTH, FLEET, ROUTER, SETTINGS, STORE
+from .forms import checked_form, form_page
 from .identity import Identity
 from .metrics import redis_error
 from .origin import cross_site
@@ -102,12 +101,8 @@ async def home_page(request: web.Request) -> web.StreamResponse:
         "logout_url": app[AUTH].logout_url,
         "stop": STOP_PATH,
         "status_url": STATUS_PATH,
-        "csrf_field": CSRF_FIELD,
-        "csrf_token": csrf_token(request, app[SIGNER], user=identity.user),
     }
-    response = aiohttp_jinja2.render_template("home.html", request, context)
-    attach_csrf_cookie(request, response)
-    return response
+    return form_page(request, "home.html", context, user=identity.user)
 
 
 async def status_json(request: web.Request) -> web.StreamResponse:
@@ -137,14 +132,15 @@ async def stop(request: web.Request) -> web.StreamResponse:
     settings = app[SETTINGS]
     refused = cross_site(request, websocket=False, public_url=settings.public_url,
                          allowed=frozenset())  # fmt: skip
-    form = await request.post()
-    token = str(form.get(CSRF_FIELD, ""))
     if refused is not None:
         log.warning("refused a cross-site stop for %s (%s)", identity.user, refused)
         return problem(request, 403, "Blocked: sent from another site",
                        "Stop your WebUI from this site's own page, /_broker/.")  # fmt: skip
-    if not csrf_ok(request, app[SIGNER], token, user=identity.user):
-        return problem(request, 403, "Form expired", "Reload the page and press the button again.")
+    form = await checked_form(
+        request, user=identity.user, again="Reload the page and press the button again."
+    )
+    if isinstance(form, web.StreamResponse):
+        return form
     try:
         stopped = await end_session(app[STORE], identity.user, Reason.STOPPED)
     except StoreUnavailable:

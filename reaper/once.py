@@ -3,7 +3,8 @@
 The very code the broker schedules, run once: it prints one JSON line on
 stdout (the cycle's summary, or the error) and exits 0 after a cycle, 1 when
 Redis could not be reached (the Job fails and the next run tries again), 2
-when the settings or the fleet file are wrong. Logs go to stderr.
+when the settings or the fleet file are wrong, or Redis holds a layout this
+release does not know (fleet/schema.py). Logs go to stderr.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from fleet import (
     load_spec,
     make_backend,
 )
+from fleet.schema import LayoutError
+from fleet.schema import ensure as ensure_layout
 
 from .cycle import Clock, ReapCycle, Summary
 from .settings import ReaperSettings
@@ -69,6 +72,9 @@ async def run_once(
     backend: Backend | None = None
     try:
         await store.ping()
+        # The CronJob reads and writes the broker's keys: a layout it does not know is
+        # as wrong for it as for a broker (fleet/schema.py).
+        await ensure_layout(redis)
         backend = await _backend(spec, settings)
         async with aiohttp.ClientSession() as http:
             cycle = ReapCycle(
@@ -131,5 +137,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m reaper") -
         failed = {"error": str(exc), **asdict(Summary(dry_run=args.dry_run))}
         print(json.dumps(failed, separators=(",", ":")), flush=True)
         return EXIT_REDIS
+    except LayoutError as exc:
+        failed = {"error": str(exc), **asdict(Summary(dry_run=args.dry_run))}
+        print(json.dumps(failed, separators=(",", ":")), flush=True)
+        print(f"SDB_REDIS_URL: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     print(summary.json_line(), flush=True)
     return EXIT_OK

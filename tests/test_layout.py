@@ -82,3 +82,26 @@ async def test_rollout_rule_n_plus_1_beside_n(redis_url: str) -> None:
             await ensure(redis, layout=n + 3, oldest=n + 2)
     finally:
         await redis.aclose()
+
+
+def test_the_cronjob_reaper_refuses_a_layout_it_does_not_know(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The CronJob reaper (`python -m reaper --once`) writes the broker's keys too."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.set(keys.SCHEMA, str(LAYOUT + 1))
+    client.close()
+    env = {
+        **os.environ,
+        "SDB_REDIS_URL": redis_url,
+        "SDB_FLEET": str(write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out")),
+        "SDB_DATA_DIR": str(tmp_path / "data"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "reaper", "--once"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"Redis holds sdbroker layout {LAYOUT + 1}" in out.stdout
+    assert out.stderr.splitlines()[-1].startswith("SDB_REDIS_URL: Redis holds")

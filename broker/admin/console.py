@@ -19,9 +19,9 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from ..appkeys import FLEET, REDIS, SETTINGS, SIGNER, STORE
-from ..csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
+from ..csrf import CSRF_FIELD, attach_csrf_cookie, csrf_token
+from ..forms import checked_form
 from ..identity import Identity
-from ..pages import problem
 from . import ops
 from .chart import chart
 from .guard import require_admin
@@ -107,14 +107,13 @@ async def _checked_form(
     who = await require_admin(request)
     if not isinstance(who, Identity):
         return who
-    form = await request.post()
-    if not csrf_ok(request, request.app[SIGNER], str(form.get(CSRF_FIELD, "")), user=who.user):
-        return problem(
-            request,
-            403,
-            "Form expired",
-            "This form is stale or was not sent from the console. Reload the console and try again.",
-        )
+    form = await checked_form(
+        request,
+        user=who.user,
+        again="This form is stale or was not sent from the console. Reload the console and try again.",
+    )
+    if isinstance(form, web.StreamResponse):
+        return form
     return who, form
 
 
