@@ -82,7 +82,7 @@ lint: $(TEST_DEPS)
 	$(BIN)/hadolint Dockerfile webui-image/Dockerfile
 
 pytest: $(TEST_DEPS)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 test: lint pytest
 
