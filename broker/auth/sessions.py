@@ -170,7 +170,7 @@ class SessionStore:
                 if isinstance(checked, bytes):
                     checked = checked.decode()
                 moved = checked is not None and checked != repr(session.checked)
-                if moved or not await pipe.exists(key):  # no `checked`: from before it
+                if moved or not await pipe.exists(key):  # another caller asks; or revoked
                     return False
                 pipe.multi()
                 pipe.hset(key, "checked", repr(now))
