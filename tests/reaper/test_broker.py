@@ -106,6 +106,8 @@ async def test_polling_keeps_nothing_and_the_returning_user_is_told(
             await until(claim_gone(redis, "ann"), 30)
         finally:
             tab.cancel()
+        # The audit entry and notice follow end_pod in a second round trip.
+        await until(lambda: redis.xlen(keys.AUDIT), 10)
         [event] = [f for _, f in await redis.xrange(keys.AUDIT)]
         assert event["user"] == "ann" and event["pod"] == first and event["reason"] == "idle"
 
