@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from fleet import StoreUnavailable, Waiting
+from fleet import Claim, StoreUnavailable, Waiting
 from fleet.activity_rules import ActivityClassifier, classifier_for
 
 from . import chooser, logs, waiting
@@ -161,21 +161,7 @@ async def gateway(request: web.Request) -> web.StreamResponse:
     try:
         return await forward(request, identity, result.addr, websocket=websocket, rules=rules)
     except PodUnreachable as exc:
-        router.forget(identity.user)
-        claim_ended = await app[FLEET].pod_unreachable(result)
-        log.warning(
-            "pod %s of %s unreachable (%s); claim ended: %s",
-            result.pod, identity.user, exc, claim_ended,
-        )  # fmt: skip
-        return problem(
-            request,
-            502,
-            "Your WebUI stopped",
-            "Your WebUI is not answering any more. Your outputs are kept. Reload this page to "
-            "start a new one."
-            if claim_ended
-            else "Your WebUI did not answer. Try again in a moment.",
-        )
+        return await _pod_unreachable(request, identity, result, exc)
     except PodBadAnswer as exc:
         log.warning("pod %s of %s sent a bad answer: %s", result.pod, identity.user, exc)
         return problem(
@@ -211,3 +197,38 @@ async def gateway(request: web.Request) -> web.StreamResponse:
             "The broker is overloaded right now. Try again shortly.",
             retry_after=5,
         )
+
+
+async def _pod_unreachable(
+    request: web.Request, identity: Identity, claim: Claim, exc: PodUnreachable
+) -> web.StreamResponse:
+    """The user's pod refused the connection: end the claim when the pod is gone.
+
+    A page load then gets the ended page straight away (why, and the Start
+    button: the notice end_pod left); a reload while a second process still
+    cached the dead route would only have repeated the 502.
+    """
+    app = request.app
+    app[ROUTER].forget(identity.user)
+    try:
+        claim_ended = await app[FLEET].pod_unreachable(claim)
+        page = claim_ended and wants_html(request)
+        ended = await session_ended(request, identity.user) if page else None
+    except StoreUnavailable:
+        redis_error()
+        claim_ended, ended = False, None
+    log.warning(
+        "pod %s of %s unreachable (%s); claim ended: %s", claim.pod, identity.user, exc, claim_ended
+    )
+    if ended is not None:
+        ended.set_status(502)
+        return ended
+    return problem(
+        request,
+        502,
+        "Your WebUI stopped",
+        "Your WebUI is not answering any more. Your outputs are kept. Reload this page to "
+        "start a new one."
+        if claim_ended
+        else "Your WebUI did not answer. Try again in a moment.",
+    )

@@ -142,7 +142,7 @@ async def stop(request: web.Request) -> web.StreamResponse:
     if isinstance(form, web.StreamResponse):
         return form
     try:
-        stopped = await end_session(app[STORE], identity.user, Reason.STOPPED)
+        stopped = await end_session(app[STORE], identity.user, Reason.STOPPED, by=identity.user)
     except StoreUnavailable:
         redis_error()
         return problem(request, 503, "Temporarily unavailable",

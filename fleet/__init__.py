@@ -28,6 +28,7 @@ from .model import (
     Waiting,
     place_of,
 )
+from .notices import NOTICE_TTL, Tell
 from .probes import FALLBACK_KIND, Probe, WebUIKind, make_probe, register_kind, unregister_kind
 from .redis_client import connect_redis
 from .service import Fleet, stop_fleet
@@ -37,6 +38,8 @@ from .specstore import SpecFollower
 from .store import FleetStore
 
 __all__ = [
+    "NOTICE_TTL",
+    "Tell",
     "Autoscaler",
     "Eta",
     "Event",

@@ -40,7 +40,7 @@ from .events import Event, Kind
 from .history import History
 from .leader import LeaderLock
 from .model import Phase, PodInfo, PodRecord, PodState
-from .notices import NODE_LOST, tell_ended
+from .notices import NODE_LOST, Tell
 from .probes import Probe, make_probe
 from .reconcile import Reconciler
 from .rolling import roll
@@ -411,16 +411,14 @@ class Controller:
             self.on_start_failure(profile, reason)
 
     async def _end(self, pod_id: str, reason: str, detail: str) -> None:
-        ended = await self.store.end_pod(pod_id, reason)
+        # Audited, and the user's next page says what happened: without the notice
+        # the open tab's polling claimed a new pod unseen (issue 17, item 3).
+        ended = await self.store.end_pod(pod_id, reason, tell=Tell("controller", detail))
         if ended is None:
             return
         log.warning("pod %s ended (%s): %s", pod_id, reason, detail)
-        if ended.user:
-            # Audited, and the user's next page says what happened: without the notice
-            # the open tab's polling claimed a new pod unseen (issue 17, item 3).
-            await tell_ended(self.store, ended, reason, detail, self.clock(), by="controller")
-            if self.on_reclaim:
-                self.on_reclaim(ended.user, pod_id, reason, 0.0)
+        if ended.user and self.on_reclaim:
+            self.on_reclaim(ended.user, pod_id, reason, 0.0)
 
     async def _delete_marked(self) -> None:
         async def delete(pod_id: str) -> None:

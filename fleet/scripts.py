@@ -34,6 +34,7 @@ _KEY_BUILDERS: dict[str, Callable[[str], str]] = {
     "warming_key": keys.warming,
     "ready_key": keys.ready,
     "claimed_key": keys.claimed,
+    "ended_key": keys.ended,
 }
 _INCLUDE = re.compile(r"^--@include (_[a-z_]+)$", re.MULTILINE)
 

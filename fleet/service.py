@@ -24,7 +24,7 @@ from .backends.base import Backend
 from .errors import Conflict, FleetError, PodGone, StoreUnavailable
 from .events import Event, Kind
 from .model import Claim, Ended, Phase, Retry, Waiting
-from .notices import NODE_LOST, tell_ended
+from .notices import NODE_LOST, Tell
 from .probes import make_probe
 from .reconcile import owner_wins
 from .slug import slugify
@@ -36,6 +36,9 @@ BIND_WAIT = 15.0  # a claim still binding after this long lost its claimer: bind
 #: Seconds between looks at a claim another request is binding, should its `bound` event
 #: (bound.lua) be lost: the event, not this, normally ends the wait.
 BIND_FALLBACK = 1.0
+#: Seconds before a second look at a pod that refused the proxy yet looks alive: a
+#: process killed this instant closes its sockets before it is seen to exit.
+UNREACHABLE_RELOOK = 0.25
 
 
 class Fleet:
@@ -225,6 +228,9 @@ class Fleet:
         """
         try:
             rec = await self.backend.phase_of(claim.pod)
+            if rec is not None and rec.phase not in (Phase.GONE, Phase.FAILED):
+                await asyncio.sleep(UNREACHABLE_RELOOK)
+                rec = await self.backend.phase_of(claim.pod)
         except FleetError as exc:
             log.warning("cannot ask the backend about pod %s: %s", claim.pod, exc)
             return False
@@ -232,11 +238,11 @@ class Fleet:
             return False
         reason = rec.reason if rec else "pod no longer exists"
         why = NODE_LOST if rec is not None and rec.node_lost else "dead"
-        ended = await self.store.end_pod(claim.pod, why, only_user=claim.user)
-        if ended:
-            # The notice makes the open tab's next background request a 409: only a
-            # page load starts a new session (issue 17, item 3).
-            await tell_ended(self.store, ended, why, reason, self.clock(), by="proxy")
+        # The notice makes the open tab's next background request a 409: only a
+        # page load starts a new session (issue 17, item 3).
+        ended = await self.store.end_pod(
+            claim.pod, why, only_user=claim.user, tell=Tell("proxy", reason)
+        )
         return ended is not None
 
 

@@ -34,13 +34,14 @@ from fleet import (
     FleetStore,
     Phase,
     Probe,
+    Tell,
     heartbeats,
     make_probe,
 )
 from fleet.model import Candidate
 
 from .metrics import RECLAIMS
-from .policy import NOTICE_TTL, Action, Policy, Reason, audit_event, idle_seconds, notice, triage
+from .policy import NOTICE_TTL, Action, Policy, Reason, idle_seconds, triage
 
 log = logging.getLogger(__name__)
 
@@ -331,12 +332,13 @@ class ReapCycle:
                 await self.store.drop_claim(c.user, "")
                 return None, False
             assert v.reason is not None
+            tell = Tell("reaper", v.detail, policy.limit_of(c.profile), policy.notice_ttl)
             if c.kind != "dead" and not c.pod_exists:
-                ended = await self.store.drop_claim(c.user, c.pod) == 1
+                ended = await self.store.drop_claim(c.user, c.pod, str(v.reason), tell) == 1
             else:
                 guard = policy.idle_cutoff(now) if v.reason is Reason.IDLE else None
                 result = await self.store.end_pod(
-                    c.pod, str(v.reason), only_user=c.user, idle_since=guard
+                    c.pod, str(v.reason), only_user=c.user, idle_since=guard, tell=tell
                 )
                 ended = result is not None
             if not ended:  # another cycle ended it first, or the user came back
@@ -346,11 +348,6 @@ class ReapCycle:
                 "reaper: ended the session of %s on pod %s (%s, idle %ds)%s",
                 c.user, c.pod, v.reason, idle_seconds(c, now), f": {v.detail}" if v.detail else "",
             )  # fmt: skip
-            await self.store.record_reclaim(
-                audit_event(c, v.reason, now, v.detail),
-                notice(c, v.reason, now, policy.limit_of(c.profile)),
-                policy.notice_ttl,
-            )
             return _ended(c, v.reason, now), False
         except asyncio.CancelledError:
             raise
@@ -364,20 +361,16 @@ async def end_session(
     user: str,
     reason: Reason = Reason.ADMIN,
     *,
-    clock: Clock = time.time,
+    by: str = "reaper",
     notice_ttl: float = NOTICE_TTL,
 ) -> bool:
-    """End one user's session now (an admin's button), audited and counted like a reclaim."""
+    """End one user's session now (an admin's button, the user's own Stop), audited and
+    counted like a reclaim; `by` is who asked, for the audit entry."""
     claim = await store.lookup(user)
     if claim is None:
         return False
-    now = clock()
-    if await store.end_pod(claim.pod, str(reason), only_user=user) is None:
+    tell = Tell(by, notice_ttl=notice_ttl)
+    if await store.end_pod(claim.pod, str(reason), only_user=user, tell=tell) is None:
         return False
-    c = Candidate(
-        "admin", user, None, claim.pod, claim.profile, claim.since, "claimed", user, claim.addr,
-        claim.since, 0,
-    )  # fmt: skip
     RECLAIMS.labels(str(reason)).inc()
-    await store.record_reclaim(audit_event(c, reason, now), notice(c, reason, now), notice_ttl)
     return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -143,7 +144,7 @@ async def test_a_claim_unless_ended_takes_nothing_while_the_notice_is_unread(
 ) -> None:
     """The ended-notice check rides in the claim's own Lua call (no Redis call of its own)."""
     await ready_pods(store, 1)
-    await store.record_reclaim({"user": "ann", "reason": "idle"}, {"reason": "idle"}, 60)
+    await store.redis.set(keys.ended("ann"), json.dumps({"reason": "idle"}), ex=60)
     refused = await store.claim("ann", "default", queue_grace=60, unless_ended=True)
     assert isinstance(refused, SessionEnded)
     assert await store.lookup("ann") is None and (await store.counts("default"))["ready"] == 1

@@ -203,7 +203,7 @@ async def history(app: web.Application, hours: float = 6.0) -> list[HistoryView]
 
 async def reclaim(app: web.Application, user: str, by: str) -> Done:
     """End a user's session now; their pod is deleted (single-use) and they are told why."""
-    if not await end_session(app[STORE], user, Reason.ADMIN):
+    if not await end_session(app[STORE], user, Reason.ADMIN, by=by):
         return Done(ok=False, detail=f"{user} has no session")
     app[ROUTER].forget(user)
     await app[STORE].audit(action="reclaim", user=user, by=by)

@@ -7,12 +7,19 @@
 --
 -- KEYS[1] claim:{user}
 -- KEYS[2] activity
+-- KEYS[3] audit (a stream)
 -- ARGV[1] user
 -- ARGV[2] the claim's pod the caller saw ("" = the caller saw no claim)
--- The pod is named by the prelude's pod_key (fleet/scripts.py, from fleet/keys.py).
+-- ARGV[3] optional: why the session ended (with ARGV[4])
+-- ARGV[4] optional: a "tell" (fleet/notices.py): leave the user the notice and
+--         audit the end, here, as end_pod does (_tell.lua; "" = not)
+-- ARGV[5] optional: now (with ARGV[4])
+-- The pod and the notice are named by the prelude's pod_key and ended_key
+-- (fleet/scripts.py, from fleet/keys.py).
 -- Publishes (fleet/events.py) `release PROFILE USER` when a stale claim was deleted.
 -- Returns 1 when a stale claim was deleted, 2 when only a stray activity entry
 -- was, 0 when nothing was stale.
+--@include _tell
 local pod = redis.call('HGET', KEYS[1], 'pod')
 if ARGV[2] == '' then
   if pod then
@@ -29,7 +36,12 @@ if state and state ~= 'deleting' and redis.call('HGET', pod_hash, 'user') == ARG
   return 0
 end
 local profile = redis.call('HGET', KEYS[1], 'profile') or ''
+local since = tonumber(redis.call('HGET', KEYS[1], 'since')) or 0
+local seen = redis.call('ZSCORE', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 publish(EVENT.release, profile, ARGV[1])
+if ARGV[4] and ARGV[4] ~= '' then
+  tell_ended(KEYS[3], ARGV[4], ARGV[1], pod, profile, ARGV[3], ARGV[5], since, seen)
+end
 return 1

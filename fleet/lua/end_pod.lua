@@ -8,6 +8,7 @@
 -- KEYS[2] deleting
 -- KEYS[3] activity
 -- KEYS[4] session-ends (a hash "PROFILE<TAB>REASON" -> count: fleet/heartbeats.py)
+-- KEYS[5] audit (a stream)
 -- ARGV[1] pod id
 -- ARGV[2] now
 -- ARGV[3] reason
@@ -15,11 +16,15 @@
 -- ARGV[5] only when the pod serves this user ("" = any user)
 -- ARGV[6] optional: only when the user's last activity is at or before this
 --         (the reaper's guard against activity written since it looked; "" = any)
--- The claim and the profile's state sets are named by the prelude's claim_key,
--- warming_key, ready_key, claimed_key (fleet/scripts.py, from fleet/keys.py).
+-- ARGV[7] optional: a "tell" (fleet/notices.py): when a user's session ends, leave
+--         them the notice and audit the end, here (_tell.lua says why; "" = not)
+-- The claim, the profile's state sets and the notice are named by the prelude's
+-- claim_key, warming_key, ready_key, claimed_key, ended_key (fleet/scripts.py,
+-- from fleet/keys.py).
 -- Publishes (fleet/events.py) `release PROFILE USER` when the pod had a user, and
 -- counts that session's end in KEYS[4], once whoever ends it.
--- Returns {1, user, profile, claimed_at} when ended, {0} otherwise.
+-- Returns {1, user, profile, claimed_at, node} when ended, {0} otherwise.
+--@include _tell
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'deleting' then
   return {0}
@@ -38,6 +43,7 @@ if ARGV[6] and ARGV[6] ~= '' and user ~= '' then
   end
 end
 local profile = redis.call('HGET', KEYS[1], 'profile') or ''
+local claimed_at = redis.call('HGET', KEYS[1], 'claimed_at') or ''
 for _, set in ipairs({warming_key(profile), ready_key(profile), claimed_key(profile)}) do
   redis.call('ZREM', set, ARGV[1])
 end
@@ -45,12 +51,17 @@ redis.call('HSET', KEYS[1], 'state', 'deleting', 'ended_at', ARGV[2], 'end_reaso
 redis.call('SADD', KEYS[2], ARGV[1])
 if user ~= '' then
   local claim = claim_key(user)
+  local since = tonumber(claimed_at) or 0
+  local seen = redis.call('ZSCORE', KEYS[3], user)
   if redis.call('HGET', claim, 'pod') == ARGV[1] then
+    since = tonumber(redis.call('HGET', claim, 'since')) or since
     redis.call('DEL', claim)
     redis.call('ZREM', KEYS[3], user)
   end
   publish(EVENT.release, profile, user)
   redis.call('HINCRBY', KEYS[4], profile .. '\t' .. ARGV[3], 1)
+  if ARGV[7] and ARGV[7] ~= '' then
+    tell_ended(KEYS[5], ARGV[7], user, ARGV[1], profile, ARGV[3], ARGV[2], since, seen)
+  end
 end
-return {1, user, profile, redis.call('HGET', KEYS[1], 'claimed_at') or '',
-        redis.call('HGET', KEYS[1], 'node') or ''}
+return {1, user, profile, claimed_at, redis.call('HGET', KEYS[1], 'node') or ''}

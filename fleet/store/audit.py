@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-
 from .. import keys, redis_text
 from .base import StoreBase
 
@@ -24,22 +21,3 @@ class AuditStore(StoreBase):
         """The newest audit events (reclaims, admin actions), newest first."""
         entries = redis_text.stream_entries(await self.redis.xrevrange(keys.AUDIT, count=count))
         return [{"id": entry_id, **fields} for entry_id, fields in entries]
-
-    async def record_reclaim(
-        self,
-        event: Mapping[str, str | float | int],
-        notice: Mapping[str, object] | None,
-        notice_ttl: float,
-    ) -> None:
-        """Audit a reclaim and leave the user a notice, in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(
-                keys.AUDIT,
-                {k: str(v) for k, v in event.items()},
-                maxlen=AUDIT_MAXLEN,
-                approximate=True,
-            )
-            if notice is not None:
-                user = str(event["user"])
-                pipe.set(keys.ended(user), json.dumps(dict(notice)), ex=max(1, int(notice_ttl)))
-            await pipe.execute()

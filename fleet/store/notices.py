@@ -1,5 +1,5 @@
 """The "session ended" notice a user reads on their next visit (keys.ended);
-written with the audit entry of the end (audit.py, record_reclaim)."""
+written by the script that ends the session (end_pod.lua, drop_claim.lua: _tell.lua)."""
 
 from __future__ import annotations
 

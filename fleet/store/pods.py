@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 from .. import keys, redis_text
 from ..model import Ended, PodInfo, PodState
+from ..notices import Tell
+from .audit import AUDIT_MAXLEN
 from .base import StoreBase
 
 log = logging.getLogger(__name__)
@@ -52,14 +54,17 @@ class PodStore(StoreBase):
         only_state: str = "",
         only_user: str = "",
         idle_since: float | None = None,
+        tell: Tell | None = None,
     ) -> Ended | None:
         """Take a pod out of service (and end its claim); None if already ending or not matching.
 
         `idle_since`: only when the user's last recorded activity is at or
         before it (the reaper's guard against activity flushed since it looked).
+        `tell`: when the pod served a user, leave them the "session ended" notice
+        and audit the end, in the same script (fleet/notices.py says why).
         """
         result = await self.scripts.end_pod(
-            keys=[keys.pod(pod_id), keys.DELETING, keys.ACTIVITY, keys.SESSION_ENDS],
+            keys=[keys.pod(pod_id), keys.DELETING, keys.ACTIVITY, keys.SESSION_ENDS, keys.AUDIT],
             args=[
                 pod_id,
                 repr(self.clock()),
@@ -67,6 +72,7 @@ class PodStore(StoreBase):
                 only_state,
                 only_user,
                 "" if idle_since is None else repr(idle_since),
+                "" if tell is None else tell.encode(AUDIT_MAXLEN),
             ],
         )
         if not int(result[0]):

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 
 from .. import keys
 from ..model import Candidate
+from ..notices import Tell
+from .audit import AUDIT_MAXLEN
 from .base import StoreBase
 
 STRIKES_FIELD = "reap_strikes"  # pod hash field: busy probes in a row without an answer
@@ -53,15 +55,19 @@ class ReapStore(StoreBase):
             Candidate.from_flat(rows[i : i + size]) for i in range(0, len(rows), size)
         ]
 
-    async def drop_claim(self, user: str, pod_id: str) -> int:
+    async def drop_claim(
+        self, user: str, pod_id: str, reason: str = "", tell: Tell | None = None
+    ) -> int:
         """Forget a claim whose pod is gone (`pod_id` "" = a stray activity entry).
 
         Compare-and-delete: 1 claim dropped, 2 stray activity dropped, 0 nothing stale.
+        `tell` (with `reason`): a dropped claim leaves its user the notice, as end_pod.
         """
+        told = "" if tell is None else tell.encode(AUDIT_MAXLEN)
         return int(
             await self.scripts.drop_claim(
-                keys=[keys.claim(user), keys.ACTIVITY],
-                args=[user, pod_id],
+                keys=[keys.claim(user), keys.ACTIVITY, keys.AUDIT],
+                args=[user, pod_id, reason, told, repr(self.clock())],
             )
         )
 

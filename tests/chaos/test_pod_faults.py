@@ -112,7 +112,9 @@ async def test_dead_pod_gets_a_502_page_before_the_controller_notices(
         async with http.get(broker.url + "/", headers=as_user("ann", Accept="text/html")) as resp:
             assert resp.status == 502
             page = await resp.text()
-        assert "Your WebUI stopped" in page and "Traceback" not in page
+        # The claim ended with the 502: the page is the ended page, with its Start button.
+        assert "Your WebUI stopped" in page and "Start a new WebUI" in page
+        assert "Traceback" not in page
         assert await start_new(http, broker.url, "ann") != dead
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleet.model import Candidate
-from reaper.policy import Action, Policy, Reason, audit_event, notice, triage
+from reaper.policy import Action, Policy, Reason, triage
 
 NOW = 1_000_000.0
 
@@ -47,13 +47,3 @@ def test_reason_prefers_idle_over_max_session() -> None:
 def test_missed_probes_are_bounded() -> None:
     policy = Policy(idle_timeout=900, missed_probes=3)
     assert [policy.dead_after(n) for n in (1, 2, 3, 4)] == [False, False, False, True]
-
-
-def test_audit_and_notice_say_how_long() -> None:
-    c = candidate(last_activity=NOW - 960)
-    event = audit_event(c, Reason.IDLE, NOW, "x" * 500)
-    assert event["reason"] == "idle" and event["idle_seconds"] == 960
-    assert event["session_seconds"] == 5000 and len(str(event["detail"])) == 200
-    told = notice(c, Reason.IDLE, NOW)
-    assert told["idle_minutes"] == 16 and told["session_minutes"] == 83
-    assert notice(candidate(last_activity=NOW - 5), Reason.IDLE, NOW)["idle_minutes"] == 1
