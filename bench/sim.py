@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .sim_des import ORACLE, PRESENCE, PUBLISHED, SDBROKER, Model, Policy, Result
+from .sim_des import ORACLE, PRESENCE, PRESENCE_HALF, PUBLISHED, SDBROKER, Model, Policy, Result
 from .sim_workload import Workload, morning, workloads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,9 +75,12 @@ LEGEND = """\
 
 
 def des_tables(args: argparse.Namespace) -> None:
+    gone = f"{args.presence / 60:g}m"
     policies = [ORACLE, replace(PUBLISHED, reload=args.reload), SDBROKER,
                 replace(PRESENCE, presence=args.presence,
-                        name=f"sdbroker + presence {args.presence / 60:g}m (MODEL)")]  # fmt: skip
+                        name=f"sdbroker + reclaim_when_gone {gone}, every tab seen"),
+                replace(PRESENCE_HALF, presence=args.presence,
+                        name=f"sdbroker + reclaim_when_gone {gone}, half the tabs seen")]  # fmt: skip
     works = workloads(args.users, args.gpus, args.span, args.seed)
     runs: list[tuple[Workload, bool, str]] = [
         (works[0], False, "MAIN"),

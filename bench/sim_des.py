@@ -27,9 +27,13 @@ The policies, as their sources do them:
   a starting one; a FIFO waiting line served the moment a pod is Ready; the reaper
   every 30 s ends a session idle 15 min counted from the later of the last action
   and the end of the last generation, never one whose WebUI reports busy.
-- sdbroker + presence (a MODEL of issue 19 section 2, not built yet): as sdbroker,
-  and a session also ends `presence` s after the person's last tab closed, unless a
-  generation runs.
+- sdbroker + presence (issue 19 section 2, built: a profile's `reclaim_when_gone`,
+  reaper/policy.py `Policy.is_gone`): as sdbroker, and a session also ends `presence` s
+  after the person's last tab closed and their last activity, unless a generation runs
+  (the reaper refreshes activity while it finds one running, so the count starts again at
+  its end). Only for the share `seen` of people whose tab the broker can see (ComfyUI's
+  `/ws`, Forge's heartbeat stream, the broker's home page held open); the others keep
+  the idle timeout alone (a1111 profiles have reclaim_when_gone off by default).
 - oracle: knows every arrival and end of use: a fresh pod (single-use) started so that
   it answers the moment its person arrives, ended the moment their use ends.
 """
@@ -39,6 +43,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,12 +60,16 @@ class Policy:
     reap_every: float = 30.0
     scale_every: float = 0.0  # published: the FleetAutoscaler's sync; 0 = on every event
     presence: float | None = None  # sdbroker: end a session this long after the last tab closed
+    seen: float = 1.0  # presence: share of people whose tab the broker sees (by a hash of the name)
     reload: float = 60.0  # published: a person on "Too many users" reloads this often
 
 
 PUBLISHED = Policy("published (seed: Buffer 30s sync, no queue, cron 5m)", "published", 300.0, 30.0)
 SDBROKER = Policy("sdbroker (events, queue, reaper 30s, busy probe)", "sdbroker")
-PRESENCE = Policy("sdbroker + presence 2m (MODEL)", "sdbroker", presence=120.0)
+PRESENCE = Policy("sdbroker + reclaim_when_gone 2m, every tab seen", "sdbroker", presence=120.0)
+PRESENCE_HALF = Policy(
+    "sdbroker + reclaim_when_gone 2m, half the tabs seen", "sdbroker", presence=120.0, seen=0.5
+)
 ORACLE = Policy("oracle (knows arrivals and ends of use)", "oracle")
 
 
@@ -178,6 +187,11 @@ class Model:
             http = max(http, closed)
         return acted, batch_end, closed, http
 
+    def sees(self, pod: Pod) -> bool:
+        """Does the broker see this person's tabs? (a fixed share, by a hash of the name)"""
+        person = pod.person or ""
+        return zlib.crc32(person.encode()) % 1000 < self.policy.seen * 1000
+
     def reap(self) -> None:
         for pod in [p for p in self.live() if p.claimed_at is not None]:
             acted, batch_end, closed, http = self.session(pod)
@@ -187,8 +201,8 @@ class Model:
             else:
                 last = max(acted + (closed - acted) * self.tab_activity, batch_end)
                 end = not busy and self.now - min(last, self.now) >= IDLE_TIMEOUT
-                if self.policy.presence is not None and not busy:
-                    end |= self.now >= closed + self.policy.presence
+                if self.policy.presence is not None and not busy and self.sees(pod):
+                    end |= self.now >= max(closed, batch_end) + self.policy.presence
             if end:
                 self.res.reclaims += 1
                 self.res.mid_generation += busy and self.now >= acted

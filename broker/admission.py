@@ -13,9 +13,9 @@ from aiohttp import web
 
 from . import logs
 from .appkeys import ACCESS, AUTH, SIGNER
-from .csrf import CSRF_FIELD, attach_csrf_cookie, csrf_token
 from .identity import Identity
 from .pages import unauthenticated, wants_html
+from .security.csrf import CSRF_FIELD, attach_csrf_cookie, csrf_token
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,9 @@ import jinja2
 from aiohttp import web
 from redis.asyncio import Redis
 
-from fleet import EmbeddedRedis, FleetSpec, StoreUnavailable, connect_redis
-from fleet.specstore import adopt
+from fleet import EmbeddedRedis, FleetSpec, StoreUnavailable, connect_redis, specstore
 
-from . import admin, api, chooser, ended, gallery, home, metrics, pages, waiting
-from .access import AccessPolicy
+from . import admin, api, bar, chooser, ended, gallery, home, metrics, pages, presence, waiting
 from .appkeys import (
     ACCESS,
     ACTIVITY,
@@ -43,8 +41,9 @@ from .auth import make_authenticator
 from .gateway import gateway
 from .middleware import broker_page_headers, drop_identity_headers, request_id, send_request_id
 from .runtime import build as build_runtime
+from .security.access import AccessPolicy
+from .security.signing import Signer
 from .settings import Settings
-from .signing import Signer
 from .waiting import WAITING_ROOM
 
 log = logging.getLogger(__name__)
@@ -80,6 +79,7 @@ def runtime_ctx(spec: FleetSpec):
         app[CONTROLLER], app[ROUTER], app[ACTIVITY] = rt.controller, rt.router, rt.activity
         app[AUTOSCALER], app[HISTORY], app[WAITING_ROOM] = rt.autoscaler, rt.history, rt.room
         app[TASKS], app[EVENT_HANDLERS] = rt.tasks, rt.handlers
+        app[presence.PRESENCE] = rt.presence
         try:
             await rt.start()
             yield
@@ -92,7 +92,7 @@ def runtime_ctx(spec: FleetSpec):
 async def adopt_spec(redis: Redis, spec: FleetSpec) -> FleetSpec:
     """The spec to run: the applied one in Redis, or this file (see fleet.specstore)."""
     try:
-        return await adopt(redis, spec)
+        return await specstore.adopt(redis, spec)
     except StoreUnavailable as exc:
         log.warning("cannot read the applied fleet spec (%s); running SDB_FLEET", exc)
         return spec
@@ -134,6 +134,8 @@ def build_app(settings: Settings, spec: FleetSpec) -> web.Application:
     chooser.add_routes(app)
     gallery.add_routes(app)
     home.add_routes(app)
+    bar.add_routes(app)
+    presence.add_routes(app)
     admin.add_routes(app)
     api.add_routes(app)
     app.router.add_get("/_broker/metrics", metrics.metrics_page)

@@ -6,16 +6,15 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
-from fleet import Autoscaler, Controller, Fleet, FleetStore, History, Tasks
-from fleet.events import Handler
+from fleet import Autoscaler, Controller, Fleet, FleetStore, Handler, History, Tasks
 
-from .access import AccessPolicy
 from .activity import ActivityRecorder
 from .auth import Authenticator
 from .proxy import PodPool
 from .routing import Router
+from .security.access import AccessPolicy
+from .security.signing import Signer
 from .settings import Settings
-from .signing import Signer
 
 SETTINGS = web.AppKey("settings", Settings)
 SIGNER = web.AppKey("signer", Signer)

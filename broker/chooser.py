@@ -26,7 +26,7 @@ from .appkeys import FLEET, ROUTER, SETTINGS, STORE
 from .forms import checked_form, form_page
 from .identity import Identity
 from .pages import problem, wants_html
-from .redirects import safe_next
+from .security.redirects import safe_next
 
 CHOOSE_PATH = "/_broker/choose"
 

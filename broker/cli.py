@@ -177,8 +177,8 @@ def _layout_problem(settings: Settings) -> str | None:
     url = settings.redis_url
     if not url:
         return None
-    from fleet import connect_redis
-    from fleet.schema import LayoutError, ensure
+    from fleet import LayoutError, connect_redis
+    from fleet import ensure_layout as ensure
 
     async def check() -> None:
         redis = connect_redis(url)
@@ -198,8 +198,10 @@ def _layout_problem(settings: Settings) -> str | None:
 
 def cmd_layout(args: argparse.Namespace) -> int:
     """`sdbroker layout [--finalize]`: the Redis layout, and this broker's."""
-    from fleet import connect_redis
-    from fleet.schema import LAYOUT, OLDEST, LayoutError, ensure, finalize
+    from fleet import LAYOUT, LayoutError, connect_redis
+    from fleet import OLDEST_LAYOUT as OLDEST
+    from fleet import ensure_layout as ensure
+    from fleet import finalize_layout as finalize
 
     from .fleetcli import CliError, redis_url
 
@@ -250,7 +252,8 @@ def cmd_reap(args: argparse.Namespace) -> int:
 def cmd_fleet_render(args: argparse.Namespace) -> int:
     import yaml
 
-    from fleet.render import RenderError, render
+    from fleet import RenderError
+    from fleet import render_fleet as render
 
     try:
         docs = render(load_spec(args.file))
@@ -297,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     reap.add_argument("--once", action="store_true", help="run one cycle and exit (required)")
     reap.add_argument("--dry-run", action="store_true", help="report; change nothing")
     reap.set_defaults(func=cmd_reap)
+    from .sessionscli import add_commands as add_session_commands  # sessions, user outputs
+
+    add_session_commands(sub, load_settings)
     return parser
 
 

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from fleet import SessionEnded, StoreUnavailable
-from fleet.activity_rules import classifier_for
+from fleet import SessionEnded, StoreUnavailable, classifier_for
 
 from .admission import authenticate
 from .appkeys import FLEET, ROUTER, STORE
@@ -29,7 +28,7 @@ from .forms import checked_form, form_page
 from .identity import Identity
 from .metrics import redis_error
 from .pages import problem, wants_html
-from .redirects import safe_next
+from .security.redirects import safe_next
 
 START_PATH = "/_broker/start"
 ENDED_DETAIL = {
@@ -40,6 +39,8 @@ ENDED_DETAIL = {
     "node_lost": "The machine your WebUI ran on stopped answering, so it was replaced.",
     "admin": "An administrator ended your session.",
     "stopped": "You stopped your WebUI.",
+    "gone": "Your session ended when no tab had shown your WebUI for a while (its last "
+    "activity was {idle} before); its GPU went back to the pool.",
 }
 
 
@@ -107,7 +108,9 @@ async def _outlook(request: web.Request, notice: dict[str, object]) -> str:
     )
 
 
-async def session_ended(request: web.Request, user: str) -> web.StreamResponse | None:
+async def session_ended(
+    request: web.Request, user: str, groups: tuple[str, ...] = ()
+) -> web.StreamResponse | None:
     """The ended page or a 409 while the user's notice is unread and they hold no claim; else None.
 
     Asked only when the route cache holds no claim for the user. With one
@@ -137,7 +140,7 @@ async def session_ended(request: web.Request, user: str) -> web.StreamResponse |
     if rules.counts(request.method, request.path):
         return None
     if len(fleet.spec.profiles) < 2:
-        routed = await request.app[ROUTER].route(user, unless_ended=True)
+        routed = await request.app[ROUTER].route(user, unless_ended=True, groups=groups)
         ended = isinstance(routed, SessionEnded)
     else:
         ended = await store.unread_ended(user) is not None

@@ -33,9 +33,8 @@ from fleet import (
     SpecError,
     StoreUnavailable,
     load_spec,
+    specstore,
 )
-from fleet.specstore import sha
-from fleet.specstore import store as store_spec
 
 from .waiting import WaitingRoom
 
@@ -67,7 +66,7 @@ class FleetOps:
         self.fleet_file = fleet_file
         self.history_interval = history_interval
         self.respec = respec  # set: the schedule timer works out the next change again
-        self.seen_file = sha(_read(fleet_file))
+        self.seen_file = specstore.sha(_read(fleet_file))
 
     def swap(self, spec: FleetSpec) -> None:
         """The applied spec changed (SpecFollower): run it from now on."""
@@ -79,7 +78,7 @@ class FleetOps:
     async def reload_file(self) -> None:
         """Apply SDB_FLEET if it changed on disk since the last look."""
         text = _read(self.fleet_file)
-        digest = sha(text)
+        digest = specstore.sha(text)
         if not text or digest == self.seen_file:
             return
         self.seen_file = digest
@@ -93,7 +92,7 @@ class FleetOps:
         try:
             # Once for all brokers (a second store would drop overrides set since);
             # every broker's follower swaps it in.
-            if await store_spec(self.redis, spec, source="file", once=True) is None:
+            if await specstore.store(self.redis, spec, source="file", once=True) is None:
                 return
         except StoreUnavailable as exc:
             self.seen_file = ""  # try again next time

@@ -15,8 +15,8 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from .appkeys import SIGNER
-from .csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
 from .pages import problem
+from .security.csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
 
 
 def form_page(

@@ -14,26 +14,30 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from fleet import Claim, StoreUnavailable, Waiting
-from fleet.activity_rules import ActivityClassifier, classifier_for
+from fleet import ActivityClassifier, Claim, StoreUnavailable, Waiting, classifier_for
 
 from . import chooser, logs, waiting
 from .activity import ActivityRecorder
 from .admission import authenticate
 from .appkeys import ACTIVITY, FLEET, HTTP, PODS, ROUTER, SETTINGS
+from .blocked import blocked_answer
 from .ended import session_ended
 from .identity import Identity
 from .metrics import redis_error
 from .origin import cross_site
 from .pages import problem, wants_html
+from .presence import PRESENCE, holds_tab
 from .proxy import (
     BodyStalled,
     BrokerBusy,
     PodBadAnswer,
     PodTimeout,
     PodUnreachable,
+    ask_for_page,
+    is_page_navigation,
     proxy_http,
     proxy_websocket,
+    relay_page,
     upstream_headers,
 )
 
@@ -67,9 +71,11 @@ def forward(
     *,
     websocket: bool,
     rules: ActivityClassifier,
+    page: bool = False,
 ) -> Awaitable[web.StreamResponse]:
     """The proxying to start. A plain function, so that the headers it builds are
-    held by the proxy alone, which lets them go once a WebSocket is set up."""
+    held by the proxy alone, which lets them go once a WebSocket is set up. `page`:
+    a page navigation that gets the broker's bar (broker/proxy/overlay.py)."""
     app = request.app
     settings = app[SETTINGS]
     headers = upstream_headers(
@@ -93,6 +99,8 @@ def forward(
             on_client_frame=client_activity(app[ACTIVITY], identity.user) if counts else None,
             timeout=proxy_timeout(settings.proxy_connect_timeout, settings.proxy_read_timeout),
         )
+    if page:
+        ask_for_page(headers)
     return proxy_http(
         request,
         app[PODS],
@@ -101,7 +109,40 @@ def forward(
         connect_timeout=settings.proxy_connect_timeout,
         read_timeout=settings.proxy_read_timeout,
         body_timeout=settings.client_timeout,
+        relay=relay_page if page else None,
     )
+
+
+async def _carry(
+    request: web.Request,
+    identity: Identity,
+    addr: str,
+    *,
+    websocket: bool,
+    rules: ActivityClassifier,
+    page: bool = False,
+) -> web.StreamResponse:
+    """Proxy it; a connection a tab holds for its life (broker/presence.py) counts as
+    the user's open tab while it lasts."""
+    if holds_tab(request.method, request.path, websocket=websocket):
+        with request.app[PRESENCE].tab(identity.user):
+            return await forward(request, identity, addr, websocket=websocket, rules=rules)
+    return await forward(request, identity, addr, websocket=websocket, rules=rules, page=page)
+
+
+async def _before_a_claim(request: web.Request, identity: Identity) -> web.StreamResponse | None:
+    """What a request without a cached route may be answered before anything is claimed:
+    the site closed, the person blocked, their session ended unread, a kind to choose."""
+    closed = await chooser.closed_site(request, identity)
+    if closed is not None:
+        return closed
+    blocked = await blocked_answer(request, identity.user)
+    if blocked is not None:
+        return blocked
+    ended = await session_ended(request, identity.user, identity.groups)
+    if ended is not None:
+        return ended
+    return await chooser.needs_choice(request, identity, request.path_qs)
 
 
 async def gateway(request: web.Request) -> web.StreamResponse:
@@ -129,16 +170,10 @@ async def gateway(request: web.Request) -> web.StreamResponse:
     router = app[ROUTER]
     try:
         if router.cached(identity.user) is None:
-            closed = await chooser.closed_site(request, identity)  # before anything may claim
-            if closed is not None:
-                return closed
-            ended = await session_ended(request, identity.user)
-            if ended is not None:
-                return ended
-            choose = await chooser.needs_choice(request, identity, request.path_qs)
-            if choose is not None:
-                return choose
-        result = await router.route(identity.user)
+            before = await _before_a_claim(request, identity)
+            if before is not None:
+                return before
+        result = await router.route(identity.user, groups=identity.groups)
     except StoreUnavailable:
         redis_error()
         log.warning("Redis unreachable while routing %s", identity.user)
@@ -158,8 +193,12 @@ async def gateway(request: web.Request) -> web.StreamResponse:
     websocket = is_websocket(request)
     if not websocket and rules.counts(request.method, request.path, navigation=wants_html(request)):
         activity.saw(identity.user)
+    # The bar goes into page loads of a profile that asks for it (fleet.yaml `overlay`).
+    page = not websocket and is_page_navigation(request) and app[FLEET].spec.overlay(result.profile)
     try:
-        return await forward(request, identity, result.addr, websocket=websocket, rules=rules)
+        return await _carry(
+            request, identity, result.addr, websocket=websocket, rules=rules, page=page
+        )
     except PodUnreachable as exc:
         return await _pod_unreachable(request, identity, result, exc)
     except PodBadAnswer as exc:

@@ -11,9 +11,10 @@ leaves makes the open tab's polling a 409 while the next page load starts a
 new session without the ended page (broker/ended.py).
 
 Nothing here touches activity: reading or polling this page keeps no pod
-alive. The broker injects nothing into the WebUI's own pages (that would mean
-rewriting proxied HTML a user's code produced); the WebUI reaches this page
-by its address, and every broker page links here.
+alive. The broker adds nothing to the WebUI's own pages unless the profile
+asks for its bar (`overlay: true`, broker/proxy/overlay.py and broker/bar.py,
+which link here); otherwise the WebUI reaches this page by its address, and
+every broker page links here.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .identity import Identity
 from .metrics import redis_error
 from .origin import cross_site
 from .pages import problem
+from .presence import PRESENCE_PATH
 
 log = logging.getLogger(__name__)
 HOME_PATH = "/_broker/"
@@ -101,6 +103,7 @@ async def home_page(request: web.Request) -> web.StreamResponse:
         "logout_url": app[AUTH].logout_url,
         "stop": STOP_PATH,
         "status_url": STATUS_PATH,
+        "presence_url": PRESENCE_PATH,
     }
     return form_page(request, "home.html", context, user=identity.user)
 

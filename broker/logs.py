@@ -4,7 +4,7 @@ Every line written while a request is served carries that request's id and,
 once known, its user, groups, pod and profile: they live in a context variable
 set by the request-id middleware and by the gateway, and a filter copies them
 onto each record, so no call site has to pass them. Fields a call site gives
-with `extra=` (a session start or end: fleet/service.py, fleet/store.py) land
+with `extra=` (a session start or end: fleet/service.py, fleet/store/) land
 in the JSON object too, which is what lets a sink such as BigQuery count GPU
 hours without reading Redis.
 """
@@ -21,8 +21,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from fleet import FleetSpec
-from fleet.spec import Profile
+from fleet import FleetSpec, Profile
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REQUEST_ID = "sdb.request_id"  # where the middleware keeps the id on the request

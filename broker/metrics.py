@@ -34,7 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from fleet import Event, StoreUnavailable, heartbeats, keys, start_health
-from reaper import Reason
+from reaper import Reason, reclaims_at_zero
 
 from .admin.guard import require_admin
 from .appkeys import AUTOSCALER, FLEET, SETTINGS, STORE
@@ -64,8 +64,9 @@ WAIT = Histogram(
 )
 POD_START = Histogram(
     "sdbroker_pod_start_seconds",
-    "Time from creating a pod to its WebUI answering (observed by the leading controller); "
-    "status=ready (failed starts: sdbroker_pod_start_failures_total).",
+    "Time from creating a pod to how its start ended (observed by the leading controller): "
+    "status=ready (its WebUI answered), failed (it exited while starting), timed_out (never "
+    "passed its probe within start_timeout).",
     ["profile", "status"],
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200),
 )
@@ -102,6 +103,8 @@ EVENTS_HEARD = Counter(
 EVENTS_HEARD.labels("reconnect")  # at 0 from the start: the SdbrokerLosingRedis alert's rate()
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+#: sdbroker_pod_start_seconds{status} of a failed start, by start_health reason.
+START_STATUS = {start_health.CRASHED: "failed", start_health.START_TIMEOUT: "timed_out"}
 
 _by_code: dict[int, Counter] = {}
 _known: set[str] = set()  # profiles whose series _at_zero made
@@ -133,9 +136,13 @@ def pod_started(profile: str, seconds: float) -> None:
     POD_START.labels(profile, "ready").observe(seconds)
 
 
-def pod_start_failed(profile: str, reason: str) -> None:
-    """Controller.on_start_failure."""
+def pod_start_failed(profile: str, reason: str, seconds: float | None) -> None:
+    """Controller.on_start_failure; `seconds` None: no pod was made (create_failed), so
+    there is no start time to observe."""
     POD_START_FAILURES.labels(profile, reason).inc()
+    status = START_STATUS.get(reason)
+    if status is not None and seconds is not None:
+        POD_START.labels(profile, status).observe(max(0.0, seconds))
 
 
 def redis_error() -> None:
@@ -252,9 +259,11 @@ def _at_zero(profiles: list[str]) -> None:
             CLAIMS.labels(name, source)
         WAIT.labels(name)
         CLAIM_DURATION.labels(name)
-        POD_START.labels(name, "ready")
+        for status in ("ready", *START_STATUS.values()):
+            POD_START.labels(name, status)
         for reason in start_health.REASONS:
             POD_START_FAILURES.labels(name, reason)
+        reclaims_at_zero([name])
 
 
 def _liveness(

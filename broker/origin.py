@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .cookies import is_https
+from .security.cookies import is_https
 
 #: Methods that change something: a browser sends them cross-site without asking.
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})

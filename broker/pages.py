@@ -15,10 +15,10 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from fleet.aiotasks import TaskHealth
+from fleet import TaskHealth
 
 from .appkeys import AUTH, FLEET, STORE, TASKS
-from .redirects import safe_next
+from .security.redirects import safe_next
 
 READY_REDIS_WAIT = 0.3  # seconds readyz waits for Redis's answer before saying it is away
 

@@ -82,22 +82,32 @@ class Router:
             self._cache[user] = (claim, self.clock() + self.ttl)
 
     async def route(
-        self, user: str, profile: str | None = None, *, unless_ended: bool = False
+        self,
+        user: str,
+        profile: str | None = None,
+        *,
+        unless_ended: bool = False,
+        groups: tuple[str, ...] = (),
     ) -> Claim | Waiting:
         """The user's claim; `unless_ended`: SessionEnded instead of a new claim
-        while the user has an unread notice that their session ended (one Redis call)."""
+        while the user has an unread notice that their session ended (one Redis call).
+        `groups`: the identity's, kept on a new claim (GPU usage per group)."""
         claim = self.cached(user)
         if claim is not None:
             return claim
         key = (user, profile, unless_ended)
         task = self._claiming.get(key)
         if task is None:
-            task = self._claiming[key] = self._spawn(self._claim(user, profile, unless_ended))
+            task = self._claiming[key] = self._spawn(
+                self._claim(user, profile, unless_ended, groups)
+            )
             task.add_done_callback(lambda _t: self._claiming.pop(key, None))
         return await asyncio.shield(task)
 
-    async def _claim(self, user: str, profile: str | None, unless_ended: bool) -> Claim | Waiting:
-        result = await self.fleet.claim(user, profile, unless_ended=unless_ended)
+    async def _claim(
+        self, user: str, profile: str | None, unless_ended: bool, groups: tuple[str, ...]
+    ) -> Claim | Waiting:
+        result = await self.fleet.claim(user, profile, unless_ended=unless_ended, groups=groups)
         if isinstance(result, Claim):
             self._cache[user] = (result, self.clock() + self.ttl)
         return result

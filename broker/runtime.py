@@ -9,7 +9,8 @@ in order, awaiting work in flight:
    the schedule timer are cancelled, and no periodic task starts a new run;
 2. finish periodic tasks: a run in flight (an activity flush, a reaper cycle)
    completes, bounded by aiotasks.STOP_TIMEOUT;
-3. flush activity: the last batch of what users did;
+3. flush activity: the last batch of what users did; this process's tabs are
+   written as closed (broker/presence.py);
 4. close backends (and end every pod first when this broker owns the fleet);
 5. Redis is closed after this, by app.redis_ctx (the runtime never closes it).
 
@@ -38,6 +39,7 @@ from fleet import (
     Fleet,
     FleetSpec,
     FleetStore,
+    Handler,
     History,
     Kind,
     LogObserver,
@@ -47,12 +49,12 @@ from fleet import (
     make_backend,
     stop_fleet,
 )
-from fleet.events import Handler
 from reaper import ReapCycle, ReaperJob, count_reclaim
 
 from . import logs, metrics
 from .activity import ActivityRecorder
 from .fleetops import FleetOps
+from .presence import PresenceTracker
 from .process_metrics import watch_loop_lag
 from .proxy import PodPool
 from .routing import Router
@@ -77,6 +79,7 @@ class Runtime:
     controller: Controller
     router: Router
     activity: ActivityRecorder
+    presence: PresenceTracker
     reaper: ReaperJob
     room: WaitingRoom
     ops: FleetOps
@@ -108,6 +111,7 @@ class Runtime:
             lambda: self.autoscaler.wake_at_changes(self.controller.wake, self.respec),
         )
         tasks.every("activity-flush", settings.activity_flush, self.activity.flush)
+        tasks.every("presence-beat", settings.activity_flush, self.presence.beat)
         if settings.reap_interval > 0:  # 0: a CronJob (python -m reaper --once) reaps instead
             self.reaper.schedule(tasks)
         tasks.every("history-sample", settings.history_interval, self.ops.sample)
@@ -120,6 +124,7 @@ class Runtime:
         try:
             await self.tasks.stop()
             await self.activity.flush()
+            await self.presence.leave()
             await self.reaper.stop()
             await self.router.close()
             if self.owns_fleet:
@@ -200,6 +205,7 @@ def build(settings: Settings, redis: Redis, spec: FleetSpec, *, owns_fleet: bool
         controller=controller,
         router=router,
         activity=ActivityRecorder(store),
+        presence=PresenceTracker(store, interval=settings.activity_flush),
         reaper=reaper,
         room=room,
         ops=ops,

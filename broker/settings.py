@@ -21,8 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from fleet.durations import Duration
-from fleet.redis_client import redis_problems
+from fleet import Duration, redis_problems
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
@@ -103,6 +102,7 @@ class Settings(BaseSettings):
     redis_tls_ca_file: Path | None = None
     redis_tls_cert_file: Path | None = None
     redis_tls_key_file: Path | None = None
+    redis_sentinel_password_file: Path | None = None  # the sentinels' own AUTH
     redis_tls_check_hostname: bool = True  # off for Memorystore (fleet.redis_client)
     fleet: Path = Path("fleet.yaml")
     fleet_reload: Duration = 10.0
@@ -169,6 +169,7 @@ class Settings(BaseSettings):
         "redis_tls_ca_file",
         "redis_tls_cert_file",
         "redis_tls_key_file",
+        "redis_sentinel_password_file",
     )
     @classmethod
     def _redis(cls, value: object, info: ValidationInfo) -> object:
@@ -186,6 +187,7 @@ class Settings(BaseSettings):
             data.get("redis_tls_ca_file"),
             data.get("redis_tls_cert_file"),
             data.get("redis_tls_key_file"),
+            data.get("redis_sentinel_password_file"),
         )
         if problem := problems.get(f"SDB_{name.upper()}"):
             raise ValueError(problem)

@@ -40,9 +40,11 @@ from fleet import (
     FleetStore,
     History,
     Kind,
+    Limited,
     Outlook,
     Queued,
     Rebuilding,
+    SessionEnded,
     StoreUnavailable,
     Waiting,
     estimate,
@@ -52,12 +54,15 @@ from fleet import (
 
 from .admission import authenticate
 from .appkeys import FLEET, ROUTER, STORE
+from .blocked import blocked_answer
 from .chooser import needs_choice
+from .ended import session_ended
 from .identity import Identity
+from .limits import limit_response
 from .metrics import redis_error
 from .pages import problem, wants_html
-from .redirects import safe_next
 from .routing import Router
+from .security.redirects import safe_next
 
 log = logging.getLogger(__name__)
 WAIT_PATH = "/_broker/wait"
@@ -198,7 +203,10 @@ STREAMS_PER_USER = 4
 
 
 async def respond(request: web.Request, identity: Identity, result: Waiting) -> web.StreamResponse:
-    """The gateway's answer while the user waits: the wait page for people, 503 JSON otherwise."""
+    """The gateway's answer while the user waits: the wait page for people, 503 JSON otherwise
+    (a group's limit: its page, 429 JSON; nobody waits in line for one)."""
+    if isinstance(result, Limited):
+        return limit_response(request, identity, result)
     target = safe_next(request.path_qs)
     if wants_html(request) and request.method == "GET":
         raise web.HTTPFound(f"{WAIT_PATH}?{urlencode({'next': target})}")
@@ -229,9 +237,19 @@ async def wait_page(request: web.Request) -> web.StreamResponse:
     if choose is not None:
         return choose
     try:
-        result = await request.app[ROUTER].route(identity.user)
+        # An unread "session ended" notice: the ended page and its button, never a claim
+        # (a bookmarked or reloaded waiting page must not start what the person ended).
+        blocked = await blocked_answer(request, identity.user)
+        if blocked is not None:
+            return blocked
+        ended = await session_ended(request, identity.user, identity.groups)
+        if ended is not None:
+            return ended
+        result = await request.app[ROUTER].route(identity.user, groups=identity.groups)
         if isinstance(result, Claim):
             raise web.HTTPFound(target)
+        if isinstance(result, Limited):
+            return limit_response(request, identity, result)
         status = await request.app[WAITING_ROOM].status(result)
     except StoreUnavailable:
         redis_error()
@@ -259,7 +277,7 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 
 async def _next_state(
     room: WaitingRoom, router: Router, store: FleetStore, user: str, waiting: Waiting | None,
-    must_claim: bool,
+    must_claim: bool, groups: tuple[str, ...] = (),
 ) -> Claim | Waiting:  # fmt: skip
     """The user's state now, calling the claim script only when it could succeed.
 
@@ -275,7 +293,8 @@ async def _next_state(
             waiting = Queued(waiting.profile, *seen)
             if waiting.position > (await room.outlook(waiting.profile)).ready:
                 return waiting
-    return await router.route(user)
+    # unless_ended: a waiting tab left open when the session ended elsewhere claims nothing.
+    return await router.route(user, unless_ended=True, groups=groups)
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -288,6 +307,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     choose = await needs_choice(request, identity, target)  # never queue for a default
     if choose is not None:
         return choose
+    try:
+        blocked = await blocked_answer(request, identity.user)
+    except StoreUnavailable:
+        redis_error()
+        blocked = None  # the stream says Redis is out of reach
+    if blocked is not None:
+        return blocked
     streams = app[EVENT_STREAMS]
     if streams[identity.user] >= STREAMS_PER_USER:
         return problem(
@@ -327,9 +353,15 @@ async def _stream(request: web.Request, identity: Identity, target: str) -> web.
                 must_claim = now - last_claim >= CLAIM_EVERY
                 if must_claim:
                     last_claim = now
-                state = await _next_state(room, router, store, identity.user, waiting, must_claim)
+                state = await _next_state(
+                    room, router, store, identity.user, waiting, must_claim, identity.groups
+                )
                 if isinstance(state, Claim):
                     event = _sse("ready", {"next": target})
+                elif isinstance(state, SessionEnded | Limited):  # the page reloads into the
+                    # ended page, or the page of the group's limit (no place in line is kept)
+                    await response.write(_sse("ended", {"next": target}))
+                    return response
                 else:
                     waiting = state
                     event = _sse("status", await room.status(waiting))

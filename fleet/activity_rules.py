@@ -6,7 +6,7 @@ SSE streams, thumbnails), so counting every request would keep an abandoned
 tab's GPU forever (jupyter-server-proxy#471). This module decides, per proxied
 request or browser-sent WebSocket message, whether it counts.
 
-Rules are `METHOD PATTERN` strings (see `fleet.spec_types.ActivityRule`):
+Rules are `METHOD PATTERN` strings (see `fleet.spec.types.ActivityRule`):
 METHOD is GET, POST, PUT, PATCH, DELETE, WS (a WebSocket message sent by the
 browser) or * (any, including WS); PATTERN is a glob on the request path
 without its query (`*` crosses `/`). GET rules also match HEAD.
@@ -34,8 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .probes import FALLBACK_KIND, kind_of
-from .spec import FleetSpec, Profile
-from .spec_types import split_rule
+from .spec import FleetSpec, Profile, split_rule
 
 WS = "WS"
 _ANY = "*"

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 
 from .errors import FleetError
-from .model import Allocate, Claim, Rebuilding, Retry, Waiting
+from .model import Allocate, Claim, Limited, Rebuilding, Retry, Waiting
 from .probes import make_probe
 from .slug import slugify
+from .store.claims import GroupBars
 
 if TYPE_CHECKING:
     from .service import Fleet
@@ -36,7 +37,7 @@ class ClaimStrategy(Protocol):
 
     async def claim(
         self, fleet: Fleet, user: str, name: str, join_queue: bool, unless_ended: bool,
-        started: float,
+        started: float, groups: tuple[str, ...] = (),
     ) -> Claim | Waiting: ...  # fmt: skip
 
 
@@ -45,8 +46,9 @@ class TakeReadyPod:
 
     async def claim(
         self, fleet: Fleet, user: str, name: str, join_queue: bool, unless_ended: bool,
-        started: float,
+        started: float, groups: tuple[str, ...] = (),
     ) -> Claim | Waiting:  # fmt: skip
+        bars = await fleet.group_bars(groups)
         for _ in range(BIND_ATTEMPTS):
             result = await fleet.store.claim(
                 user,
@@ -54,6 +56,8 @@ class TakeReadyPod:
                 queue_grace=fleet.queue_grace,
                 join_queue=join_queue,
                 unless_ended=unless_ended,
+                groups=groups,
+                bars=bars,
             )
             if isinstance(result, Allocate):  # only asked for with reserve=True
                 raise AssertionError("claim.lua answered 'go' without reserve")
@@ -78,8 +82,9 @@ class AllocateFromPlatform:
 
     async def claim(
         self, fleet: Fleet, user: str, name: str, join_queue: bool, unless_ended: bool,
-        started: float,
+        started: float, groups: tuple[str, ...] = (),
     ) -> Claim | Waiting:  # fmt: skip
+        bars = await fleet.group_bars(groups)
         token = secrets.token_hex(8)
         deadline = time.monotonic() + ALLOCATE_LOCK_TTL
         while True:
@@ -90,6 +95,8 @@ class AllocateFromPlatform:
                 join_queue=join_queue,
                 reserve=True,
                 unless_ended=unless_ended,
+                groups=groups,
+                bars=bars,
             )
             if not isinstance(result, Allocate):
                 return result
@@ -99,13 +106,14 @@ class AllocateFromPlatform:
                 return Retry(name)
             await asyncio.sleep(0.05)
         try:
-            return await self._locked(fleet, user, name, join_queue, started)
+            return await self._locked(fleet, user, name, join_queue, started, groups, bars)
         finally:
             await fleet.store.unlock_user(user, token)
 
     async def _locked(
-        self, fleet: Fleet, user: str, name: str, join_queue: bool, started: float
-    ) -> Claim | Waiting:
+        self, fleet: Fleet, user: str, name: str, join_queue: bool, started: float,
+        groups: tuple[str, ...], bars: GroupBars | None,
+    ) -> Claim | Waiting:  # fmt: skip
         slug = slugify(user)
         profile = fleet.spec.profile(name)
         backend = fleet.backend
@@ -119,7 +127,11 @@ class AllocateFromPlatform:
                 if join_queue:
                     return await fleet.store.join_queue(user, name)
                 return Retry(name)
-            bound = await fleet.store.bind(user, rec)
+            bound = await fleet.store.bind(user, rec, groups, bars)
+            if isinstance(bound, Limited):  # the group's last place went meanwhile: give it back
+                with contextlib.suppress(FleetError):
+                    await backend.delete(rec.id)
+                return bound
             if bound is None:  # our GameServer is being deleted: the next allocation differs
                 await asyncio.sleep(0.1)
                 continue

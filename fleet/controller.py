@@ -104,8 +104,8 @@ class Controller:
         pass_timeout: float = PASS_TIMEOUT,
         queue_grace: float = 60.0,
         on_ready: Callable[[str, float], None] | None = None,
-        on_reclaim: Callable[[str, str, str, float], None] | None = None,
-        on_start_failure: Callable[[str, str], None] | None = None,
+        on_reclaim: Callable[[str, str, str, str, float], None] | None = None,
+        on_start_failure: Callable[[str, str, float | None], None] | None = None,
         doorbell: Doorbell | None = None,
     ) -> None:
         self.store = store
@@ -125,9 +125,11 @@ class Controller:
         self.clock = clock
         self.lock = LeaderLock(store.redis, store.scripts, keys.CONTROLLER_LEADER, ttl=leader_ttl)
         self.health: dict[str, ProfileHealth] = {}
-        #: Called with (user, pod, reason, idle seconds) of each session the controller ends.
+        #: Called with (user, pod, profile, reason, idle seconds) of each session the
+        #: controller ends.
         self.on_reclaim = on_reclaim
-        #: Called with (profile, reason) of each failed start (start_health.REASONS).
+        #: Called with (profile, reason, seconds since the pod was created or None when
+        #: none was) of each failed start (start_health.REASONS).
         self.on_start_failure = on_start_failure
         #: Give the backend the same one (make_backend's on_change) to wake on its changes.
         self.doorbell = doorbell or Doorbell()
@@ -354,7 +356,9 @@ class Controller:
             return
         if rec.phase in (Phase.GONE, Phase.FAILED):
             if pod.state is PodState.WARMING:
-                await self._start_failed(pod.profile, start_health.CRASHED, rec.reason)
+                await self._start_failed(
+                    pod.profile, start_health.CRASHED, rec.reason, now - pod.created
+                )
             await self._end(pod.id, NODE_LOST if rec.node_lost else "dead", rec.reason)
             return
         if pod.state is not PodState.WARMING:
@@ -374,23 +378,24 @@ class Controller:
             if not ready:
                 health.problems[pod.id] = "; ".join(filter(None, (rec.reason, f"probe: {seen}")))
         if ready:
-            if await self.store.mark_ready(pod.id, pod.profile, addr):
+            # Scheduled since it was created: its node, written as the pod is offered, so
+            # that a claim at once already sees it (the session_start line, scale-down).
+            if await self.store.mark_ready(pod.id, pod.profile, addr, rec.extra.get("node", "")):
                 await self._started(pod, rec, health, now)
         elif now - pod.created > profile.start_timeout:
             # What the probe saw (an HTTP 404, a refused connection), not just "no answer".
             saw = health.problems.pop(pod.id, "") or rec.reason or "no answer"
             error = f"not ready after {profile.start_timeout:.0f}s: {saw}"
-            await self._start_failed(pod.profile, start_health.START_TIMEOUT, error)
+            await self._start_failed(
+                pod.profile, start_health.START_TIMEOUT, error, now - pod.created
+            )
             await self._end(pod.id, "start_timeout", error)
 
     async def _started(
         self, pod: PodInfo, rec: PodRecord, health: ProfileHealth, now: float
     ) -> None:
-        """A warming pod was just marked ready: the backend, its node, the start's figures."""
+        """A warming pod was just marked ready: the backend, the start's figures."""
         await self.backend.mark_ready(pod.id)
-        # Scheduled since it was created: the node, for the session logs.
-        if rec.extra.get("node"):
-            await self.store.set_pod_fields(pod.id, node=rec.extra["node"])
         health.problems.pop(pod.id, None)
         health.failures_in_row = 0
         await start_health.note_started(self.store.redis, pod.profile)
@@ -400,7 +405,9 @@ class Controller:
         if self.on_ready:
             self.on_ready(pod.profile, now - pod.created)
 
-    async def _start_failed(self, profile: str, reason: str, error: str) -> None:
+    async def _start_failed(
+        self, profile: str, reason: str, error: str, seconds: float | None = None
+    ) -> None:
         """A pod failed to start: back off creating more, and tell everyone (start_health,
         sdbroker_pod_start_failures_total through on_start_failure)."""
         health = self.health.setdefault(profile, ProfileHealth())
@@ -408,7 +415,7 @@ class Controller:
         health.last_error = error
         await start_health.note_failure(self.store.redis, profile, reason, error, self.clock())
         if self.on_start_failure:
-            self.on_start_failure(profile, reason)
+            self.on_start_failure(profile, reason, seconds)
 
     async def _end(self, pod_id: str, reason: str, detail: str) -> None:
         # Audited, and the user's next page says what happened: without the notice
@@ -418,7 +425,7 @@ class Controller:
             return
         log.warning("pod %s ended (%s): %s", pod_id, reason, detail)
         if ended.user and self.on_reclaim:
-            self.on_reclaim(ended.user, pod_id, reason, 0.0)
+            self.on_reclaim(ended.user, pod_id, ended.profile, reason, 0.0)
 
     async def _delete_marked(self) -> None:
         async def delete(pod_id: str) -> None:
@@ -454,7 +461,8 @@ class Controller:
             await asyncio.gather(*(self._create(profile) for _ in range(target - total)))
             self._warming = True
         elif total > target and counts["ready"]:
-            for pod_id in await self.store.oldest_ready(
+            # The least-used nodes' warm pods first, so GPU nodes empty out (fleet/packing.py).
+            for pod_id in await self.store.retire_order(
                 profile.name, min(total - target, counts["ready"])
             ):
                 await self.store.end_pod(pod_id, "scale_down", only_state=str(PodState.READY))

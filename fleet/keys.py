@@ -49,6 +49,16 @@ SPEC_META = PREFIX + "spec-meta"
 API_TOKENS = PREFIX + "api-tokens"
 #: Hash: SHA-256 of an admin API token -> unix time it was last used.
 API_TOKENS_USED = PREFIX + "api-tokens-used"
+#: Tab presence (fleet/store/presence.py): sorted set broker process -> unix time its
+#: counts expire (each process rewrites them every beat; a killed one's lapse), with
+#: each process's hash user -> open tab connections under PRESENCE_PREFIX + process, and
+#: GONE: sorted set user -> when their last tab connection closed (reclaim_when_gone).
+#: Additive: a broker that knows none of them reads and writes the rest as before.
+#: Set of users an admin blocked from WebUIs (fleet/store/blocks.py). Additive.
+BLOCKED = PREFIX + "blocked"
+PRESENCE_PROCS = PREFIX + "presence-procs"
+PRESENCE_PREFIX = PREFIX + "presence:"
+GONE = PREFIX + "gone"
 POD_PREFIX = PREFIX + "pod:"
 CLAIM_PREFIX = PREFIX + "claim:"
 
@@ -58,9 +68,21 @@ def pod(pod_id: str) -> str:
     return POD_PREFIX + pod_id
 
 
+def presence(process: str) -> str:
+    """Hash user -> tab connections open on one broker process (keys.PRESENCE_PROCS)."""
+    return PRESENCE_PREFIX + process
+
+
 def claim(user: str) -> str:
     """Hash: pod, profile, addr, since."""
     return CLAIM_PREFIX + user
+
+
+def group_holders(group: str) -> str:
+    """Set of the users holding a claim who were in `group` when they claimed (written by
+    _write_claim.lua, emptied by end_pod.lua and drop_claim.lua): what a group's
+    max_sessions counts (fleet/lua/_groups.lua)."""
+    return f"{PREFIX}group-holders:{group}"
 
 
 def warming(profile: str) -> str:

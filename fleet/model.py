@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -32,6 +34,11 @@ class Claim:
     new: bool = False  # taken by this very call, not found existing
     binding: bool = False  # its claimer is still preparing the pod: send nobody yet
     waited: float = 0.0  # a new claim: seconds its user waited in line for it (0: a warm pod)
+    #: The user's groups when the claim was made (kept on the claim: usage per group).
+    groups: tuple[str, ...] = field(default=(), compare=False)
+    #: A new claim: its pod's node and GPU slot, when known (the session_start line).
+    node: str = field(default="", compare=False)
+    slot: str = field(default="", compare=False)
 
     @classmethod
     def from_hash(cls, user: str, data: dict[str, str], *, new: bool = False) -> Claim:
@@ -43,7 +50,28 @@ class Claim:
             since=float(data.get("since", 0)),
             new=new,
             binding=data.get("binding") == "1",
+            groups=groups_of(data.get("groups", "")),
+            node=data.get("node", ""),
+            slot=data.get("slot", ""),
         )
+
+
+def groups_text(groups: Iterable[str]) -> str:
+    """Groups as the claim hash and the audit stream keep them: sorted JSON ("" = none),
+    since a group name may hold any character (a comma, a space)."""
+    names = sorted(set(groups))
+    return json.dumps(names, separators=(",", ":")) if names else ""
+
+
+def groups_of(text: str) -> tuple[str, ...]:
+    """`groups_text` read back; anything else (a claim made before groups were kept) is none."""
+    try:
+        names = json.loads(text) if text else []
+    except ValueError:
+        return ()
+    if not isinstance(names, list):
+        return ()
+    return tuple(n for n in names if isinstance(n, str))
 
 
 # --- what a claim can come to besides a Claim: one type per outcome, matched by callers ---
@@ -89,7 +117,20 @@ class Allocate:
     queued_at: str = ""
 
 
-Waiting = Queued | Retry | Rebuilding | SessionEnded
+@dataclass(frozen=True, slots=True)
+class Limited:
+    """Refused: a limit of one of the user's groups applies (fleet.yaml's groups:), so no new
+    session now and no place in line (claim.lua says why). `kind` "sessions": `held` of the
+    group's `limit` sessions are in use; "budget": `held` of its `limit` daily GPU-hours."""
+
+    profile: str
+    kind: str  # "sessions" or "budget"
+    group: str
+    limit: float
+    held: float
+
+
+Waiting = Queued | Retry | Rebuilding | SessionEnded | Limited
 """Every outcome of a claim that has no pod to route to (`isinstance` takes it too)."""
 
 
@@ -159,6 +200,9 @@ class Ended:
     user: str
     profile: str
     claimed_at: float
+    node: str = ""
+    groups: tuple[str, ...] = ()
+    slot: str = ""  # the local backend's GPU slot ("" elsewhere)
 
 
 @dataclass(slots=True)

@@ -132,7 +132,7 @@ class Reconciler:
                 "Redis lost writes since the last pass (a failover to a replica that was "
                 "behind, or a restore): repairing the index from the pods' records"
             )
-            await self.store.audit(user="", pod="", profile="", reason="index_restored",
+            await self.store.audit(user="", pod="", profile="", reason="index_restored", by="controller",
                                    detail="Redis went back in time; index repaired from the pods")  # fmt: skip
             await self.store.publish(Event(Kind.REBUILD))
         changed = await self._records_to_index(records)
@@ -181,14 +181,15 @@ class Reconciler:
             if done.displaced:
                 detail = f"the index had given it to {done.displaced}"
             await self.store.audit(user=rec.user, pod=rec.id, profile=rec.profile,
-                                   reason="reattached", detail=detail)  # fmt: skip
+                                   reason="reattached", by="controller", detail=detail)  # fmt: skip
         for rec in stale:  # an earlier session of a user who holds a later one
             ended = await self.store.end_pod(rec.id, "superseded")
             if ended is not None:
                 changed += 1
                 log.warning("pod %s: %s holds a later pod; this one ended", rec.id, rec.user)
                 await self.store.audit(user=rec.user, pod=rec.id, profile=rec.profile,
-                                       reason="superseded", detail="its user holds a later pod")  # fmt: skip
+                                       reason="superseded", by="controller",
+                                       detail="its user holds a later pod")  # fmt: skip
         return changed
 
     async def _index_to_records(self, records: Mapping[str, PodRecord], states: States) -> None:

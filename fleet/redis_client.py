@@ -52,6 +52,9 @@ class RedisSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SDB_REDIS_", extra="ignore")
 
     password_file: Path | None = None
+    # The sentinels' own AUTH (sentinel.conf `requirepass`, Redis 5.0.1 on): with
+    # redis+sentinel://, the master's password stays in password_file.
+    sentinel_password_file: Path | None = None
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -92,8 +95,9 @@ class PasswordFile(CredentialProvider):
     """AUTH with the password in a file, read at every new connection: a rotated
     Secret (the kubelet rewrites mounted files) is used without a restart."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, setting: str = "SDB_REDIS_PASSWORD_FILE") -> None:
         self.path = path
+        self.setting = setting
 
     def __repr__(self) -> str:
         return f"PasswordFile({str(self.path)!r})"
@@ -103,10 +107,10 @@ class PasswordFile(CredentialProvider):
             password = self.path.read_text().strip("\r\n")
         except OSError as exc:
             raise PasswordFileUnreadable(
-                f"SDB_REDIS_PASSWORD_FILE: cannot read {self.path}: {exc.strerror}"
+                f"{self.setting}: cannot read {self.path}: {exc.strerror}"
             ) from None
         if not password:
-            raise PasswordFileUnreadable(f"SDB_REDIS_PASSWORD_FILE: {self.path} is empty")
+            raise PasswordFileUnreadable(f"{self.setting}: {self.path} is empty")
         return (password,)
 
     async def get_credentials_async(self) -> tuple[str]:
@@ -159,6 +163,7 @@ def redis_problems(
     tls_ca_file: Path | None = None,
     tls_cert_file: Path | None = None,
     tls_key_file: Path | None = None,
+    sentinel_password_file: Path | None = None,
 ) -> dict[str, str]:
     """What cannot work, by setting name (`SDB_REDIS_URL`...): empty when all is well.
 
@@ -171,6 +176,7 @@ def redis_problems(
         "SDB_REDIS_TLS_CA_FILE": tls_ca_file,
         "SDB_REDIS_TLS_CERT_FILE": tls_cert_file,
         "SDB_REDIS_TLS_KEY_FILE": tls_key_file,
+        "SDB_REDIS_SENTINEL_PASSWORD_FILE": sentinel_password_file,
     }
     for name, path in files.items():
         if path is not None and not path.is_file():
@@ -193,6 +199,11 @@ def redis_problems(
             parse_sentinel_url(url)
         except RedisConfigError as exc:
             problems["SDB_REDIS_URL"] = str(exc).removeprefix("SDB_REDIS_URL: ")
+    elif sentinel_password_file is not None:
+        problems["SDB_REDIS_SENTINEL_PASSWORD_FILE"] = (
+            "is set but SDB_REDIS_URL is not redis+sentinel://: the sentinels' password "
+            "is for Sentinel only (the server's is SDB_REDIS_PASSWORD_FILE)"
+        )
     for name in ("SDB_REDIS_TLS_CA_FILE", "SDB_REDIS_TLS_CERT_FILE", "SDB_REDIS_TLS_KEY_FILE"):
         if files[name] is not None and scheme != "rediss":
             problems[name] = (
@@ -213,7 +224,12 @@ def redis_problems(
 def check_redis_settings(url: str, options: RedisSettings) -> None:
     """Raise RedisConfigError naming each setting when URL and files cannot work together."""
     problems = redis_problems(
-        url, options.password_file, options.tls_ca_file, options.tls_cert_file, options.tls_key_file
+        url,
+        options.password_file,
+        options.tls_ca_file,
+        options.tls_cert_file,
+        options.tls_key_file,
+        options.sentinel_password_file,
     )
     if problems:
         raise RedisConfigError("; ".join(f"{name}: {text}" for name, text in problems.items()))
@@ -274,7 +290,8 @@ class ShortSentinel(Sentinel):
             )
             raise MasterNotFoundError(
                 f"Redis Sentinel: no healthy master {service_name!r} from the sentinels "
-                f"at {where} (unreachable, or they know no such master)"
+                f"at {where} (unreachable, refusing our password: see "
+                "SDB_REDIS_SENTINEL_PASSWORD_FILE, or they know no such master)"
             ) from None
 
 
@@ -327,10 +344,12 @@ def connect_redis(
             kwargs["ssl_keyfile"] = str(options.tls_key_file)
     if url.lower().startswith("redis+sentinel://"):
         target = parse_sentinel_url(url)
-        sentinel = ShortSentinel(
-            list(target.sentinels),
-            sentinel_kwargs={"socket_connect_timeout": 3, "socket_timeout": 3},
-        )
+        sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": 3, "socket_timeout": 3}
+        if options.sentinel_password_file:
+            sentinel_kwargs["credential_provider"] = PasswordFile(
+                options.sentinel_password_file, "SDB_REDIS_SENTINEL_PASSWORD_FILE"
+            )
+        sentinel = ShortSentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
         client = sentinel.master_for(
             target.master,
             redis_class=SentinelRedis,
@@ -340,4 +359,7 @@ def connect_redis(
         )
         client.sentinels = sentinel
         return client
-    return FleetRedis(connection_pool=BlockingConnectionPool.from_url(url, **kwargs))
+    # from_pool: the client owns its pool and aclose() disconnects it (redis-py 8.2,
+    # redis/asyncio/client.py Redis.from_pool); Redis(connection_pool=...) leaves the
+    # pool's sockets open after aclose() (auto_close_connection_pool stays False).
+    return FleetRedis.from_pool(BlockingConnectionPool.from_url(url, **kwargs))

@@ -5,8 +5,9 @@ kept in `PodRecord.extra[TEMPLATE]`: the local backend's record, a Kubernetes la
 When a profile's hash changes, Ready pods of an older one are replaced the way a
 Deployment's rolling update with maxSurge 1 and maxUnavailable 0 replaces pods: the
 controller's `_scale` asks for one pod more while stale ones remain, and once that
-one is Ready (nothing of the profile warming) the oldest stale Ready pod is retired,
-so the warm buffer stays served. At `max` there is no room for the extra pod: then
+one is Ready (nothing of the profile warming) a stale Ready pod is retired (the oldest
+on the least-used node, as a scale-down picks: fleet/packing.py), so the warm buffer
+stays served. At `max` there is no room for the extra pod: then
 one stale pod goes first (maxUnavailable 1). Claimed pods are never touched: they
 end as sessions do (single-use). A pod without a hash (made before pods carried
 one) is left alone. Agones rolls its own Fleets (`manages_replicas`): not here.
@@ -18,6 +19,7 @@ import logging
 
 from .backends.base import TEMPLATE, Backend
 from .model import PodRecord, PodState
+from .packing import least_used_first
 from .spec import Profile
 from .store import FleetStore
 
@@ -49,8 +51,16 @@ async def roll(
     total = counts["warming"] + counts["ready"] + counts["claimed"]
     if total <= profile.target(counts["claimed"] + counts["queue"]) and total < profile.max:
         return len(stale)  # the extra pod first (the controller's _scale)
-    pod_id = stale[0][1]
+    claimed = [_node(records, pod_id) for pod_id, state in mine if state is PodState.CLAIMED]
+    warm = [(pod_id, _node(records, pod_id), created) for created, pod_id in stale]
+    pod_id = least_used_first(warm, claimed)[0]
     if await store.end_pod(pod_id, "retired", only_state=str(PodState.READY)):
         log.info("pod %s retired: made from an older template of %s", pod_id, profile.name)
         return len(stale) - 1
     return len(stale)
+
+
+def _node(records: dict[str, PodRecord], pod_id: str) -> str:
+    """The pod's node as its record says ("" = none, or not known)."""
+    rec = records.get(pod_id)
+    return rec.extra.get("node", "") if rec is not None else ""

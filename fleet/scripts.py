@@ -35,6 +35,8 @@ _KEY_BUILDERS: dict[str, Callable[[str], str]] = {
     "ready_key": keys.ready,
     "claimed_key": keys.claimed,
     "ended_key": keys.ended,
+    "presence_key": keys.presence,
+    "group_holders_key": keys.group_holders,
 }
 _INCLUDE = re.compile(r"^--@include (_[a-z_]+)$", re.MULTILINE)
 
@@ -90,6 +92,8 @@ class Scripts:
     pods: AsyncScript
     reattach: AsyncScript
     drop_waiters: AsyncScript
+    presence_beat: AsyncScript
+    gone_candidates: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 import aiohttp
 
 from .backends.base import Backend
+from .budgets import GroupBudgets
 from .errors import Conflict, FleetError, PodGone, StoreUnavailable
 from .events import Event, Kind
 from .model import Claim, Ended, Phase, Retry, Waiting
@@ -30,6 +31,7 @@ from .reconcile import owner_wins
 from .slug import slugify
 from .spec import FleetSpec, Profile
 from .store import FleetStore
+from .store.claims import GroupBars
 
 log = logging.getLogger(__name__)
 BIND_WAIT = 15.0  # a claim still binding after this long lost its claimer: bind it here
@@ -59,6 +61,8 @@ class Fleet:
         self.http = http
         self.queue_grace = queue_grace
         self.clock = clock
+        #: Each group's GPU-hours of the last day, for the budgets of fleet.yaml's groups:.
+        self.budgets = GroupBudgets(store, clock=clock)
         #: Called with (profile, seconds the whole claim took) after each new claim is bound.
         self.on_claimed = on_claimed
         #: user -> the wake-ups of requests waiting for that user's claim to be bound.
@@ -86,6 +90,7 @@ class Fleet:
         *,
         join_queue: bool = True,
         unless_ended: bool = False,
+        groups: Iterable[str] = (),
     ) -> Claim | Waiting:
         """The user's pod, taking a warm one if they have none; else their place in line.
 
@@ -94,14 +99,22 @@ class Fleet:
         a request sent earlier could save a picture outside the user's folder.
         `unless_ended`: SessionEnded while the user has an unread notice that
         their session ended, in the same Redis call (nothing is claimed).
+        `groups`: the user's groups now, kept on a new claim: its GPU time is theirs too,
+        and the limits of fleet.yaml's groups: apply to a new one (Limited: none now).
         """
         name = profile or await self.profile_for(user)
         started = time.perf_counter()
         strategy = self.backend.claim_strategy  # take a Ready pod, or have the platform allocate
-        result = await strategy.claim(self, user, name, join_queue, unless_ended, started)
+        result = await strategy.claim(
+            self, user, name, join_queue, unless_ended, started, tuple(groups)
+        )
         if isinstance(result, Claim) and result.binding:
             return await self._when_bound(result)
         return result
+
+    async def group_bars(self, groups: tuple[str, ...]) -> GroupBars | None:
+        """The limits of fleet.yaml's groups: for a person in `groups` (None: no groups:)."""
+        return await self.budgets.bars(self.spec, groups) if self.spec.groups else None
 
     def on_event(self, event: Event) -> None:
         """Pub/sub handler: a claim bound or ended wakes the requests waiting for it; so does
@@ -182,8 +195,9 @@ class Fleet:
         log.info(
             "claimed pod %s for %s (profile %s, waited %.1fs in line, claim took %.3fs)",
             claim.pod, claim.user, claim.profile, claim.waited, took,
-            extra={"event": "session_start", "user": claim.user, "profile": claim.profile,
-                   "pod": claim.pod, "node": node, "waited": round(claim.waited, 1)},
+            extra={"event": "session_start", "user": claim.user, "groups": list(claim.groups),
+                   "profile": claim.profile, "pod": claim.pod, "node": node or claim.node,
+                   "slot": claim.slot, "start": claim.since, "waited": round(claim.waited, 1)},
         )  # fmt: skip
         if self.on_claimed is not None:
             self.on_claimed(claim.profile, took)

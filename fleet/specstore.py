@@ -39,8 +39,7 @@ from redis.exceptions import WatchError
 from . import keys, redis_text
 from .aiotasks import raise_if_cancelled
 from .events import Event, Kind
-from .spec import FleetSpec, SpecError, parse_spec
-from .spec_report import SpecIssue
+from .spec import FleetSpec, SpecError, SpecIssue, parse_spec
 from .store import AUDIT_MAXLEN
 
 log = logging.getLogger(__name__)

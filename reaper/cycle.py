@@ -30,6 +30,7 @@ import aiohttp
 from fleet import (
     FALLBACK_KIND,
     Backend,
+    Candidate,
     FleetSpec,
     FleetStore,
     Phase,
@@ -38,7 +39,6 @@ from fleet import (
     heartbeats,
     make_probe,
 )
-from fleet.model import Candidate
 
 from .metrics import RECLAIMS
 from .policy import NOTICE_TTL, Action, Policy, Reason, idle_seconds, triage
@@ -51,6 +51,7 @@ UNREACHABLE = (TimeoutError, aiohttp.ClientConnectionError, OSError)
 BUSY, UNANSWERED, END, TIDY = "busy", "unanswered", "end", "tidy"
 DONE, FORGET = "done", "forget"  # a generation ended since the last cycle; a stale busy entry
 
+_QUIET = (Reason.IDLE, Reason.GONE)  # ends that a generation in progress postpones
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -160,6 +161,7 @@ class ReapCycle:
             session_cutoffs=policy.session_cutoffs(now),
             limit=policy.batch,
         )
+        candidates += await self._gone(candidates, policy, now)
         read_at = time.monotonic()
         gate = asyncio.Semaphore(self.concurrency)
         verdicts += await asyncio.gather(
@@ -183,7 +185,7 @@ class ReapCycle:
             ]
         else:
             summary.errors += await self._keep(verdicts, now)
-            if any(v.reason is Reason.IDLE for v in ending):
+            if any(v.reason in (Reason.IDLE, Reason.GONE) for v in ending):
                 # Activity a broker held in memory when we read has been flushed by now.
                 await self.sleep(max(0.0, policy.settle - (time.monotonic() - read_at)))
             for entry, failed in await asyncio.gather(*(self._end(v, policy, now) for v in ending)):
@@ -200,6 +202,18 @@ class ReapCycle:
         return summary
 
     # --- looking ------------------------------------------------------------------
+
+    async def _gone(
+        self, candidates: list[Candidate], policy: Policy, now: float
+    ) -> list[Candidate]:
+        """Sessions whose user closed their last tab at least reclaim_when_gone ago and
+        has not been active since (only profiles that have one); each is probed like an
+        idle one, so a generation in progress keeps it."""
+        cutoffs = policy.gone_cutoffs(now)
+        # Called with no cutoffs too: it also clears the counts of brokers that stopped.
+        found = await self.store.gone_candidates(cutoffs, limit=policy.batch)
+        seen = {c.user for c in candidates}
+        return [c for since, c in found if c.user not in seen and policy.is_gone(c, since, now)]
 
     def _probe(self, spec: FleetSpec, profile: str) -> Probe:
         try:
@@ -249,10 +263,8 @@ class ReapCycle:
             if busy and expired:
                 return _Verdict(c, END, Reason.MAX_SESSION, answered=True, forget=True)
             if busy:
-                return _Verdict(
-                    c, BUSY, refresh=reason is Reason.IDLE, answered=True, generating=True
-                )
-            if reason is Reason.IDLE and c.was_busy:
+                return _Verdict(c, BUSY, refresh=reason in _QUIET, answered=True, generating=True)
+            if reason in _QUIET and c.was_busy:
                 # Its generation ended since the last cycle: idle time counts from now.
                 return _Verdict(c, DONE, refresh=True, answered=True, forget=True)
             return _Verdict(c, END, reason, answered=True, forget=bool(c.busy_pod))
@@ -336,14 +348,14 @@ class ReapCycle:
             if c.kind != "dead" and not c.pod_exists:
                 ended = await self.store.drop_claim(c.user, c.pod, str(v.reason), tell) == 1
             else:
-                guard = policy.idle_cutoff(now) if v.reason is Reason.IDLE else None
+                guard = policy.activity_guard(v.reason, c.profile, now)
                 result = await self.store.end_pod(
                     c.pod, str(v.reason), only_user=c.user, idle_since=guard, tell=tell
                 )
                 ended = result is not None
             if not ended:  # another cycle ended it first, or the user came back
                 return None, False
-            RECLAIMS.labels(str(v.reason)).inc()
+            RECLAIMS.labels(c.profile, str(v.reason)).inc()
             log.info(
                 "reaper: ended the session of %s on pod %s (%s, idle %ds)%s",
                 c.user, c.pod, v.reason, idle_seconds(c, now), f": {v.detail}" if v.detail else "",
@@ -362,15 +374,16 @@ async def end_session(
     reason: Reason = Reason.ADMIN,
     *,
     by: str = "reaper",
+    detail: str = "",
     notice_ttl: float = NOTICE_TTL,
 ) -> bool:
     """End one user's session now (an admin's button, the user's own Stop), audited and
-    counted like a reclaim; `by` is who asked, for the audit entry."""
+    counted like a reclaim; `by` is who asked and `detail` why, for the audit entry."""
     claim = await store.lookup(user)
     if claim is None:
         return False
-    tell = Tell(by, notice_ttl=notice_ttl)
+    tell = Tell(by, detail, notice_ttl=notice_ttl)
     if await store.end_pod(claim.pod, str(reason), only_user=user, tell=tell) is None:
         return False
-    RECLAIMS.labels(str(reason)).inc()
+    RECLAIMS.labels(claim.profile, str(reason)).inc()
     return True

@@ -26,14 +26,14 @@ from fleet import (
     FleetError,
     FleetSpec,
     FleetStore,
+    LayoutError,
     SpecError,
     StoreUnavailable,
     connect_redis,
+    ensure_layout,
     load_spec,
     make_backend,
 )
-from fleet.schema import LayoutError
-from fleet.schema import ensure as ensure_layout
 
 from .cycle import Clock, ReapCycle, Summary
 from .settings import ReaperSettings

@@ -11,9 +11,11 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from fleet import FleetSpec
-from fleet.model import Candidate
-from fleet.notices import NOTICE_TTL  # an unread "your session ended" notice is kept this long
+from fleet import (
+    NOTICE_TTL,  # an unread "your session ended" notice is kept this long
+    Candidate,
+    FleetSpec,
+)
 
 BATCH = 1000  # candidates of each kind per cycle; a backlog drains over a few cycles
 
@@ -26,6 +28,7 @@ class Reason(enum.StrEnum):
     DEAD = "dead"
     ADMIN = "admin"
     STOPPED = "stopped"  # the user pressed "Stop my WebUI" (broker/home.py)
+    GONE = "gone"  # no tab open for the profile's reclaim_when_gone, and not generating
 
 
 class Action(enum.StrEnum):
@@ -51,6 +54,7 @@ class Policy:
     idle_timeout: float
     max_session: float | None = None  # for profiles not in `limits` (one removed by a reload)
     limits: Mapping[str, float | None] = field(default_factory=dict)  # max_session per profile
+    gone: Mapping[str, float] = field(default_factory=dict)  # reclaim_when_gone per profile
     settle: float = 0.0
     missed_probes: int = 3
     notice_ttl: float = NOTICE_TTL
@@ -62,6 +66,11 @@ class Policy:
             idle_timeout=spec.idle_timeout,
             max_session=spec.max_session,
             limits={p.name: spec.session_limit(p.name) for p in spec.profiles},
+            gone={
+                p.name: p.reclaim_when_gone
+                for p in spec.profiles
+                if p.reclaim_when_gone is not None
+            },
             settle=settle,
             missed_probes=missed_probes,
         )
@@ -92,6 +101,23 @@ class Policy:
         last = candidate.last_activity
         return last is None or last <= self.idle_cutoff(now)
 
+    def gone_cutoffs(self, now: float) -> dict[str, float]:
+        """Per profile with reclaim_when_gone: users whose last tab closed at or before
+        this are gone (profiles without one are not named)."""
+        return {p: now - after for p, after in self.gone.items()}
+
+    def gone_cutoff(self, profile: str, now: float) -> float | None:
+        after = self.gone.get(profile)
+        return None if after is None else now - after
+
+    def is_gone(self, candidate: Candidate, gone_since: float, now: float) -> bool:
+        """No tab since its profile's reclaim_when_gone, and no activity either: activity
+        after the last tab closed means someone still uses it (a script, a tab the broker
+        cannot see), which only the idle timeout may end."""
+        cutoff = self.gone_cutoff(candidate.profile, now)
+        last = candidate.last_activity
+        return cutoff is not None and gone_since <= cutoff and (last is None or last <= cutoff)
+
     def reason(self, candidate: Candidate, now: float) -> Reason:
         """Why this session would end if its WebUI is not busy.
 
@@ -100,7 +126,18 @@ class Policy:
         """
         if self.is_expired(candidate, now) and not self.is_idle(candidate, now):
             return Reason.MAX_SESSION
+        if candidate.kind == "gone" and not self.is_idle(candidate, now):
+            return Reason.GONE
         return Reason.IDLE
+
+    def activity_guard(self, reason: Reason, profile: str, now: float) -> float | None:
+        """end_pod's guard: the session ends only if its last activity is at or before
+        this (None: unguarded; max_session and dead end whatever the activity)."""
+        if reason is Reason.IDLE:
+            return self.idle_cutoff(now)
+        if reason is Reason.GONE:
+            return self.gone_cutoff(profile, now)
+        return None
 
     def dead_after(self, strikes: int) -> bool:
         """True when a pod has now missed more busy probes in a row than allowed."""

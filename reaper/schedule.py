@@ -20,8 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from fleet import FleetStore, StoreUnavailable, Tasks, keys
-from fleet.leader import LeaderLock
+from fleet import FleetStore, LeaderLock, StoreUnavailable, Tasks, keys
 
 from .cycle import ReapCycle, Summary
 

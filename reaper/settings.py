@@ -11,8 +11,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleet import EmbeddedRedis
-from fleet.durations import Duration
+from fleet import Duration, EmbeddedRedis
 
 
 class ReaperSettings(BaseSettings):

@@ -14,6 +14,9 @@ import redis
 from tests.support import in_ci
 from tests.support.procs import Broker, RedisServer, kill_pods, write_fleet
 
+# Blocking calls in the loop, leaked tasks, unretrieved exceptions (issue 18).
+pytest_plugins = ["tests.support.guards"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

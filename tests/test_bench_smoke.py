@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,23 @@ def test_presence_model_keeps_the_pod_of_someone_back_before_it_ends() -> None:
     assert r.kept == 1 and len(r.rewaits) == 1
 
 
+def test_presence_model_waits_for_the_generation_and_sees_only_whom_it_can() -> None:
+    """As the reaper does: a batch running after the tab closed keeps the pod, and the count
+    starts at its end; a person whose tab the broker cannot see keeps the idle timeout."""
+    seen = sim_des.Model(sim_des.PRESENCE, _alone(Visit("ann", 600, active=60, batch=600)),
+                         buffer=0, seed=3, tab_activity=False)  # fmt: skip
+    seen.run()
+    [pod] = [p for p in seen.pods if p.person == "ann"]
+    assert pod.ended is not None and pod.ended >= 600 + 60 + 600 + 120  # batch end + 2 min
+    assert pod.ended < 600 + 60 + 900  # and before the idle timeout would have
+    unseen = sim_des.Model(replace(sim_des.PRESENCE, seen=0.0),
+                           _alone(Visit("bob", 600, active=60)),
+                           buffer=0, seed=3, tab_activity=False)  # fmt: skip
+    unseen.run()
+    [pod] = [p for p in unseen.pods if p.person == "bob"]
+    assert pod.ended is not None and pod.ended >= 600 + 60 + 900
+
+
 def test_every_gpu_second_is_counted_once_and_the_oracle_bounds_the_policies() -> None:
     work = Workload("t", "", morning(60, 3 * 3600, seed=5), 10, 3 * 3600)
     best = _run(sim_des.ORACLE, work)
@@ -215,5 +233,6 @@ def test_the_sim_prints_every_policy_workload_and_rule() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     for needle in ("rules of a valid run", "MAIN", "SENSITIVITY", "LOGIN SPIKE", "ALL-DAY TAB",
-                   "oracle", "published (seed", "sdbroker (events", "presence 2m (MODEL)"):  # fmt: skip
+                   "oracle", "published (seed", "sdbroker (events",
+                   "reclaim_when_gone 2m, every tab seen", "half the tabs seen"):  # fmt: skip
         assert needle in out, needle

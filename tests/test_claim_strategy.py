@@ -23,13 +23,13 @@ class Recording:
     """A claim strategy that only notes what it was asked."""
 
     def __init__(self) -> None:
-        self.asked: list[tuple[str, str, bool, bool]] = []
+        self.asked: list[tuple[str, str, bool, bool, tuple[str, ...]]] = []
 
     async def claim(
         self, fleet: Fleet, user: str, name: str, join_queue: bool, unless_ended: bool,
-        started: float,
+        started: float, groups: tuple[str, ...] = (),
     ) -> Claim | Waiting:  # fmt: skip
-        self.asked.append((user, name, join_queue, unless_ended))
+        self.asked.append((user, name, join_queue, unless_ended, groups))
         return Retry(name)
 
 
@@ -50,8 +50,9 @@ async def test_fleet_claims_with_the_backends_strategy(redis_url: str, tmp_path:
     try:
         async with aiohttp.ClientSession() as http:
             fleet = Fleet(FleetStore(redis), backend, spec, http)
-            outcome = await fleet.claim("ann", unless_ended=True)
+            outcome = await fleet.claim("ann", unless_ended=True, groups=["artists"])
         assert outcome == Retry("default")
-        assert RecordingBackend.claim_strategy.asked == [("ann", "default", True, True)]
+        asked = [("ann", "default", True, True, ("artists",))]
+        assert RecordingBackend.claim_strategy.asked == asked
     finally:
         await redis.aclose()

@@ -183,6 +183,7 @@ def test_prometheus_behind_iap_gets_in_by_address(brokers, tmp_path):
         assert resp.status == 200 and b"sdbroker_build_info" in resp.read()
     with pytest.raises(urllib.error.HTTPError) as refused:  # any other page: IAP's token first
         urllib.request.urlopen(broker.url + "/_broker/gallery", timeout=10)
+    refused.value.close()  # the error holds the response and its socket
     assert refused.value.code == 401
 
 

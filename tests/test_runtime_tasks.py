@@ -83,7 +83,9 @@ class SlowFleet:
             raise
         return claim_of(user)
 
-    async def claim(self, user: str, profile: str | None, *, unless_ended: bool) -> Claim:
+    async def claim(
+        self, user: str, profile: str | None, *, unless_ended: bool, groups: tuple[str, ...] = ()
+    ) -> Claim:
         await self.let_claim.wait()
         return claim_of(user)
 

@@ -10,7 +10,7 @@ from http.cookies import SimpleCookie
 
 import pytest
 
-from broker.cookies import HOST_PREFIX, SESSION_COOKIE
+from broker.security.cookies import HOST_PREFIX, SESSION_COOKIE
 from tests.support.procs import REPO
 
 

@@ -266,7 +266,7 @@ def _field_names(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[str]
     for name, field in model.model_fields.items():
         names.add(name)
         for inner in re.findall(r"[A-Z]\w+", repr(field.annotation)):
-            candidate = getattr(sys.modules["fleet.spec"], inner, None)
+            candidate = getattr(sys.modules["fleet.spec.models"], inner, None)
             if isinstance(candidate, type) and issubclass(candidate, BaseModel):
                 names |= _field_names(candidate, seen)
     return names

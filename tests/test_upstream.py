@@ -34,6 +34,7 @@ class Pod:
         self.seen: list[web.Request] = []
         self.digested: list[int] = []  # the lengths of the bodies read to their end
         self.port = 0
+        self.release = asyncio.Event()  # ends /hangs: set before the pod stops
 
     async def _track(self, request: web.Request) -> None:
         self.seen.append(request)
@@ -92,7 +93,7 @@ class Pod:
 
         async def hangs(request: web.Request) -> web.StreamResponse:
             await self._track(request)
-            await asyncio.sleep(30)
+            await self.release.wait()
             return web.Response()
 
         app.router.add_route("*", "/small", small)
@@ -114,6 +115,7 @@ async def pod() -> AsyncIterator[Pod]:
     site = web.TCPSite(runner, "127.0.0.1", pod.port)
     await site.start()
     yield pod
+    pod.release.set()  # no handler left waiting: the test's loop ends with no task behind
     await runner.cleanup()
 
 
@@ -303,6 +305,7 @@ async def raw_pod() -> AsyncIterator[Callable[[Script], Awaitable[tuple[int, lis
     """Start a server running SCRIPT on each connection (with its number); returns the
     port and the list of connection numbers that saw a request."""
     servers: list[asyncio.Server] = []
+    handlers: set[asyncio.Task[None]] = set()
 
     async def start(script: Script) -> tuple[int, list[int]]:
         count = 0
@@ -312,11 +315,19 @@ async def raw_pod() -> AsyncIterator[Callable[[Script], Awaitable[tuple[int, lis
             nonlocal count
             count += 1
             number = count
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.add(task)
             try:
                 await reader.readuntil(b"\r\n\r\n")
                 served.append(number)
                 await script(reader, writer, number)
             except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            except asyncio.CancelledError:
+                # Ended by the fixture: returns, as CPython 3.11's start_server callback
+                # (asyncio/streams.py, connection_made) calls task.exception() on a
+                # cancelled task and reports the CancelledError; 3.12 checks first.
                 pass
             finally:
                 writer.close()
@@ -328,7 +339,10 @@ async def raw_pod() -> AsyncIterator[Callable[[Script], Awaitable[tuple[int, lis
     yield start
     for server in servers:
         server.close()
-        await server.wait_closed()
+        await server.wait_closed()  # Python 3.11: waits for no connection handler
+    for task in handlers:
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

@@ -2,7 +2,8 @@
 
 `require_admin` is the one admin check; `ops` holds the reads and actions;
 `tokens` the API's bearer tokens; `models` what both the console and the
-API show.
+API show; `confirm` the step before Reclaim and Delete; `figures` the cells
+the console refreshes in place.
 """
 
 from . import ops

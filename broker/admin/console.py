@@ -9,54 +9,56 @@ link cannot put words on an admin's screen.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import datetime
+import time
 from typing import Any, NoReturn
-from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
 from ..appkeys import FLEET, REDIS, SETTINGS, SIGNER, STORE
-from ..csrf import CSRF_FIELD, attach_csrf_cookie, csrf_token
 from ..forms import checked_form
+from ..gpu_time import top_usage
 from ..identity import Identity
+from ..security.csrf import CSRF_FIELD, attach_csrf_cookie, csrf_token
 from . import ops
-from .chart import chart
+from .chart import COLORS, chart
+from .confirm import delete_page, reclaim_page
+from .figures import ago, clock_in, figures, seconds
 from .guard import require_admin
-from .models import Done
+from .models import Done, SampleView
 from .tokens import Tokens
 
 CONSOLE = "/_broker/admin"
 FLASH_AGE = 120.0
 CHART_HOURS = 6.0
+USAGE_HOURS = 24  # the usage tables' window: GET /api/v1/usage answers any other
+USAGE_ROWS = 10  # biggest users and groups shown
 
 
-def ago(seconds: float | None) -> str:
-    """12s, 4m, 3h 05m: short enough for a table cell."""
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+REFRESH = 5  # seconds between the console's in-place refreshes (?refresh=N: 1 to 60)
 
 
-def clock_in(timezone: str) -> Callable[[float | None], str]:
-    """Times as the fleet file's schedules read them: in the spec's timezone."""
-    zone = ZoneInfo(timezone)
-
-    def clock(at: float | None) -> str:
-        return datetime.fromtimestamp(at, zone).strftime("%a %Y-%m-%d %H:%M:%S") if at else "-"
-
-    return clock
+def _refresh(request: web.Request) -> int:
+    value = request.query.get("refresh", "")
+    return min(60, max(1, int(value))) if value.isdigit() else REFRESH
 
 
-def seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}s" if value < 60 else ago(value)
+async def _live(app: web.Application) -> dict[str, Any]:
+    """What both the page and its refresh show, read once."""
+    profiles, sessions, pods, waiting = await asyncio.gather(
+        ops.profiles(app), ops.sessions(app, busy=True), ops.pods(app), ops.queue(app)
+    )
+    now = app[STORE].clock()
+    figs = figures(profiles, sessions, pods, waiting, now=now, timezone=app[FLEET].spec.timezone)
+    return {
+        "profiles": profiles,
+        "sessions": sessions,
+        "pods": pods,
+        "waiting": waiting,
+        "now": now,
+        "figs": figs,
+    }
 
 
 async def console(request: web.Request) -> web.StreamResponse:
@@ -64,29 +66,41 @@ async def console(request: web.Request) -> web.StreamResponse:
     if not isinstance(who, Identity):
         return who
     app = request.app
-    # Nested: typeshed types a gather of up to six awaitables one by one (asyncio/tasks.pyi).
-    (profiles, sessions, pods, waiting, reclaims, history), tokens = await asyncio.gather(
+    day_ago = time.time() - USAGE_HOURS * 3600
+    (live, reclaims, events, history, tokens), (by_user, by_group) = await asyncio.gather(
         asyncio.gather(
-            ops.profiles(app),
-            ops.sessions(app, busy=True),
-            ops.pods(app),
-            ops.queue(app),
+            _live(app),
             ops.reclaims(app),
+            ops.other_events(app),
             ops.history(app, CHART_HOURS),
+            Tokens(app[REDIS]).all(),
         ),
-        Tokens(app[REDIS]).all(),
+        asyncio.gather(
+            top_usage(request, day_ago, time.time(), "user", USAGE_ROWS),
+            top_usage(request, day_ago, time.time(), "group", USAGE_ROWS),
+        ),
     )
-    now = app[STORE].clock()
+    now = live["now"]
+    current = {
+        p.name: SampleView(
+            at=now, warming=p.warming, ready=p.ready, claimed=p.claimed, queue=p.queue
+        )
+        for p in live["profiles"]
+    }
     flash = app[SIGNER].verify("flash", request.query.get("r"), max_age=FLASH_AGE)
     context: dict[str, Any] = {
         "who": who,
-        "profiles": profiles,
-        "sessions": sessions,
-        "pods": pods,
-        "waiting": waiting,
+        **live,
         "reclaims": reclaims,
+        "events": events,
+        "usage": {"user": by_user, "group": by_group, "hours": USAGE_HOURS, "rows": USAGE_ROWS},
         "tokens": tokens,
-        "charts": {h.profile: chart(h.samples, now=now, hours=CHART_HOURS) for h in history},
+        "charts": {
+            h.profile: chart(h.samples, now=now, hours=CHART_HOURS, current=current.get(h.profile))
+            for h in history
+        },
+        "colors": COLORS,
+        "refresh": _refresh(request),
         "flash": flash,
         "timezone": app[FLEET].spec.timezone,
         "ago": ago,
@@ -136,7 +150,34 @@ async def reclaim(request: web.Request) -> web.StreamResponse:
     if not isinstance(checked, tuple):
         return checked
     who, form = checked
-    return _back(request, await ops.reclaim(request.app, str(form.get("user", "")), who.user))
+    user, reason = str(form.get("user", "")), str(form.get("reason", ""))
+    return _back(request, await ops.reclaim(request.app, user, who.user, reason))
+
+
+async def confirm_reclaim(request: web.Request) -> web.StreamResponse:
+    """GET: the step before a reclaim, a page with the CSRF-checked form and a reason."""
+    who = await require_admin(request)
+    if not isinstance(who, Identity):
+        return who
+    page = await reclaim_page(request, who, request.query.get("user", ""))
+    return _back(request, page) if isinstance(page, Done) else page
+
+
+async def confirm_delete(request: web.Request) -> web.StreamResponse:
+    """GET: the step before a pod is deleted (as confirm_reclaim)."""
+    who = await require_admin(request)
+    if not isinstance(who, Identity):
+        return who
+    page = await delete_page(request, who, request.query.get("pod", ""))
+    return _back(request, page) if isinstance(page, Done) else page
+
+
+async def live_figures(request: web.Request) -> web.StreamResponse:
+    """GET, admins only: the console's changing cells as JSON, for its refresh in place."""
+    who = await require_admin(request)
+    if not isinstance(who, Identity):
+        return who
+    return web.json_response((await _live(request.app))["figs"])
 
 
 async def delete_pod(request: web.Request) -> web.StreamResponse:
@@ -144,7 +185,8 @@ async def delete_pod(request: web.Request) -> web.StreamResponse:
     if not isinstance(checked, tuple):
         return checked
     who, form = checked
-    return _back(request, await ops.delete_pod(request.app, str(form.get("pod", "")), who.user))
+    pod, reason = str(form.get("pod", "")), str(form.get("reason", ""))
+    return _back(request, await ops.delete_pod(request.app, pod, who.user, reason))
 
 
 async def sizes(request: web.Request) -> web.StreamResponse:
@@ -222,6 +264,9 @@ async def log_out(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get(CONSOLE, console)
+    app.router.add_get(f"{CONSOLE}/figures", live_figures)
+    app.router.add_get(f"{CONSOLE}/reclaim", confirm_reclaim)
+    app.router.add_get(f"{CONSOLE}/delete-pod", confirm_delete)
     app.router.add_post(f"{CONSOLE}/reclaim", reclaim)
     app.router.add_post(f"{CONSOLE}/logout", log_out)
     app.router.add_post(f"{CONSOLE}/delete-pod", delete_pod)

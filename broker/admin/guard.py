@@ -1,7 +1,7 @@
 """Who may use the console, the metrics page and the admin actions: one check, one place.
 
 Admins are named by SDB_ADMIN_USERS / SDB_ADMIN_GROUPS; the access layer
-(`broker.access`, applied by `admission.authenticate`) sets `is_admin`. Every
+(`broker.security.access`, applied by `admission.authenticate`) sets `is_admin`. Every
 admin page and action goes through `require_admin`, so a new page cannot
 forget the check by using a different one.
 """

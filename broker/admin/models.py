@@ -83,6 +83,12 @@ class SessionView(_Out):
     last_activity: float | None
     idle_seconds: float | None
     busy: bool | None = Field(description="the WebUI is generating (None: not asked or no answer)")
+    node: str | None = Field(
+        None, description="the node it runs on (Kubernetes, Agones; null: not known)"
+    )
+    gpu_slot: str | None = Field(
+        None, description="the GPU slot it was given (the local backend's `gpus`; null: none)"
+    )
 
 
 class PodView(_Out):
@@ -93,6 +99,12 @@ class PodView(_Out):
     created: float
     ready_at: float
     claimed_at: float
+    node: str | None = Field(
+        None, description="the node it runs on (Kubernetes, Agones; null: not known)"
+    )
+    gpu_slot: str | None = Field(
+        None, description="the GPU slot it was given (the local backend's `gpus`; null: none)"
+    )
 
 
 class WaiterView(_Out):
@@ -179,6 +191,12 @@ class UserView(_Out):
     user: str
     last_seen: float | None = Field(description="unix time of their last real activity")
     session: SessionView | None = Field(description="their session now, if any")
+    gpu_minutes: float = Field(
+        0.0,
+        description="GPU-minutes of the sessions the audit stream keeps (about a week) and of "
+        "the session now, as GET /usage?by=user sums them",
+    )
+    blocked: bool = Field(False, description="blocked by an admin: no WebUI starts for them")
 
 
 class UserPage(_Out):

@@ -33,6 +33,7 @@ from .models import (
 )
 
 BUSY_TIMEOUT = 2.0
+REASON_MAX = 200  # end_pod.lua's tell cuts its detail there too (fleet/notices.py)
 
 
 def sizes_of(profile: Profile) -> Sizes:
@@ -87,6 +88,15 @@ async def profiles(app: web.Application) -> list[ProfileView]:
     return out
 
 
+def place(pod: PodInfo) -> dict[str, str | None]:
+    """Where a pod runs, as far as its backend says: the node (Kubernetes and Agones
+    record `spec.nodeName` once scheduled: fleet/backends/kubepods.py, agones.py) and the
+    local backend's GPU slot (its `CUDA_VISIBLE_DEVICES`: fleet/backends/local.py, whose
+    record says "None" or "" for a profile without `gpus`)."""
+    slot = pod.extra.get("slot", "")
+    return {"node": pod.extra.get("node") or None, "gpu_slot": slot if slot.isdigit() else None}
+
+
 async def _busy(app: web.Application, pod: PodInfo) -> bool | None:
     try:
         profile = app[FLEET].spec.profile(pod.profile)
@@ -122,6 +132,7 @@ async def sessions(app: web.Application, *, busy: bool = True) -> list[SessionVi
                 last_activity=last,
                 idle_seconds=max(0.0, now - last) if last is not None else None,
                 busy=is_busy,
+                **place(pod),
             )
         )
     return sorted(out, key=lambda s: s.since)
@@ -138,6 +149,7 @@ async def pods(app: web.Application) -> list[PodView]:
             created=p.created,
             ready_at=p.ready_at,
             claimed_at=p.claimed_at,
+            **place(p),
         )
         for p in sorted(found, key=lambda p: (p.profile, p.created))
     ]
@@ -162,14 +174,41 @@ async def queue(app: web.Application) -> list[WaiterView]:
     return out
 
 
+#: Audit reasons that name a user but end nobody's session (fleet/reconcile.py: a claim
+#: put back into the index after Redis lost it).
+NOT_AN_END = frozenset({"reattached"})
+#: Actions whose session end has its own entry (written by end_pod.lua), not listed twice.
+LISTED_AS_END = frozenset({"reclaim"})
+AUDIT_READ = 200  # newest audit entries read for the console's two lists
+
+
+def is_session_end(event: dict[str, str]) -> bool:
+    """An entry that ended someone's session: a reason and a user (end_pod.lua's _tell,
+    the reconciler's `superseded`); not a repair, a fleet event or an admin action."""
+    return bool(event.get("reason") and event.get("user")) and event["reason"] not in NOT_AN_END
+
+
+def _view(e: dict[str, str]) -> AuditView:
+    fields = {k: e.get(k, "") for k in ("user", "pod", "profile", "reason", "by", "detail")}
+    if not fields["reason"]:
+        fields["reason"] = e.get("action", "")
+    if not fields["detail"] and e.get("token"):
+        fields["detail"] = f"token {e['token']}"
+    return AuditView(id=e["id"], at=_event_time(e), **fields)
+
+
 async def reclaims(app: web.Application, count: int = 30) -> list[AuditView]:
-    """Sessions and pods that ended lately (reaper, controller, admins), newest first."""
-    events = [e for e in await app[STORE].recent_audit(count * 2) if e.get("reason")]
-    out = []
-    for e in events[:count]:
-        fields = {k: e.get(k, "") for k in ("user", "pod", "profile", "reason", "by", "detail")}
-        out.append(AuditView(id=e["id"], at=_event_time(e), **fields))
-    return out
+    """Sessions that ended lately (reaper, controller, proxy, admins, users), newest first."""
+    events = await app[STORE].recent_audit(max(AUDIT_READ, count * 4))
+    return [_view(e) for e in events if is_session_end(e)][:count]
+
+
+async def other_events(app: web.Application, count: int = 10) -> list[AuditView]:
+    """Everything else lately: admin actions, pods deleted, repairs of the index, size
+    overrides dropped by a new fleet file; newest first. `reason` is the action."""
+    events = await app[STORE].recent_audit(AUDIT_READ)
+    kept = [e for e in events if not is_session_end(e) and e.get("action") not in LISTED_AS_END]
+    return [_view(e) for e in kept][:count]
 
 
 def _event_time(event: dict[str, str]) -> float | None:
@@ -201,13 +240,45 @@ async def history(app: web.Application, hours: float = 6.0) -> list[HistoryView]
     return out
 
 
-async def reclaim(app: web.Application, user: str, by: str) -> Done:
-    """End a user's session now; their pod is deleted (single-use) and they are told why."""
-    if not await end_session(app[STORE], user, Reason.ADMIN, by=by):
+def clean_reason(reason: str) -> str:
+    """An admin's free-text reason for the audit entry: one line of printable text, at
+    most REASON_MAX characters."""
+    printable = "".join(c if c.isprintable() else " " for c in reason)
+    return " ".join(printable.split())[:REASON_MAX]
+
+
+async def reclaim(app: web.Application, user: str, by: str, reason: str = "") -> Done:
+    """End a user's session now; their pod is deleted (single-use) and they are told why.
+    REASON (the admin's words) is the audit entry's `detail`."""
+    reason = clean_reason(reason)
+    if not await end_session(app[STORE], user, Reason.ADMIN, by=by, detail=reason):
         return Done(ok=False, detail=f"{user} has no session")
     app[ROUTER].forget(user)
-    await app[STORE].audit(action="reclaim", user=user, by=by)
+    await app[STORE].audit(action="reclaim", user=user, by=by, detail=reason)
     return Done(ok=True, detail=f"reclaimed the session of {user}")
+
+
+async def block(app: web.Application, user: str, by: str, reason: str = "") -> Done:
+    """Block USER from WebUIs: no new session for them until unblocked, and their session
+    now ends (reason admin, detail "blocked"). Logins are kept: their own pages (home,
+    gallery) still open and say they are blocked."""
+    reason = clean_reason(reason)
+    store = app[STORE]
+    if not await store.block(user):
+        return Done(ok=False, detail=f"{user} is blocked already")
+    # Listed first, then ended: a claim racing the block either sees the list or is ended.
+    ended = await end_session(store, user, Reason.ADMIN, by=by, detail="blocked")
+    app[ROUTER].forget(user)
+    await store.audit(action="block", user=user, by=by, detail=reason)
+    return Done(ok=True, detail=f"blocked {user}" + ("; their session ended" if ended else ""))
+
+
+async def unblock(app: web.Application, user: str, by: str) -> Done:
+    """Let USER start WebUIs again."""
+    if not await app[STORE].unblock(user):
+        return Done(ok=False, detail=f"{user} is not blocked")
+    await app[STORE].audit(action="unblock", user=user, by=by)
+    return Done(ok=True, detail=f"unblocked {user}")
 
 
 async def log_out(app: web.Application, user: str, by: str) -> Done:
@@ -224,8 +295,9 @@ async def log_out(app: web.Application, user: str, by: str) -> Done:
     return Done(ok=True, detail=f"logged {user} out ({ended} login{'s' if ended != 1 else ''})")
 
 
-async def delete_pod(app: web.Application, pod_id: str, by: str) -> Done:
-    """Delete a pod; a claimed pod's session ends as an admin reclaim."""
+async def delete_pod(app: web.Application, pod_id: str, by: str, reason: str = "") -> Done:
+    """Delete a pod; a claimed pod's session ends as an admin reclaim. REASON: as reclaim's."""
+    reason = clean_reason(reason)
     store = app[STORE]
     pod = await store.pod(pod_id)
     if pod is None or pod.state is PodState.DELETING:
@@ -233,13 +305,18 @@ async def delete_pod(app: web.Application, pod_id: str, by: str) -> Done:
     if pod.state is PodState.CLAIMED and pod.user:
         claim = await store.lookup(pod.user)
         if claim is not None and claim.pod == pod_id:
-            done = await reclaim(app, pod.user, by)
+            why = f"pod deleted: {reason}" if reason else "pod deleted"
+            done = await reclaim(app, pod.user, by, why)
             return Done(ok=done.ok, detail=f"deleted pod {pod_id}; {done.detail}")
     ended = await store.end_pod(pod_id, str(Reason.ADMIN))
     if ended is None:
         return Done(ok=False, detail=f"pod {pod_id} changed meanwhile; try again")
     await store.audit(
-        pod=pod_id, profile=ended.profile, reason=str(Reason.ADMIN), by=by, detail="pod deleted"
+        pod=pod_id,
+        profile=ended.profile,
+        reason=str(Reason.ADMIN),
+        by=by,
+        detail=f"pod deleted: {reason}" if reason else "pod deleted",
     )
     return Done(ok=True, detail=f"deleted pod {pod_id}")
 

@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 
 from fleet import keys, redis_text
 
-from ..access import AccessPolicy
 from ..identity import Identity
+from ..security.access import AccessPolicy
 from .models import SCOPES, NewToken, TokenView
 
 PREFIX = "sdbt_"

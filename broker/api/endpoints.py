@@ -39,6 +39,7 @@ from ..metrics import redis_error
 from ..middleware import API_TOKEN
 from .models import SizeChange, StartSession
 from .spec import SpecRefused, SpecResult, put_spec
+from .usage import UsageReport, usage
 from .users import BadInput, ended_sessions, start_session, users
 
 BASE = "/_broker/api/v1"
@@ -93,7 +94,17 @@ async def list_sessions(request: web.Request, token: TokenView) -> list[SessionV
 
 
 async def reclaim_session(request: web.Request, token: TokenView) -> Done:
-    return await ops.reclaim(request.app, request.match_info["user"], f"token:{token.name}")
+    user, why = request.match_info["user"], request.query.get("reason", "")
+    return await ops.reclaim(request.app, user, f"token:{token.name}", why)
+
+
+async def block_user(request: web.Request, token: TokenView) -> Done:
+    user, why = request.match_info["user"], request.query.get("reason", "")
+    return await ops.block(request.app, user, f"token:{token.name}", why)
+
+
+async def unblock_user(request: web.Request, token: TokenView) -> Done:
+    return await ops.unblock(request.app, request.match_info["user"], f"token:{token.name}")
 
 
 async def log_out_user(request: web.Request, token: TokenView) -> Done:
@@ -105,7 +116,8 @@ async def list_pods(request: web.Request, token: TokenView) -> list[PodView]:
 
 
 async def delete_pod(request: web.Request, token: TokenView) -> Done:
-    return await ops.delete_pod(request.app, request.match_info["pod"], f"token:{token.name}")
+    pod, why = request.match_info["pod"], request.query.get("reason", "")
+    return await ops.delete_pod(request.app, pod, f"token:{token.name}", why)
 
 
 async def list_queue(request: web.Request, token: TokenView) -> list[WaiterView]:
@@ -155,6 +167,10 @@ async def user_sessions(request: web.Request, token: TokenView) -> EndedPage:
     return await ended_sessions(request)
 
 
+async def get_usage(request: web.Request, token: TokenView) -> UsageReport:
+    return await usage(request)
+
+
 async def openapi_json(request: web.Request, token: TokenView | None) -> dict[str, Any]:
     from .openapi import document  # the document is built from this module's table
 
@@ -169,14 +185,33 @@ USER_QUERY = PAGE_QUERY + (
     ("session", "boolean", "only people with (true) or without (false) a session now"),
     ("seen_after", "number", "only people active at or after this unix time"),
     ("seen_before", "number", "only people last active before this unix time"),
+    (
+        "min_gpu_minutes",
+        "number",
+        "only people who used at least this many GPU-minutes "
+        "(the session ends the audit stream keeps, about a week, and the session now)",
+    ),
+    ("blocked", "boolean", "only people blocked (true) or not blocked (false) by an admin"),
 )
+
+USAGE_QUERY = (
+    ("since", "string", "unix seconds, or a duration back from now such as 24h or 7d "
+     "(default 24h); the audit stream keeps about a week of session ends"),
+    ("until", "string", "unix seconds or a duration back from now (default now)"),
+    ("by", "string", "user (default) or group: a session counts for each group its user was "
+     "in when it began"),
+)  # fmt: skip
+
+#: An admin's words on an ending, as the console's Reclaim/Delete confirmation takes them.
+REASON_QUERY = (("reason", "string", "why, kept in the audit entry's detail (one line, at most "
+                 "200 characters)"),)  # fmt: skip
 
 API: list[Endpoint] = [
     Endpoint("GET", "/fleet", "Profiles: pods by state, queue, sizes and why", list_profiles, list[ProfileView]),
     Endpoint("GET", "/sessions", "Sessions: user, pod, age, idle for, busy now", list_sessions, list[SessionView],
              query=(("busy", "boolean", "ask each WebUI whether it is generating (default true)"),)),
     Endpoint("POST", "/sessions/{user}/reclaim", "End a user's session now (the pod is deleted)",
-             reclaim_session, Done, fail_status=404, scope="sessions"),
+             reclaim_session, Done, fail_status=404, scope="sessions", query=REASON_QUERY),
     Endpoint("POST", "/sessions/{user}/logout", "End every login of a user now, on every replica",
              log_out_user, Done, fail_status=404, scope="sessions"),
     Endpoint("GET", "/users", "People seen (name order, paginated) with their session now",
@@ -185,14 +220,21 @@ API: list[Endpoint] = [
              "(never queued)", start_user_session, Done, body=StartSession, status=201, fail_status=409,
              scope="sessions"),
     Endpoint("DELETE", "/users/{user}/session", "End a user's session now (as POST /sessions/{user}/reclaim)",
-             reclaim_session, Done, fail_status=404, scope="sessions"),
+             reclaim_session, Done, fail_status=404, scope="sessions", query=REASON_QUERY),
     Endpoint("DELETE", "/users/{user}/logins", "End every login of a user (as POST /sessions/{user}/logout)",
              log_out_user, Done, fail_status=404, scope="sessions"),
+    Endpoint("PUT", "/users/{user}/block", "Block a user from WebUIs: their session ends and "
+             "none starts until unblocked", block_user, Done, fail_status=409, scope="sessions",
+             query=REASON_QUERY),
+    Endpoint("DELETE", "/users/{user}/block", "Unblock a user", unblock_user, Done,
+             fail_status=404, scope="sessions"),
     Endpoint("GET", "/users/{user}/sessions", "A user's ended sessions, newest first (audit stream)",
              user_sessions, EndedPage, query=PAGE_QUERY),
+    Endpoint("GET", "/usage", "GPU-minutes per user or group over a window (ended and running "
+             "sessions)", get_usage, UsageReport, query=USAGE_QUERY),
     Endpoint("GET", "/pods", "Every pod the fleet knows", list_pods, list[PodView]),
     Endpoint("DELETE", "/pods/{pod}", "Delete a pod (a claimed pod's session ends)", delete_pod, Done,
-             fail_status=404, scope="fleet"),
+             fail_status=404, scope="fleet", query=REASON_QUERY),
     Endpoint("GET", "/queue", "People waiting, first come first", list_queue, list[WaiterView]),
     Endpoint("GET", "/reclaims", "Recent reclaims from the audit stream, newest first", list_reclaims,
              list[AuditView], query=(("count", "integer", "how many (default 30, at most 500)"),)),

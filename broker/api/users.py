@@ -4,14 +4,19 @@ sessions ended, each paginated with an opaque cursor.
 People come from the activity index (`keys.ACTIVITY`, user -> last real activity)
 joined with the sessions now; session ends from the audit stream, whose ids
 are the cursor (the stream keeps ~10,000 entries, so history is about a week
-for 500 users: older ends are gone).
+for 500 users: older ends are gone). GPU-minutes are summed from the same
+stream (each end's `session_seconds` times its profile's GPUs per pod) plus the
+session now, so they cover that week too. There is no "blocked" filter: the
+broker has no block list (who may log in is SDB_ALLOWED_*, not a per-user flag).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
+import time
 from typing import cast
 
 from aiohttp import web
@@ -21,6 +26,7 @@ from fleet import Claim, keys, redis_text
 from ..admin import ops
 from ..admin.models import Done, EndedPage, EndedView, UserPage, UserView
 from ..appkeys import FLEET, REDIS, STORE
+from ..gpu_time import gpu_minutes, usage_of
 
 MAX_LIMIT = 500
 SCAN_BATCH = 500
@@ -58,6 +64,26 @@ def _bool(request: web.Request, name: str) -> bool | None:
     return raw.lower() in ("true", "1")
 
 
+def _minutes(request: web.Request, name: str) -> float | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise BadInput(f"{name} must be a number of minutes, 0 or more, not {raw!r}")
+    return value
+
+
+async def used_minutes(request: web.Request) -> dict[str, float]:
+    """GPU-minutes per user over what the audit stream still holds (about a week) and
+    the sessions now: the same sums as GET /usage?by=user."""
+    found, gpus = await usage_of(request, 0.0, time.time(), "user")
+    return {u.key: sum(gpu_minutes(u, gpus).values()) for u in found}
+
+
 def encode_cursor(user: str) -> str:
     return base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
 
@@ -75,12 +101,16 @@ async def users(request: web.Request) -> UserPage:
     limit = _limit(request)
     has_session = _bool(request, "session")
     seen_after, seen_before = _time(request, "seen_after"), _time(request, "seen_before")
+    only_blocked = _bool(request, "blocked")
+    min_gpu = _minutes(request, "min_gpu_minutes")
     after = decode_cursor(request.query["cursor"]) if request.query.get("cursor") else None
     raw = await request.app[REDIS].zrange(keys.ACTIVITY, 0, -1, withscores=True)
     seen = dict(cast("list[tuple[str, float]]", raw))  # withscores: (member, score) pairs
     current = {s.user: s for s in await ops.sessions(request.app, busy=False)}
+    used = await used_minutes(request)
+    blocked = await request.app[STORE].blocked()
     out: list[UserView] = []
-    for user in sorted(set(seen) | set(current)):
+    for user in sorted(set(seen) | set(current) | blocked):
         if after is not None and user <= after:
             continue
         last = seen.get(user)
@@ -90,9 +120,22 @@ async def users(request: web.Request) -> UserPage:
             continue
         if seen_before is not None and (last is None or last >= seen_before):
             continue
+        if min_gpu is not None and used.get(user, 0.0) < min_gpu:
+            continue
+        if only_blocked is not None and (user in blocked) != only_blocked:
+            continue
         if len(out) == limit:
             return UserPage(users=out, next=encode_cursor(out[-1].user))
-        out.append(UserView(user=user, last_seen=last, session=current.get(user)))
+        minutes = round(used.get(user, 0.0), 3)
+        out.append(
+            UserView(
+                user=user,
+                last_seen=last,
+                session=current.get(user),
+                gpu_minutes=minutes,
+                blocked=user in blocked,
+            )
+        )
     return UserPage(users=out, next=None)
 
 
@@ -106,6 +149,8 @@ async def start_session(request: web.Request, by: str, profile: str | None) -> D
     fleet = request.app[FLEET]
     if profile is not None and not any(p.name == profile for p in fleet.spec.profiles):
         return Done(ok=False, detail=f"no profile {profile!r}")
+    if await request.app[STORE].is_blocked(user):
+        return Done(ok=False, detail=f"{user} is blocked: unblock them first")
     existing = await fleet.lookup(user)
     if existing is not None:
         return Done(ok=False, detail=f"{user} already has a session on {existing.pod}")

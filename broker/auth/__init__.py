@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..security.signing import Signer
 from ..settings import Settings
-from ..signing import Signer
 from .base import Authenticator
 
 

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
 from ..identity import Identity
+from ..security.csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
+from ..security.signing import Signer
 from ..settings import Settings
-from ..signing import Signer
 
 
 class Authenticator(ABC):

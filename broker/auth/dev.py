@@ -11,9 +11,9 @@ import re
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
 from ..identity import Identity
-from ..redirects import safe_next
+from ..security.csrf import CSRF_FIELD, attach_csrf_cookie, csrf_ok, csrf_token
+from ..security.redirects import safe_next
 from .base import Authenticator
 from .session_cookie import end_session, read_session, write_session
 

@@ -23,8 +23,8 @@ from aiohttp.typedefs import Handler
 from ..appkeys import HTTP
 from ..identity import Identity
 from ..pages import problem
+from ..security.signing import Signer
 from ..settings import Settings
-from ..signing import Signer
 from .base import Authenticator
 from .jwks import JWKSCache, TokenRejected, essential, verify
 

@@ -31,12 +31,12 @@ from authlib.common.urls import add_params_to_uri
 from fleet import StoreUnavailable
 
 from ..appkeys import EVENT_HANDLERS, HTTP, REDIS
-from ..cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, get_cookie, set_cookie
 from ..identity import Identity
 from ..pages import problem
-from ..redirects import safe_next
+from ..security.cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, get_cookie, set_cookie
+from ..security.redirects import safe_next
+from ..security.signing import Signer
 from ..settings import Settings
-from ..signing import Signer
 from .base import Authenticator
 from .jwks import JWKSCache, TokenRejected, essential, verify
 from .oidc_provider import (

@@ -22,7 +22,7 @@ from aiohttp import web
 from authlib.common.security import is_secure_transport
 from authlib.oauth2.client import OAuth2Client
 
-from ..cookies import is_https
+from ..security.cookies import is_https
 from ..settings import Settings
 from .jwks import KEY_TYPES
 

@@ -14,7 +14,7 @@ replica, `SessionStore.claim_refresh`) asks the provider with
 2. else the access token from the login, while it lasts;
 
 and reads what that answer lacks (groups, address) from userinfo (Core 5.3, `sub`
-must match). The new groups and address are stored; access.py applies the allow
+must match). The new groups and address are stored; security/access.py applies the allow
 and admin lists on every request, so the next request is judged by them.
 
 The session ends (its next page load goes through the provider) when the provider

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..cookies import SESSION_COOKIE, clear_cookie, get_cookie, set_cookie
 from ..identity import Identity
-from ..signing import Signer
+from ..security.cookies import SESSION_COOKIE, clear_cookie, get_cookie, set_cookie
+from ..security.signing import Signer
 
 
 def read_session(request: web.Request, signer: Signer, max_age: float) -> Identity | None:

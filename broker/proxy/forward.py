@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol
 
 import aiohttp
@@ -101,8 +101,10 @@ async def proxy_http(
     connect_timeout: float,
     read_timeout: float,
     body_timeout: float,
+    relay: Relay | None = None,
 ) -> web.StreamResponse:
-    """Raises BodyStalled for an upload the browser stopped sending (a 408 page)."""
+    """Raises BodyStalled for an upload the browser stopped sending (a 408 page).
+    RELAY sends the answer on (relay_answer when None; overlay.relay_page for a page)."""
     host, port = host_port(addr)
     try:
         with connecting():
@@ -124,7 +126,7 @@ async def proxy_http(
     if upstream.status == 101:
         upstream.release()
         raise PodBadAnswer("101 Switching Protocols to a request that asked for no upgrade")
-    return await relay_answer(request, upstream)
+    return await (relay or relay_answer)(request, upstream)
 
 
 class Answer(Protocol):
@@ -144,16 +146,20 @@ class Answer(Protocol):
     def release(self) -> object: ...
 
 
+Relay = Callable[[web.Request, Answer], Awaitable[web.StreamResponse]]
+
+
 async def relay_answer(
-    request: web.Request, upstream: Answer, *, close: bool = False
+    request: web.Request, upstream: Answer, *, close: bool = False, prefix: bytes = b""
 ) -> web.StreamResponse:
     """Send the pod's answer on to the browser, streamed unless it is small; `close`:
     then close the browser's connection (a refused upgrade: what follows on it was
-    meant for a WebSocket, never to be read as the next request)."""
+    meant for a WebSocket, never to be read as the next request). `prefix`: the start
+    of the body, already read from the stream (a page over overlay.MAX_PAGE)."""
     try:
         out_headers = downstream_headers(upstream.headers)
         length = upstream.content_length
-        if length is not None and length <= SMALL_BODY:
+        if length is not None and length <= SMALL_BODY and not prefix:
             body = await upstream.read()
             out_headers.popall("Content-Length", None)
             small = web.Response(
@@ -171,6 +177,8 @@ async def relay_answer(
             out_headers.popall("Content-Length", None)
         await response.prepare(request)
         try:
+            if prefix:
+                await response.write(prefix)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
         except (TimeoutError, aiohttp.ClientError):

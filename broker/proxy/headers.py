@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 
-from ..cookies import is_broker_cookie
 from ..identity import Identity, is_identity_header, normalised
 from ..logs import REQUEST_ID
+from ..security.cookies import is_broker_cookie
 
 #: RFC 9110 7.6.1 hop-by-hop headers, never forwarded.
 HOP_BY_HOP = frozenset(

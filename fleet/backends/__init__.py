@@ -40,4 +40,4 @@ def isolation_of(spec: FleetSpec, data_dir: Path) -> dict[str, Isolation]:
     }
 
 
-__all__ = ["Backend", "Isolation", "isolation_of", "make_backend"]
+__all__ = ["Backend", "isolation_of", "make_backend"]

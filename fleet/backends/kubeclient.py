@@ -22,6 +22,11 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import ConfigException
+from kubernetes_asyncio.config.kube_config import (
+    KUBE_CONFIG_DEFAULT_LOCATION,
+    KubeConfigLoader,
+    KubeConfigMerger,
+)
 
 from ..errors import BackendError, Conflict, PodGone, Unavailable
 from .kubeauth import ExecCredentials
@@ -43,14 +48,23 @@ async def api_client() -> client.ApiClient:
         # kubelet rotates) every minute (incluster_config.py, InClusterConfigLoader._set_config).
         config.load_incluster_config(client_configuration=cfg)
     else:
-        loader = await config.load_kube_config(
-            config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg
-        )
+        loader = await asyncio.to_thread(kube_config_loader, os.environ.get("KUBECONFIG"))
+        await loader.load_and_set(cfg)
         credentials = ExecCredentials.install(loader, cfg)
     api = client.ApiClient(cfg)
     await api.rest_client.close()  # the default one, never used: no deadline, no keepalive
     api.rest_client = KubeRest(cfg, credentials.unauthorized if credentials else None)
     return api
+
+
+def kube_config_loader(path: str | None) -> KubeConfigLoader:
+    """KUBECONFIG (or ~/.kube/config) read and parsed, in a thread: file reads. What
+    kubernetes_asyncio 36.1.0 `load_kube_config` does in the event loop before its
+    `load_and_set` (config/kube_config.py, `_get_kube_config_loader_for_yaml_file`)."""
+    merged = KubeConfigMerger(path or KUBE_CONFIG_DEFAULT_LOCATION)
+    return KubeConfigLoader(
+        config_dict=merged.config, config_base_path=None, config_persister=merged.save_changes
+    )
 
 
 def message_of(exc: ApiException) -> str:

@@ -67,7 +67,7 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def pod_template(settings: PodSettings, image: str) -> dict[str, Any]:
     """The pod spec shared by plain pods and Agones GameServers, of `image` (required of a
-    kubernetes profile, optional of an agones one: fleet/spec.py).
+    kubernetes profile, optional of an agones one: fleet/spec/models.py).
 
     With an outputs volume the pod has two containers (webui-image's pod
     contract): the WebUI, which runs its user's code, saves into a per-pod

@@ -58,6 +58,10 @@ _RECENT_PORTS = 512  # never hand a just-freed port to a new pod: a stale route 
 OBSERVE_SLICE = 50  # pods read between two turns of the event loop (about a millisecond)
 
 
+class _LockHeld(Exception):
+    """A claim file's lock is held by someone else: try again where waiting is allowed."""
+
+
 def _spawn(
     command: list[str],
     cwd: str | None,
@@ -108,6 +112,10 @@ class LocalBackend(Backend):
         self._started: dict[str, tuple[int, bytes]] = {}
 
     async def start(self) -> None:
+        # A thread: folders made, and each profile's isolation probed (bwrap is run once).
+        await asyncio.to_thread(self._prepare)
+
+    def _prepare(self) -> None:
         for folder in (self.records_dir, self.logs_dir, self.homes_dir):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         for profile in self.spec.profiles:
@@ -306,7 +314,12 @@ class LocalBackend(Backend):
         listener = self._listen()
         port = listener.getsockname()[1]
         slot = self._free_slot(profile)
-        uid = next_uid(self.data_dir / "pod-uids") if isolation.own_uid else None
+        # A thread: the counter's lock (flock LOCK_EX) may wait for another broker.
+        uid = (
+            await asyncio.to_thread(next_uid, self.data_dir / "pod-uids")
+            if isolation.own_uid
+            else None
+        )
         home = self.homes_dir / pod_id
         try:
             make_home(home, uid)
@@ -434,9 +447,14 @@ class LocalBackend(Backend):
         # In the event loop, not a thread: a lock, two small reads, a small write and
         # (for a pod another broker started) a /proc read, some 50 us. A thread's hop
         # cost more than that: with the loop busy it waited for the GIL at each syscall.
-        self._mark_claimed(pod_id, user, slug)
+        # The lock is only tried there: held (by another broker, for microseconds), the
+        # whole step goes to a thread, which waits for it off the loop.
+        try:
+            self._mark_claimed(pod_id, user, slug, wait=False)
+        except _LockHeld:
+            await asyncio.to_thread(self._mark_claimed, pod_id, user, slug)
 
-    def _mark_claimed(self, pod_id: str, user: str, slug: str = "") -> None:
+    def _mark_claimed(self, pod_id: str, user: str, slug: str = "", *, wait: bool = True) -> None:
         """Claim the pod for `user`: its claim file, locked, is written only when empty.
 
         The lock (flock) holds across processes (brokers share the data dir), so
@@ -459,7 +477,10 @@ class LocalBackend(Backend):
         except OSError as exc:
             raise BackendError(f"cannot record the claim of pod {pod_id}: {exc}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise _LockHeld from None
             held = os.pread(fd, CLAIM_MAX, 0)
             if held and held != mine:
                 raise Conflict(f"pod {pod_id} is already claimed by someone else")

@@ -20,6 +20,9 @@
 -- ARGV[5] now
 -- ARGV[6] created (unix seconds)
 -- ARGV[7] claimed at (unix seconds, from the pod's record)
+-- ARGV[8] optional: the user's groups, JSON text, kept on a new claim ("" = unknown)
+-- ARGV[9], ARGV[10] optional: the group limits, as claim.lua takes them: checked again
+--         here, since two brokers may both have been told "go" for one last place
 --
 -- Publishes (fleet/events.py) `claim PROFILE USER` for a new claim.
 --
@@ -28,6 +31,8 @@
 --   {"existing", field, value, ...}   the user's claim (on this pod, or another: orphan)
 --   {"new", field, value, ...}        the claim just written, plus queued_at
 --   {"gone"}                          the pod is being deleted, or someone else's
+--   {"limited", kind, group, limit, held}  a group limit applies: nothing written
+--@include _groups
 --@include _write_claim
 local user, profile, pod, addr, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
@@ -44,6 +49,10 @@ local holder = redis.call('HGET', KEYS[3], 'user')
 if state == 'deleting' or (holder and holder ~= user) then
   return {'gone'}
 end
+local refused = group_refusal(user, ARGV[9], ARGV[10])
+if refused then
+  return refused
+end
 local queued_at = redis.call('ZSCORE', KEYS[8], user) or ''
 if not state then
   redis.call('HSET', KEYS[3], 'id', pod, 'profile', profile, 'created', ARGV[6])
@@ -52,4 +61,4 @@ redis.call('ZREM', KEYS[4], pod)
 redis.call('ZREM', KEYS[5], pod)
 local k = {pod = KEYS[3], claim = KEYS[2], claimed = KEYS[6], activity = KEYS[7],
            queue = KEYS[8], seen = KEYS[9]}
-return write_claim(k, user, profile, pod, addr, ARGV[7], now, queued_at)
+return write_claim(k, user, profile, pod, addr, ARGV[7], now, queued_at, ARGV[8] or '')

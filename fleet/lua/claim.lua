@@ -25,6 +25,13 @@
 --         a request that is not user activity (an idle tab polling) must not
 --         start a new session; asked here so that it costs no Redis call of its own.
 --         A user who already holds a claim (a newer session) is routed to it.
+-- ARGV[8] optional: the user's groups, JSON text, kept on a new claim ("" = unknown)
+-- ARGV[9] optional: JSON [[group, max_sessions], ...], the user's groups with a session limit
+-- ARGV[10] optional: JSON [group, ...], the user's groups whose daily GPU budget is spent
+--         (both from fleet.yaml's groups:, fleet/spec/groups.py; "" = none). A NEW claim
+--         is refused, and the user leaves the queue, when one applies (_groups.lua):
+--         refused, not queued behind the limit, since a limit can last for hours and
+--         a person held in line for it would hold up everyone behind them.
 --
 -- Publishes (fleet/events.py) `claim PROFILE USER` for a new claim, `queue PROFILE USER`
 -- when the user joins the queue. Pod keys come from the prelude's pod_key (fleet/scripts.py).
@@ -37,6 +44,8 @@
 --                                        (when the user joined the queue; "" = never queued)
 --   {"wait", position, queue_length}     1-based position in the queue
 --   {"go", queued_at}                    reserve mode: allocate now
+--   {"limited", kind, group, limit, held}  a group limit applies (_groups.lua)
+--@include _groups
 --@include _write_claim
 local user, profile, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local grace = tonumber(ARGV[4])
@@ -54,6 +63,13 @@ end
 -- The notice stops only a NEW claim: checked after the existing one (issue 17, item 8).
 if ARGV[7] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then
   return {'ended'}
+end
+
+local refused = group_refusal(user, ARGV[9], ARGV[10])
+if refused then
+  redis.call('ZREM', KEYS[6], user)
+  redis.call('ZREM', KEYS[7], user)
+  return refused
 end
 
 -- Forget waiting users who left (no sign of life within the grace period).
@@ -85,7 +101,7 @@ while ahead < redis.call('ZCARD', KEYS[3]) do
     local addr = redis.call('HGET', pod_hash, 'addr') or ''
     local k = {pod = pod_hash, claim = KEYS[2], claimed = KEYS[4], activity = KEYS[5],
                queue = KEYS[6], seen = KEYS[7]}
-    return write_claim(k, user, profile, pod, addr, ARGV[3], now, queued_at)
+    return write_claim(k, user, profile, pod, addr, ARGV[3], now, queued_at, ARGV[8] or '')
   end
 end
 

@@ -19,7 +19,9 @@
 -- Publishes (fleet/events.py) `release PROFILE USER` when a stale claim was deleted.
 -- Returns 1 when a stale claim was deleted, 2 when only a stray activity entry
 -- was, 0 when nothing was stale.
+-- The user leaves the holders of the claim's groups (_groups.lua).
 --@include _tell
+--@include _groups
 local pod = redis.call('HGET', KEYS[1], 'pod')
 if ARGV[2] == '' then
   if pod then
@@ -37,11 +39,15 @@ if state and state ~= 'deleting' and redis.call('HGET', pod_hash, 'user') == ARG
 end
 local profile = redis.call('HGET', KEYS[1], 'profile') or ''
 local since = tonumber(redis.call('HGET', KEYS[1], 'since')) or 0
+local groups = redis.call('HGET', KEYS[1], 'groups') or ''
+local node = redis.call('HGET', pod_hash, 'node') or ''
 local seen = redis.call('ZSCORE', KEYS[2], ARGV[1])
+leave_groups(ARGV[1], groups)
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 publish(EVENT.release, profile, ARGV[1])
 if ARGV[4] and ARGV[4] ~= '' then
-  tell_ended(KEYS[3], ARGV[4], ARGV[1], pod, profile, ARGV[3], ARGV[5], since, seen)
+  tell_ended(KEYS[3], ARGV[4], ARGV[1], pod, profile, ARGV[3], ARGV[5], since, seen,
+             groups, node)
 end
 return 1

@@ -23,8 +23,11 @@
 -- from fleet/keys.py).
 -- Publishes (fleet/events.py) `release PROFILE USER` when the pod had a user, and
 -- counts that session's end in KEYS[4], once whoever ends it.
--- Returns {1, user, profile, claimed_at, node} when ended, {0} otherwise.
+-- Returns {1, user, profile, claimed_at, node, groups, slot} when ended, {0} otherwise
+-- (groups: the claim's, JSON text, "" = unknown; slot: the local backend's GPU slot).
+-- The user leaves the holders of the claim's groups (_groups.lua).
 --@include _tell
+--@include _groups
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'deleting' then
   return {0}
@@ -44,6 +47,8 @@ if ARGV[6] and ARGV[6] ~= '' and user ~= '' then
 end
 local profile = redis.call('HGET', KEYS[1], 'profile') or ''
 local claimed_at = redis.call('HGET', KEYS[1], 'claimed_at') or ''
+local node = redis.call('HGET', KEYS[1], 'node') or ''
+local groups = ''
 for _, set in ipairs({warming_key(profile), ready_key(profile), claimed_key(profile)}) do
   redis.call('ZREM', set, ARGV[1])
 end
@@ -55,13 +60,16 @@ if user ~= '' then
   local seen = redis.call('ZSCORE', KEYS[3], user)
   if redis.call('HGET', claim, 'pod') == ARGV[1] then
     since = tonumber(redis.call('HGET', claim, 'since')) or since
+    groups = redis.call('HGET', claim, 'groups') or ''
+    leave_groups(user, groups)
     redis.call('DEL', claim)
     redis.call('ZREM', KEYS[3], user)
   end
   publish(EVENT.release, profile, user)
   redis.call('HINCRBY', KEYS[4], profile .. '\t' .. ARGV[3], 1)
   if ARGV[7] and ARGV[7] ~= '' then
-    tell_ended(KEYS[5], ARGV[7], user, ARGV[1], profile, ARGV[3], ARGV[2], since, seen)
+    tell_ended(KEYS[5], ARGV[7], user, ARGV[1], profile, ARGV[3], ARGV[2], since, seen,
+               groups, node)
   end
 end
-return {1, user, profile, claimed_at, redis.call('HGET', KEYS[1], 'node') or ''}
+return {1, user, profile, claimed_at, node, groups, redis.call('HGET', KEYS[1], 'slot') or ''}

@@ -3,8 +3,22 @@ and the profile a user chose last."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
 from .. import keys, redis_text
-from ..model import Allocate, Claim, PodRecord, Queued, Rebuilding, SessionEnded, Waiting
+from ..model import (
+    Allocate,
+    Claim,
+    Limited,
+    PodRecord,
+    Queued,
+    Rebuilding,
+    SessionEnded,
+    Waiting,
+    groups_text,
+)
 from .base import StoreBase, hash_of
 
 
@@ -20,6 +34,8 @@ class ClaimStore(StoreBase):
         join_queue: bool = True,
         reserve: bool = False,
         unless_ended: bool = False,
+        groups: Iterable[str] = (),
+        bars: GroupBars | None = None,
     ) -> Claim | Waiting | Allocate:
         """Existing claim, a new claim on a Ready pod, or the user's place in the queue.
 
@@ -27,6 +43,9 @@ class ClaimStore(StoreBase):
         the user may have one now; the caller allocates and calls `bind`.
         `unless_ended`: SessionEnded, and nothing claimed, while the user
         has an unread "session ended" notice and no claim (see `unread_ended`).
+        `groups`: the user's groups, kept on a new claim (usage per group: fleet/usage.py).
+        `bars`: the limits of the user's groups (fleet.yaml's groups:): Limited, and
+        nothing claimed nor queued, when one applies to a new claim.
         """
         result = await self.scripts.claim(
             keys=[
@@ -47,9 +66,13 @@ class ClaimStore(StoreBase):
                 "1" if join_queue else "0",
                 "1" if reserve else "0",
                 "1" if unless_ended else "0",
+                groups_text(groups),
+                *(bars or NO_BARS).argv(),
             ],
         )
         kind = result[0]
+        if kind == "limited":
+            return limited(profile, result, bars or NO_BARS)
         if kind == "ended":
             return SessionEnded(profile)
         if kind == "go":
@@ -60,11 +83,14 @@ class ClaimStore(StoreBase):
             return Queued(profile, int(result[1]), int(result[2]))
         return self._claim_from(user, profile, kind, result[1:], self.clock())
 
-    async def bind(self, user: str, rec: PodRecord) -> Claim | Rebuilding | None:
+    async def bind(
+        self, user: str, rec: PodRecord, groups: Iterable[str] = (), bars: GroupBars | None = None
+    ) -> Claim | Rebuilding | Limited | None:
         """Record that the platform gave `user` the pod `rec` (bind.lua).
 
         Returns the new claim, the user's existing claim (maybe on another pod:
-        `rec` is then an orphan), Rebuilding, or None when the pod is
+        `rec` is then an orphan), Rebuilding, Limited (a group limit `bars` names was
+        reached since claim.lua said "go": nothing written), or None when the pod is
         being deleted or belongs to someone else.
         """
         now = self.clock()
@@ -87,9 +113,13 @@ class ClaimStore(StoreBase):
                 repr(now),
                 repr(rec.created or now),
                 repr(rec.claimed_at or now),
+                groups_text(groups),
+                *(bars or NO_BARS).argv(),
             ],
         )
         kind = result[0]
+        if kind == "limited":
+            return limited(rec.profile, result, bars or NO_BARS)
         if kind == "rebuilding":
             return Rebuilding(rec.profile)
         if kind == "gone":
@@ -133,3 +163,31 @@ class ClaimStore(StoreBase):
 
     async def set_choice(self, user: str, profile: str, ttl: float) -> None:
         await self.redis.set(keys.profile_choice(user), profile, ex=max(1, int(ttl)))
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBars:
+    """The limits of one person's groups, as claim.lua and bind.lua take them (ARGV 9, 10).
+
+    `sessions`: (group, max_sessions) of their groups with a session limit; `spent`: group ->
+    (daily_gpu_hours, hours used) of their groups whose budget is used up (fleet/budgets.py).
+    """
+
+    sessions: tuple[tuple[str, int], ...] = ()
+    spent: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def argv(self) -> tuple[str, str]:
+        limits = json.dumps([[g, n] for g, n in self.sessions]) if self.sessions else ""
+        return limits, json.dumps(sorted(self.spent)) if self.spent else ""
+
+
+NO_BARS = GroupBars()
+
+
+def limited(profile: str, reply: list[str], bars: GroupBars) -> Limited:
+    """claim.lua's {"limited", kind, group, limit, held}; a budget's figures come from `bars`."""
+    kind, group = str(reply[1]), str(reply[2])
+    if kind == "budget":
+        budget, used = bars.spent.get(group, (0.0, 0.0))
+        return Limited(profile, kind, group, budget, used)
+    return Limited(profile, kind, group, float(reply[3]), float(reply[4]))

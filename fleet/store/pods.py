@@ -10,8 +10,9 @@ import logging
 from collections.abc import Iterable
 
 from .. import keys, redis_text
-from ..model import Ended, PodInfo, PodState
+from ..model import Ended, PodInfo, PodState, groups_of
 from ..notices import Tell
+from ..packing import least_used_first
 from .audit import AUDIT_MAXLEN
 from .base import StoreBase
 
@@ -39,10 +40,11 @@ class PodStore(StoreBase):
         )
         return bool(added)
 
-    async def mark_ready(self, pod_id: str, profile: str, addr: str) -> bool:
+    async def mark_ready(self, pod_id: str, profile: str, addr: str, node: str = "") -> bool:
+        """Offer a warming pod for claims; `node`: where it runs (session lines, scale-down)."""
         done = await self.scripts.mark_ready(
             keys=[keys.pod(pod_id), keys.warming(profile), keys.ready(profile)],
-            args=[pod_id, repr(self.clock()), addr],
+            args=[pod_id, repr(self.clock()), addr, node],
         )
         return bool(done)
 
@@ -77,21 +79,27 @@ class PodStore(StoreBase):
         )
         if not int(result[0]):
             return None
-        ended = Ended(pod_id, result[1], result[2], float(result[3] or 0))
+        user, profile, claimed_at, node, groups, slot = result[1:7]
+        ended = Ended(pod_id, user, profile, float(claimed_at or 0), node, groups_of(groups), slot)
         if ended.user:  # end_pod.lua counted it (sdbroker_sessions_ended_total)
-            self._log_session_end(ended, reason, result[4])
+            self._log_session_end(ended, reason)
         return ended
 
-    def _log_session_end(self, ended: Ended, reason: str, node: str) -> None:
+    def _log_session_end(self, ended: Ended, reason: str) -> None:
         """One line per session end, its fields apart (`extra`): a log sink counts usage
-        from these without reading Redis, whose audit stream keeps only the last ~10,000."""
-        seconds = max(0.0, self.clock() - ended.claimed_at) if ended.claimed_at else 0.0
+        from these without reading Redis, whose audit stream keeps only the last ~10,000.
+        Every GPU-minute is attributed: user, groups at claim time, profile, pod, node,
+        GPU slot, start and end (the broker's SessionFilter adds the GPU kind and
+        gpu_seconds from the fleet file, which the store does not read)."""
+        end = self.clock()
+        seconds = max(0.0, end - ended.claimed_at) if ended.claimed_at else 0.0
         log.info(
             "session of %s on pod %s ended (%s) after %.0fs",
             ended.user, ended.pod, reason, seconds,
-            extra={"event": "session_end", "user": ended.user, "profile": ended.profile,
-                   "pod": ended.pod, "node": node, "reason": reason,
-                   "seconds": round(seconds, 1)},
+            extra={"event": "session_end", "user": ended.user, "groups": list(ended.groups),
+                   "profile": ended.profile, "pod": ended.pod, "node": ended.node,
+                   "slot": ended.slot, "start": ended.claimed_at or None, "end": end,
+                   "reason": reason, "seconds": round(seconds, 1)},
         )  # fmt: skip
 
     async def forget_pod(self, pod_id: str) -> None:
@@ -149,7 +157,19 @@ class PodStore(StoreBase):
             warming, ready, claimed, queued = await pipe.execute()
         return {"warming": warming, "ready": ready, "claimed": claimed, "queue": queued}
 
-    async def oldest_ready(self, profile: str, count: int) -> list[str]:
+    async def retire_order(self, profile: str, count: int) -> list[str]:
+        """COUNT Ready pods of PROFILE to retire: those on the least-used nodes first
+        (fleet/packing.py). Reads the profile's Ready and claimed pods' hashes: a
+        scale-down is rare, and it is one pods.lua call per 100 pods."""
         if count <= 0:
             return []
-        return redis_text.texts(await self.redis.zrange(keys.ready(profile), 0, count - 1))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrange(keys.ready(profile), 0, -1, withscores=True)
+            pipe.zrange(keys.claimed(profile), 0, -1)
+            ready, claimed = await pipe.execute()
+        since = {redis_text.text(pod_id) or "": float(score) for pod_id, score in ready}
+        found = await self.pods_by_id([*since, *redis_text.texts(claimed)])
+        node = {p.id: p.extra.get("node", "") for p in found}
+        warm = [(pod_id, node.get(pod_id, ""), at) for pod_id, at in since.items()]
+        in_use = [node[p.id] for p in found if p.state is PodState.CLAIMED]
+        return least_used_first(warm, in_use)[:count]

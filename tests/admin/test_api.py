@@ -142,7 +142,7 @@ async def test_reads_actions_and_metrics(brokers, tmp_path: Path) -> None:
         assert 'sdbroker_claims_total{profile="default",source="queued"} 1.0' in text
         assert 'sdbroker_claims_total{profile="default",source="warm"} 1.0' in text
         assert 'sdbroker_wait_seconds_count{profile="default"} 1.0' in text
-        assert 'sdbroker_reclaims_total{reason="admin"} 1.0' in text
+        assert 'sdbroker_reclaims_total{profile="default",reason="admin"} 1.0' in text
         assert 'sdbroker_proxy_requests_total{code="200"}' in text
         for name in ("sdbroker_claim_duration_seconds_count", "sdbroker_pod_start_seconds_count",
                      "sdbroker_proxy_request_duration_seconds_count", "sdbroker_websockets_open",

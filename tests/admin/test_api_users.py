@@ -73,6 +73,7 @@ async def test_users_start_end_and_history(brokers, tmp_path: Path, redis_url: s
         assert sum(pages, []) == ["carol", *sorted(seen)]
         status, page = await api.call("GET", "/users?session=true")
         assert [u["user"] for u in page["users"]] == ["carol"] and page["next"] is None
+        assert page["users"][0]["gpu_minutes"] >= 0.0
         pod = page["users"][0]["session"]["pod"]
         assert sum(await _pages(api, "session=false&limit=3"), []) == sorted(seen)
         recent = sum(await _pages(api, f"seen_after={now - 3600 * 2.5}"), [])
@@ -93,7 +94,13 @@ async def test_users_start_end_and_history(brokers, tmp_path: Path, redis_url: s
         assert (await api.call("DELETE", "/users/carol/session"))[0] == 404
         await eventually(warm, what="a warm pod again")
         assert (await api.call("POST", "/users/carol/session", {}))[0] == 201
-        assert (await api.call("DELETE", "/users/carol/session"))[0] == 200
+        assert (await api.call("DELETE", "/users/carol/session?reason=quota%0Aspent"))[0] == 200
+        [(_, entry)] = [
+            (i, f)
+            for i, f in client.xrevrange(keys.AUDIT)
+            if f.get("reason") and f["user"] == "carol"
+        ][:1]
+        assert entry["by"] == "token:ops" and entry["detail"] == "quota spent"  # one line
         status, first = await api.call("GET", "/users/carol/sessions?limit=1")
         assert status == 200 and len(first["sessions"]) == 1 and first["next"]
         status, second = await api.call(
@@ -285,3 +292,56 @@ def test_docs_list_every_endpoint_with_its_scope() -> None:
     assert doc["components"]["securitySchemes"]["header"]["name"] == "X-Sdbroker-Token"
     spec = doc["paths"]["/_broker/api/v1/spec"]["put"]
     assert "application/yaml" in spec["requestBody"]["content"] and "422" in spec["responses"]
+
+
+async def test_a_blocked_user_gets_no_webui_until_unblocked(
+    brokers, tmp_path: Path, redis_url: str
+) -> None:
+    """Issue 20: `/users` filters by blocked, so there is a blocked to filter by. Blocking
+    ends the session now (every broker's cached route goes with it), refuses any new one
+    with a page that says so, and is listed; unblocking lets the person start again."""
+    fleet = fleet_file(tmp_path / "fleet.yaml", tmp_path / "outputs", {"buffer": 1, "max": 3})
+    first = brokers(fleet=fleet, SDB_AUTH="dev", SDB_ADMIN_USERS="root", SDB_WORKERS="2")
+    root, carol = Person(first.url), Person(first.url)
+    bare = aiohttp.ClientSession()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await root.login("root")
+        await carol.login("carol")
+        pod = (await eventually(carol.whoami, what="carol's WebUI"))["pod"]
+        api = Api(bare, first.url, (await root.admin_token("ops", scopes=ALL))[0])
+
+        status, done = await api.call("PUT", "/users/carol/block?reason=abuse")
+        assert status == 200 and done["ok"] and "session ended" in done["detail"], done
+        assert (await api.call("PUT", "/users/carol/block"))[0] == 409  # once
+        assert not client.exists(keys.claim("carol"))
+        [end] = [f for _, f in client.xrevrange(keys.AUDIT) if f.get("reason") == "admin"][:1]
+        assert end["user"] == "carol" and end["pod"] == pod and end["detail"] == "blocked"
+
+        # Every process of the broker refuses her, page loads and scripts alike.
+        for _ in range(4):
+            status, _, page = await carol.page("/")
+            assert status == 403 and "Access blocked" in page and "Traceback" not in page
+            async with carol.http.get(first.url + "/stub/whoami") as resp:
+                assert resp.status == 403
+        status, _, page = await carol.page("/_broker/wait?next=/")
+        assert status == 403 and "Access blocked" in page
+        assert not client.exists(keys.claim("carol")) and not client.zcard(keys.queue("default"))
+        status, body = await api.call("POST", "/users/carol/session", {})
+        assert status == 409 and "blocked" in body["detail"]
+
+        assert sum(await _pages(api, "blocked=true"), []) == ["carol"]
+        assert "carol" not in sum(await _pages(api, "blocked=false"), [])
+        assert (await api.call("GET", "/users?blocked=maybe"))[0] == 400
+
+        status, done = await api.call("DELETE", "/users/carol/block")
+        assert status == 200 and done["ok"]
+        assert (await api.call("DELETE", "/users/carol/block"))[0] == 404
+        # Back: the page says her session ended (blocked) and its button starts a new one.
+        status, _, page = await carol.page("/")
+        assert status == 200 and "Start a new WebUI" in page
+    finally:
+        client.close()
+        await root.close()
+        await carol.close()
+        await bare.close()

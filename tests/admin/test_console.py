@@ -78,6 +78,7 @@ def test_admin_console_actions_and_who_may_use_them(
 
     # The admin reclaims carol's session from the console.
     root.locator("tr.session[data-user=carol] button.reclaim").click()
+    root.click("#confirm-button")  # the confirmation step (a reason is optional)
     root.wait_for_selector("#flash.ok")
     assert root.locator("tr.session[data-user=carol]").count() == 0
     assert "carol" in root.inner_text("#reclaims")

@@ -91,6 +91,15 @@ async def test_failing_starts_are_shown_counted_and_told_to_waiting_users(
             'sdbroker_pod_start_failures_total{profile="wrongurl",reason="start_timeout"}' in text
         )
         assert re.search(r'sdbroker_pod_start_failures_in_row\{profile="crash"\} [2-9]', text)
+        # Start times by how the start ended: a crash and a timeout are observed too.
+        for profile, status in (("crash", "failed"), ("wrongurl", "timed_out")):
+            seen = re.search(
+                rf'sdbroker_pod_start_seconds_count\{{profile="{profile}",status="{status}"\}} '
+                r"(\d+)",
+                text,
+            )
+            assert seen and int(seen.group(1)) >= 1, (profile, status, text)
+        assert 'sdbroker_pod_start_seconds_count{profile="crash",status="ready"} 0.0' in text
 
         _, _, console = await root.page("/_broker/admin")
         assert 'id="starts-crash"' in console and "Failing to start" in console

@@ -138,7 +138,8 @@ class Harness:
 @contextlib.asynccontextmanager
 async def harness(kind: str, redis_url: str, tmp: Path, *, min: int = 0, buffer: int = 2, max: int = 4,
                   nodes: int = 6, relay: bool = False, exec_ttl: float | None = None,
-                  top: str = "", start_delay: float = 0.0) -> AsyncIterator[Harness]:  # fmt: skip
+                  top: str = "", start_delay: float = 0.0,
+                  gpus_per_node: int = 1) -> AsyncIterator[Harness]:  # fmt: skip
     """`relay`: the backend reaches the simulator through a fault transport (h.relay);
     `exec_ttl`: with exec-plugin tokens valid that long; `top`: more top-level fleet YAML;
     `start_delay`: simulated seconds a pod takes to start (image pull), before its process."""
@@ -152,7 +153,7 @@ async def harness(kind: str, redis_url: str, tmp: Path, *, min: int = 0, buffer:
             sim = await stack.enter_async_context(
                 KubeSim(
                     nodes=nodes,
-                    gpus_per_node=1,
+                    gpus_per_node=gpus_per_node,
                     process_runner=STUB_RUNNER,
                     seed=7,
                     autoscaler_sync=AUTOSCALER_SYNC,

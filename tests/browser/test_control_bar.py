@@ -136,6 +136,7 @@ def test_a_stop_posted_from_another_site_is_refused(alice) -> None:
         assert answer.value.status == 403
     finally:
         server.shutdown()
+        server.server_close()  # its listening socket
     assert claimed_pod(client, "alice") == pod
 
 

@@ -79,6 +79,7 @@ def test_another_site_cannot_open_alices_webui_websocket(alice: tuple[Broker, Pa
         assert visit.title() == "refused"
     finally:
         evil.shutdown()
+        evil.server_close()  # its listening socket
 
 
 def test_a_webui_cannot_replace_the_brokers_session_cookie(alice: tuple[Broker, Page]) -> None:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Browser, BrowserContext
 
-from broker.cookies import CSRF_COOKIE, HOST_PREFIX, SESSION_COOKIE
+from broker.security.cookies import CSRF_COOKIE, HOST_PREFIX, SESSION_COOKIE
 from tests.support.procs import Broker, wait_for, write_fleet
 
 from .tls import TlsFront

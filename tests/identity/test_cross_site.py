@@ -16,7 +16,7 @@ import re
 import aiohttp
 import pytest
 
-from broker.cookies import HOST_PREFIX, SESSION_COOKIE
+from broker.security.cookies import HOST_PREFIX, SESSION_COOKIE
 from tests.support.procs import Broker, wait_for
 from tests.test_proxy import as_user, claimed
 

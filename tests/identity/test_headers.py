@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from broker.signing import Signer
+from broker.security.signing import Signer
 from tests.support.procs import Broker
 
 from .helpers import assert_spoofs_dropped, request, websocket_status

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from broker.signing import Signer
+from broker.security.signing import Signer
 from tests.support.procs import Broker, wait_for
 
 from .helpers import (

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from broker.cookies import SESSION_COOKIE
+from broker.security.cookies import SESSION_COOKIE
 from tests.support.procs import Broker, wait_for
 
 from .helpers import Browser, login, request

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from broker.access import AccessPolicy, parse_address
 from broker.cli import load_settings
 from broker.identity import Identity
-from broker.redirects import safe_next
+from broker.security.access import AccessPolicy, parse_address
+from broker.security.redirects import safe_next
 
 from .helpers import OPEN_REDIRECTS
 

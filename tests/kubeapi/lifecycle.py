@@ -65,12 +65,14 @@ class PodLifecycle:
         self.pods: dict[tuple[str, str], PodSim] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kicked = False
+        self._closed = False
         self._session: aiohttp.ClientSession | None = None
 
     def start(self) -> None:
         self.store.subscribe(PODS, self._on_change)
 
     async def close(self) -> None:
+        self._closed = True  # a scheduling pass asked for before now starts no kubelet
         for p in self.pods.values():
             if p.process:
                 p.process.kill()
@@ -110,6 +112,8 @@ class PodLifecycle:
 
     def _schedule_pending(self) -> None:
         self._kicked = False
+        if self._closed:
+            return
         for p in list(self.pods.values()):
             if p.node is not None or p.deleting or p.terminal:
                 continue

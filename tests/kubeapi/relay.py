@@ -90,6 +90,11 @@ class Relay:
             )
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # Ended by stop(): returns, as CPython 3.11's start_server callback
+            # (asyncio/streams.py, connection_made) calls task.exception() on a
+            # cancelled task and reports the CancelledError; 3.12 checks first.
+            pass
         finally:
             self._tasks.discard(task)
             if not flow.silent:

@@ -65,4 +65,4 @@ def test_a_cronjob_reapers_reclaim_reaches_the_metrics(brokers, redis_url, tmp_p
     beat = after[("sdbroker_heartbeat_timestamp_seconds", (("component", "reaper"),))]
     assert beat > 0
     # The broker's own counter saw nothing: the reclaim was not its.
-    assert after[("sdbroker_reclaims_total", (("reason", "idle"),))] == 0
+    assert after[("sdbroker_reclaims_total", (("profile", "default"), ("reason", "idle")))] == 0

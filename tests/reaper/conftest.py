@@ -59,8 +59,11 @@ async def until(predicate: Callable[[], Awaitable[object]], timeout: float = 20.
         await asyncio.sleep(0.05)
 
 
-def reclaims(reason: str) -> float:
-    return REGISTRY.get_sample_value("sdbroker_reclaims_total", {"reason": reason}) or 0.0
+def reclaims(reason: str, profile: str = "default") -> float:
+    return (
+        REGISTRY.get_sample_value("sdbroker_reclaims_total", {"profile": profile, "reason": reason})
+        or 0.0
+    )
 
 
 class Harness:

@@ -194,8 +194,11 @@ def plain_server(directory: Path, *extra: str, below: int = 65536) -> ServerProc
     return ServerProcess(redis_server_binary(), args, port, directory / "redis.log")
 
 
-def sentinel(directory: Path, master_port: int, master: str = "mymaster") -> ServerProcess:
-    """A sentinel watching 127.0.0.1:master_port (quorum 2 of 3, down after 1 s)."""
+def sentinel(
+    directory: Path, master_port: int, master: str = "mymaster", password: str | None = None
+) -> ServerProcess:
+    """A sentinel watching 127.0.0.1:master_port (quorum 2 of 3, down after 1 s);
+    `password`: the sentinel's own AUTH (sentinel.conf `requirepass`, Redis 5.0.1 on)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = directory / "sentinel.conf"  # sentinel rewrites its config: a file of its own
@@ -204,7 +207,7 @@ def sentinel(directory: Path, master_port: int, master: str = "mymaster") -> Ser
         f"sentinel monitor {master} 127.0.0.1 {master_port} 2\n"
         f"sentinel down-after-milliseconds {master} 1000\n"
         f"sentinel failover-timeout {master} 5000\n"
-        f"sentinel parallel-syncs {master} 1\n"
+        f"sentinel parallel-syncs {master} 1\n" + (f"requirepass {password}\n" if password else "")
     )
     return ServerProcess(redis_server_binary(), [str(conf), "--sentinel"], port,
                          directory / "sentinel.log")  # fmt: skip

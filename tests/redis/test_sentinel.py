@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import redis as sync_redis
 
-from fleet import keys
-from fleet.redis_client import connect_redis
+from fleet import StoreUnavailable, keys
+from fleet.redis_client import RedisConfigError, connect_redis
 from tests.redis.servers import ServerProcess, plain_server, sentinel
 from tests.support.procs import wait_for
 
@@ -121,3 +121,40 @@ def test_a_broker_follows_a_failover(group: Group, brokers, tmp_path: Path) -> N
         assert promoted.hget(keys.claim("bob"), "pod") == bob["pod"]
     assert group.role(old) == "slave"  # so no claim could have been written there
     assert whoami(broker.url, "ann")["pod"] == ann["pod"]
+
+
+async def test_sentinels_with_their_own_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sentinels behind `requirepass`: SDB_REDIS_SENTINEL_PASSWORD_FILE gets through, and
+    without it the error names the sentinels, never a traceback of client reprs. Before,
+    nothing could authenticate to a guarded sentinel (docs: "reached without AUTH")."""
+    master = plain_server(tmp_path / "master").start()
+    guarded = sentinel(tmp_path / "s", master.port, MASTER, password="sentinel-secret").start()
+    url = f"redis+sentinel://127.0.0.1:{guarded.port}/{MASTER}/0"
+    try:
+        monkeypatch.delenv("SDB_REDIS_SENTINEL_PASSWORD_FILE", raising=False)
+        client = connect_redis(url)
+        try:
+            with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{guarded.port}"):
+                await client.set("guarded", "1")
+        finally:
+            await client.aclose()
+
+        secret = tmp_path / "sentinel-password"
+        secret.write_text("sentinel-secret\n")
+        monkeypatch.setenv("SDB_REDIS_SENTINEL_PASSWORD_FILE", str(secret))
+        client = connect_redis(url)
+        try:
+            await client.set("guarded", "1")
+        finally:
+            await client.aclose()
+        with sync_redis.Redis(port=master.port, decode_responses=True) as direct:
+            assert direct.get("guarded") == "1"
+
+        # The setting means nothing without Sentinel: refused at start, by name.
+        with pytest.raises(RedisConfigError, match="SDB_REDIS_SENTINEL_PASSWORD_FILE"):
+            connect_redis(f"redis://127.0.0.1:{master.port}/0")
+    finally:
+        guarded.stop()
+        master.stop()

@@ -48,6 +48,7 @@ def test_second_person_waits_and_enters_by_themselves(
     root = log_in(browser, broker.url, "root", then="/_broker/admin")
     root.wait_for_selector("#sessions")
     root.locator("tr.session[data-user=alice] button.reclaim").click()
+    root.click("#confirm-button")  # the confirmation step (a reason is optional)
     root.wait_for_selector("#flash")
     assert "reclaimed the session of alice" in root.inner_text("#flash")
     assert root.locator("tr.session[data-user=alice]").count() == 0

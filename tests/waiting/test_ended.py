@@ -112,3 +112,30 @@ async def test_without_a_claim_the_notice_still_stops_background_requests(
         assert not await client.zcard(keys.queue("default"))
     finally:
         await client.aclose()
+
+
+async def test_the_waiting_page_and_its_stream_claim_nothing_while_the_notice_is_unread(
+    brokers, tmp_path: Path, redis_url: str
+) -> None:
+    """A waiting page reloaded (or left open) after the session ended elsewhere: the page
+    shows the ended page, its event stream says `ended`, and neither claims a pod.
+    Before, both claimed a new WebUI for a person who had not asked for one."""
+    fleet = fleet_file(tmp_path / "fleet.yaml", tmp_path / "outputs", {"buffer": 1, "max": 3})
+    broker = brokers(fleet=fleet, **HEADER_ENV)
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    html = {**ANN, "Accept": "text/html"}
+    try:
+        await client.set(keys.ended("ann"), '{"reason": "admin"}', ex=600)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(broker.url + "/_broker/wait?next=/", headers=html) as resp:
+                page = await resp.text()
+            assert "Start a new WebUI" in page and "An administrator ended your session" in page
+            async with http.get(broker.url + "/_broker/events?next=/", headers=ANN) as resp:
+                assert resp.status == 200
+                body = (await asyncio.wait_for(resp.content.read(), 10)).decode()
+            assert "event: ended" in body and "event: ready" not in body
+        assert not await client.exists(keys.claim("ann"))
+        assert not await client.zcard(keys.queue("default"))
+        assert await client.exists(keys.ended("ann"))  # still unread: the button reads it
+    finally:
+        await client.aclose()

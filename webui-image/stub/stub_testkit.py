@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import json
 import time
@@ -46,6 +47,7 @@ class TestKit:
         app.router.add_post("/stub/upload", self.upload)
         app.router.add_get("/stub/ws-echo", self.ws_echo)
         app.router.add_get("/stub/set-cookie", self.set_cookie)
+        app.router.add_get("/stub/page", self.page)
 
     async def whoami(self, request: web.Request) -> web.Response:
         """Whose pod this is and who the broker says is asking."""
@@ -65,6 +67,35 @@ class TestKit:
         for name, value in request.query.items():
             response.headers.add("Set-Cookie", f"{name}={value}; Path=/")
         return response
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        """An HTML page shaped as asked, for what a proxy may do to pages: ``pad=N`` bytes
+        of comment, ``gzip=1`` compressed whatever the request accepts, ``chunked=1``
+        without Content-Length, ``hide=1`` a stylesheet hiding every element, ``end=0``
+        no ``</body>``. The request's Accept-Encoding is echoed in ``#encoding``."""
+        pad = "x" * int(_number(request, "pad", 0, 0, 64 << 20))
+        style = "<style>* { display: none !important; }</style>" if "hide" in request.query else ""
+        accepted = request.headers.get("Accept-Encoding", "")
+        text = (
+            f"<!doctype html><html><head><title>stub page</title>{style}</head><body>"
+            f'<h1 id="page">stub page of {self.pod_id}</h1>'
+            f'<p id="encoding">{json.dumps(accepted)}</p><!--{pad}-->'
+            + ("</body></html>\n" if request.query.get("end") != "0" else "")
+        )
+        body = text.encode()
+        headers = {"Content-Type": "text/html; charset=utf-8"}
+        if request.query.get("gzip") == "1":
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        if request.query.get("chunked") != "1":
+            return web.Response(body=body, headers=headers)
+        resp = web.StreamResponse(headers=headers)
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for at in range(0, len(body), CHUNK):
+            await resp.write(body[at : at + CHUNK])
+        await resp.write_eof()
+        return resp
 
     async def echo_headers(self, request: web.Request) -> web.Response:
         """Every request header, names lower-cased, repeats joined by ", " so none hide."""

@@ -1,15 +1,13 @@
-"""The admin's fleet sizing file (fleet.yaml): its models, rules and loader.
+"""The fleet file's shape: one pydantic model per block, strict and closed.
 
-Every mistake in the file comes back as `FILE:LINE: field: message`, all of
-them at once, never a traceback, so the admin fixes the file in one pass.
 Rules comparing fields are validators that raise errors located at the
-offending field (see `fail_at`), so pydantic collects them with type errors.
+offending field (see `fail_at`), so pydantic collects them with type errors
+and the admin reads every mistake at its line (`load.py`, `report.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -19,15 +17,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from .durations import Duration
-from .spec_report import SpecError, SpecIssue, got, issues_at, message
-from .spec_types import (
+from ..durations import Duration
+from .groups import GroupRules
+from .types import (
     PLACEHOLDER,
     PLACEHOLDERS,
     AbsPath,
@@ -45,28 +42,16 @@ from .spec_types import (
     Text,
     TimeZoneName,
     fail_at,
-    split_rule,
 )
-from .yamlfile import Loc, YamlSyntaxError, load_yaml
-
-__all__ = [
-    "ActivityRules",
-    "AgonesProfile",
-    "FleetSpec",
-    "KubernetesProfile",
-    "KubernetesVolumes",
-    "LocalProfile",
-    "PodSettings",
-    "Profile",
-    "ScheduleEntry",
-    "SpecError",
-    "SpecIssue",
-    "load_spec",
-    "parse_spec",
-    "split_rule",
-]
+from .yamlfile import Loc
 
 BACKENDS = ("local", "kubernetes", "agones")
+#: reclaim_when_gone of a profile that names none, per probe kind: only ComfyUI's page
+#: holds a connection for its whole life (its frontend opens `/ws` at load and reconnects
+#: when it drops: ComfyUI web/scripts/api.js, ComfyApi.#createSocket). Gradio 3 (the
+#: pinned A1111) keeps nothing open while idle, and an `http:` WebUI is unknown, so there
+#: a closed tab cannot be told from an idle one: off.
+GONE_BY_DEFAULT: dict[str, str] = {"comfyui": "2m"}
 DEFAULT_MAX_SESSION = 12 * 3600.0  # seconds; the file's max_session when it names none
 GroupName = Annotated[Text, Field(min_length=1)]  # as the identity provider spells it
 
@@ -227,13 +212,30 @@ class Profile(_Model):
     start_timeout: PositiveDuration = 600.0
     # A hard cap on one session of this profile, busy or not (null: the file's max_session).
     max_session: PositiveDuration | None = None
+    # End a session this long after its user's last tab closed, unless it generates (null:
+    # never; only the idle timeout). Default on only where the WebUI itself keeps a
+    # connection open for the page's life (GONE_BY_DEFAULT; docs/operations.md, Idle reclaim).
+    reclaim_when_gone: PositiveDuration | None = None
     # Only members of one of these groups (the identity's groups) may use it; []: everyone.
     allowed_groups: list[GroupName] = []
+    # The broker adds its bar (one <script> tag, broker/proxy/overlay.py) to the WebUI's
+    # own page. Off unless asked: it rewrites HTML the WebUI made, which an admin turns
+    # on knowing their WebUI (a CSP without 'self', an extension that owns the corner).
+    overlay: bool = False
     activity: ActivityRules | None = None
     schedule: list[ScheduleEntry] = []
     local: LocalProfile | None = None
     kubernetes: KubernetesProfile | None = None
     agones: AgonesProfile | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gone_default_by_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "reclaim_when_gone" not in data:
+            default = GONE_BY_DEFAULT.get(str(data.get("probe", "a1111")))
+            if default is not None:
+                return {**data, "reclaim_when_gone": default}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -312,7 +314,7 @@ class Profile(_Model):
         return self.model_copy(update={k: v for k, v in sizes.items() if v is not None})
 
 
-def _fleet_problems(backend: str | None, profiles: list[tuple[int, Any]]) -> list[tuple[Loc, str]]:
+def fleet_problems(backend: str | None, profiles: list[tuple[int, Any]]) -> list[tuple[Loc, str]]:
     """Rules across profiles. Works on validated Profiles and on raw mappings alike,
     so they are still checked when some other part of the file is broken."""
     problems: list[tuple[Loc, str]] = []
@@ -355,11 +357,13 @@ class FleetSpec(_Model):
     outputs: str = "./data/outputs"
     timezone: TimeZoneName = "UTC"
     profiles: list[Profile] = Field(min_length=1)
+    # Limits on groups of people, by group name (fleet/spec/groups.py); {}: none.
+    groups: dict[GroupName, GroupRules] = {}
     _source_text: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _profiles_fit_backend(self) -> FleetSpec:
-        fail_at(_fleet_problems(self.backend, list(enumerate(self.profiles))))
+        fail_at(fleet_problems(self.backend, list(enumerate(self.profiles))))
         return self
 
     @property
@@ -375,69 +379,21 @@ class FleetSpec(_Model):
                 return p.max_session
         return self.max_session
 
+    def gone_after(self, profile: str) -> float | None:
+        """Seconds after its user's last tab closed that a session of `profile` ends
+        (None: never for that reason; a profile removed by a reload: never)."""
+        for p in self.profiles:
+            if p.name == profile:
+                return p.reclaim_when_gone
+        return None
+
+    def overlay(self, profile: str) -> bool:
+        """Does a page of `profile` get the broker's bar? (a profile removed by a reload: no)"""
+        return any(p.name == profile and p.overlay for p in self.profiles)
+
     def profile(self, name: str) -> Profile:
         """The profile called `name`; KeyError names the ones that exist."""
         for profile in self.profiles:
             if profile.name == name:
                 return profile
         raise KeyError(f"no profile '{name}' (have: {', '.join(p.name for p in self.profiles)})")
-
-
-# --- loading and error reporting ---
-
-
-def load_spec(path: str | Path) -> FleetSpec:
-    """Read and validate a fleet file; SpecError lists every mistake with its line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError([SpecIssue(str(path), 1, "file", f"cannot read: {exc.strerror}")]) from None
-    except UnicodeDecodeError:
-        raise SpecError([SpecIssue(str(path), 1, "file", "is not UTF-8 text")]) from None
-    return parse_spec(text, str(path))
-
-
-def _not_text(data: object, loc: Loc = ()) -> Iterator[tuple[Loc, str]]:
-    """Where a key or value holds a lone surrogate, which no encoding can write."""
-    if isinstance(data, str):
-        try:
-            data.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            yield loc, f"holds {data[exc.start]!r}, half of a surrogate pair: not a character"
-    elif isinstance(data, dict):
-        for key, value in data.items():
-            yield from _not_text(key, loc)
-            yield from _not_text(value, (*loc, str(key)))
-    elif isinstance(data, list):
-        for i, value in enumerate(data):
-            yield from _not_text(value, (*loc, i))
-
-
-def parse_spec(text: str, filename: str = "<fleet.yaml>") -> FleetSpec:
-    """Validate fleet YAML given as text (hot reload keeps the text in Redis)."""
-    try:
-        doc = load_yaml(text)
-    except YamlSyntaxError as exc:
-        raise SpecError([SpecIssue(filename, exc.line, "syntax", exc.message)]) from None
-    shape = "a mapping with backend: and profiles:"
-    if doc.data is None:
-        raise SpecError([SpecIssue(filename, 1, "file", f"is empty; expected {shape}")])
-    if not isinstance(doc.data, dict):
-        found = got(doc.data).removeprefix("got ")
-        raise SpecError([SpecIssue(filename, 1, "file", f"must be {shape}, not {found}")])
-    broken = list(_not_text(doc.data))
-    if broken:  # escaped lone surrogates ("\ud800") load from YAML but are no characters
-        raise SpecError(issues_at(doc, filename, broken))
-    try:
-        spec = FleetSpec.model_validate(doc.data)
-    except ValidationError as exc:
-        problems = [(tuple(e["loc"]), message(e, FleetSpec)) for e in exc.errors()]
-        raw = doc.data.get("profiles")
-        backend = doc.data.get("backend")
-        if isinstance(raw, list):
-            problems += _fleet_problems(
-                backend if backend in BACKENDS else None, list(enumerate(raw))
-            )
-        raise SpecError(issues_at(doc, filename, problems)) from None
-    spec._source_text = text
-    return spec

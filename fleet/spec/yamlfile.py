@@ -91,6 +91,14 @@ def load_yaml(text: str) -> YamlDocument:
         raise YamlSyntaxError(line, _describe(exc)) from None
     except YAMLError as exc:  # reader errors (bad characters) carry no mark
         raise YamlSyntaxError(1, str(exc).strip().splitlines()[0]) from None
+    except (IndexError, ValueError) as exc:
+        # ruamel.yaml 0.19.1 itself fails on some scalars: `-_` resolves as an int and
+        # constructor.py construct_yaml_int indexes the empty digits. No line is known.
+        raise YamlSyntaxError(
+            1,
+            f"the YAML reader failed on this text ({type(exc).__name__}: {exc}); "
+            "look for a value like `-_` that should be quoted",
+        ) from None
     return YamlDocument(data=to_plain(tree), tree=tree)
 
 

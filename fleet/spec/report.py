@@ -58,6 +58,7 @@ _MESSAGES = {
     "int_parsing": "must be a whole number",
     "int_from_float": "must be a whole number",
     "float_type": "must be a number",
+    "finite_number": "must be a finite number",
     "float_parsing": "must be a number",
     "string_type": "must be a string",
     "bool_type": "must be true or false",
@@ -92,7 +93,7 @@ def message(error: ErrorDetails, root: type[BaseModel]) -> str:
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
         return f"unknown field (did you mean '{close[0]}'?)" if close else "unknown field"
     if loc and loc[-1] == "[key]":
-        return "key must be a string"
+        return "key must not be empty" if kind.endswith("too_short") else "key must be a string"
     if kind in ("too_short", "string_too_short"):
         size = ctx.get("min_length", 1)
         return "must not be empty" if size == 1 else f"must have at least {size} items"

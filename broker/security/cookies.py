@@ -38,7 +38,7 @@ def secure_cookies(request: web.Request) -> bool:
     """Whether our cookies are `__Host-` and Secure: the public origin's scheme when
     SDB_PUBLIC_URL is set (the browser's view, whatever hop reached us), else this
     request's."""
-    from .appkeys import SETTINGS  # here: appkeys imports auth, which imports this module
+    from ..appkeys import SETTINGS  # here: appkeys imports auth, which imports this module
 
     settings = request.app.get(SETTINGS)
     if settings is not None and settings.public_url:

@@ -1,6 +1,6 @@
 """Value types of the fleet file: each checks one thing and says what it wants.
 
-Kept apart from the models in `spec.py` so the models read as the file's shape
+Kept apart from the models in `models.py` so the models read as the file's shape
 and this module as its vocabulary. Messages are what the admin will read.
 """
 
@@ -23,8 +23,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from .durations import Duration
-from .probes import kind_of
+from ..durations import Duration
+from ..probes import kind_of
 from .yamlfile import Loc
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "WS", "*")

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .identity import Identity
+from ..identity import Identity
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..settings import Settings
 
 #: Dot-atom local part (RFC 5322 3.2.3) without quoted strings or comments.
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")

@@ -1,0 +1,24 @@
+"""The answer to a person an admin blocked (broker/admin/ops.py block): asked only where
+a new session could start (a route-cache miss, the waiting page, the API's start), so a
+request to a WebUI already routed costs nothing more. Blocking ends the session, which
+clears every broker's cached route (the `release` event)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .appkeys import STORE
+from .pages import problem
+
+BLOCKED_TITLE = "Access blocked"
+BLOCKED_DETAIL = (
+    "An administrator blocked your access to WebUIs, so none is started for you. "
+    "Your outputs are kept. Ask an administrator if you think this is a mistake."
+)
+
+
+async def blocked_answer(request: web.Request, user: str) -> web.StreamResponse | None:
+    """A 403 page (or JSON for scripts) when USER is blocked; None otherwise."""
+    if not await request.app[STORE].is_blocked(user):
+        return None
+    return problem(request, 403, BLOCKED_TITLE, BLOCKED_DETAIL)
