@@ -119,8 +119,18 @@ def run(argv: list[str] | None = None) -> Report:
         with open(www / "big.bin", "wb") as f:
             f.truncate(size)  # sparse: costs no disk, reads as zeros from the page cache
         redis = stack.redis()
-        command = ["python", str(NGINX_POD), "--port", "{port}", "--pod-id", "{pod}", "--root", str(www),
-                   "--nginx", nginx or "", "--tmp-base", str(stack.dir / "nginx")]  # fmt: skip
+        command = [
+            "python",
+            str(NGINX_POD),
+            "--port",
+            "{port}",
+            "--pod-id",
+            "{pod}",
+            "--root",
+            str(www),
+            "--nginx",
+            nginx or "",
+        ]  # fmt: skip  (nginx's files: the sandbox's own /tmp)
         fleet = write_fleet(stack.dir / "fleet.yaml", command=command, outputs=stack.dir / "outputs",
                             buffer=1, max=2, probe="http:/internal/ping")  # fmt: skip
         broker = stack.broker(stack.dir / "data", fleet, redis.url)

@@ -199,7 +199,9 @@ def run(argv: list[str] | None = None) -> Report:  # noqa: C901
             (www / name).write_bytes(os.urandom(size))
         redis = stack.redis()
         command = ["python", str(NGINX_POD), "--port", "{port}", "--pod-id", "{pod}", "--root", str(www),
-                   "--nginx", nginx or "", "--tmp-base", str(stack.dir / "nginx")]  # fmt: skip
+                   "--nginx", nginx or ""]  # fmt: skip
+        if args.isolation == "none":  # a sandboxed pod sees the host read-only: its own /tmp
+            command += ["--tmp-base", str(stack.dir / "nginx")]
         fleet = write_fleet(stack.dir / "fleet.yaml", command=command, outputs=stack.dir / "outputs",
                             buffer=1, max=2, probe="http:/internal/ping",
                             isolation=args.isolation)  # fmt: skip

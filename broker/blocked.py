@@ -8,6 +8,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from .appkeys import STORE
+from .ended import session_ended
+from .identity import Identity
 from .pages import problem
 
 BLOCKED_TITLE = "Access blocked"
@@ -22,3 +24,12 @@ async def blocked_answer(request: web.Request, user: str) -> web.StreamResponse 
     if not await request.app[STORE].is_blocked(user):
         return None
     return problem(request, 403, BLOCKED_TITLE, BLOCKED_DETAIL)
+
+
+async def held_back(request: web.Request, identity: Identity) -> web.StreamResponse | None:
+    """Why no new session starts for this person now, if there is a reason: blocked (403),
+    or an unread "session ended" notice (its page and Start button, or a 409)."""
+    blocked = await blocked_answer(request, identity.user)
+    if blocked is not None:
+        return blocked
+    return await session_ended(request, identity.user, identity.groups)

@@ -20,7 +20,7 @@ from . import chooser, logs, waiting
 from .activity import ActivityRecorder
 from .admission import authenticate
 from .appkeys import ACTIVITY, FLEET, HTTP, PODS, ROUTER, SETTINGS
-from .blocked import blocked_answer
+from .blocked import held_back
 from .ended import session_ended
 from .identity import Identity
 from .metrics import redis_error
@@ -136,12 +136,9 @@ async def _before_a_claim(request: web.Request, identity: Identity) -> web.Strea
     closed = await chooser.closed_site(request, identity)
     if closed is not None:
         return closed
-    blocked = await blocked_answer(request, identity.user)
-    if blocked is not None:
-        return blocked
-    ended = await session_ended(request, identity.user, identity.groups)
-    if ended is not None:
-        return ended
+    held = await held_back(request, identity)
+    if held is not None:
+        return held
     return await chooser.needs_choice(request, identity, request.path_qs)
 
 

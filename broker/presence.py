@@ -30,7 +30,7 @@ from fleet import FleetStore, StoreUnavailable
 
 from .admission import authenticate
 from .identity import Identity
-from .pages import problem
+from .streams import capped, event_stream
 
 log = logging.getLogger(__name__)
 
@@ -135,32 +135,19 @@ async def presence_stream(request: web.Request) -> web.StreamResponse:
     identity = await authenticate(request)
     if not isinstance(identity, Identity):
         return identity
-    streams = request.app[PRESENCE_STREAMS]
-    if streams[identity.user] >= STREAMS_PER_USER:
-        return problem(
-            request,
-            429,
-            "Too many open pages",
-            f"You have {STREAMS_PER_USER} pages of this site open already. Close some.",
-            retry_after=30,
-        )
-    streams[identity.user] += 1
-    try:
-        return await _hold(request, identity)
-    finally:
-        streams[identity.user] -= 1
-        if streams[identity.user] <= 0:
-            del streams[identity.user]
+    return await capped(
+        request,
+        request.app[PRESENCE_STREAMS],
+        identity.user,
+        STREAMS_PER_USER,
+        f"You have {STREAMS_PER_USER} pages of this site open already. Close some.",
+        30,
+        lambda: _hold(request, identity),
+    )
 
 
 async def _hold(request: web.Request, identity: Identity) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }  # fmt: skip
-    )
+    response = event_stream()
     await response.prepare(request)
     with request.app[PRESENCE].tab(identity.user):
         try:

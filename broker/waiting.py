@@ -54,15 +54,15 @@ from fleet import (
 
 from .admission import authenticate
 from .appkeys import FLEET, ROUTER, STORE
-from .blocked import blocked_answer
+from .blocked import blocked_answer, held_back
 from .chooser import needs_choice
-from .ended import session_ended
 from .identity import Identity
 from .limits import limit_response
 from .metrics import redis_error
 from .pages import problem, wants_html
 from .routing import Router
 from .security.redirects import safe_next
+from .streams import capped, event_stream
 
 log = logging.getLogger(__name__)
 WAIT_PATH = "/_broker/wait"
@@ -239,12 +239,9 @@ async def wait_page(request: web.Request) -> web.StreamResponse:
     try:
         # An unread "session ended" notice: the ended page and its button, never a claim
         # (a bookmarked or reloaded waiting page must not start what the person ended).
-        blocked = await blocked_answer(request, identity.user)
-        if blocked is not None:
-            return blocked
-        ended = await session_ended(request, identity.user, identity.groups)
-        if ended is not None:
-            return ended
+        held = await held_back(request, identity)  # blocked, or an unread notice: no claim
+        if held is not None:
+            return held
         result = await request.app[ROUTER].route(identity.user, groups=identity.groups)
         if isinstance(result, Claim):
             raise web.HTTPFound(target)
@@ -314,34 +311,21 @@ async def events(request: web.Request) -> web.StreamResponse:
         blocked = None  # the stream says Redis is out of reach
     if blocked is not None:
         return blocked
-    streams = app[EVENT_STREAMS]
-    if streams[identity.user] >= STREAMS_PER_USER:
-        return problem(
-            request,
-            429,
-            "Too many open pages",
-            f"You have {STREAMS_PER_USER} waiting pages open already. Close some and reload.",
-            retry_after=10,
-        )
-    streams[identity.user] += 1
-    try:
-        return await _stream(request, identity, target)
-    finally:
-        streams[identity.user] -= 1
-        if streams[identity.user] <= 0:
-            del streams[identity.user]
+    return await capped(
+        request,
+        app[EVENT_STREAMS],
+        identity.user,
+        STREAMS_PER_USER,
+        f"You have {STREAMS_PER_USER} waiting pages open already. Close some and reload.",
+        10,
+        lambda: _stream(request, identity, target),
+    )
 
 
 async def _stream(request: web.Request, identity: Identity, target: str) -> web.StreamResponse:
     app = request.app
     room, router, store = app[WAITING_ROOM], app[ROUTER], app[STORE]
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }  # fmt: skip
-    )
+    response = event_stream()
     await response.prepare(request)
     waiting: Waiting | None = None
     last_claim = 0.0

@@ -53,6 +53,10 @@ WARMING_TICK = 0.25  # probe starting pods this often: a Ready pod is offered wi
 MIN_FULL_GAP = 0.25  # seconds between the end of a full pass and the start of the next, at least
 SCALE_GAP = 0.1  # claims, releases and queue joins gathered this long into one light pass
 ORPHAN_GRACE = 30.0  # an indexed pod without a record may be one being created right now
+#: A pod that was Ready has been seen: without its record it was deleted (Agones deletes an
+#: Unhealthy GameServer at once), and its user must not wait ORPHAN_GRACE to be told. A
+#: few seconds absorb a watch that reconnects and relists meanwhile.
+LOST_GRACE = 3.0
 MAX_BACKOFF = 60.0
 #: A longer pass is cut short (a call on a dead path, say), or its lead, renewed all along,
 #: would keep every other controller idle while nothing is done; the next pass finishes it.
@@ -351,7 +355,10 @@ class Controller:
             return
         health = self.health.setdefault(pod.profile, ProfileHealth())
         if rec is None:
-            if now - pod.created > ORPHAN_GRACE:
+            was_ready = pod.ready_at > 0 and pod.state is not PodState.WARMING
+            if now - (pod.ready_at if was_ready else pod.created) > (
+                LOST_GRACE if was_ready else ORPHAN_GRACE
+            ):
                 await self._end(pod.id, "dead", "pod no longer exists")
             return
         if rec.phase in (Phase.GONE, Phase.FAILED):

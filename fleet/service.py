@@ -238,7 +238,8 @@ class Fleet:
     async def pod_unreachable(self, claim: Claim) -> bool:
         """The proxy could not reach the user's pod: end the claim if the pod is gone.
 
-        Returns True when the claim was ended (the user gets a new pod next time).
+        Returns True when the claim was ended, here or a moment before by someone else
+        (the user gets a new pod next time).
         """
         try:
             rec = await self.backend.phase_of(claim.pod)
@@ -257,7 +258,11 @@ class Fleet:
         ended = await self.store.end_pod(
             claim.pod, why, only_user=claim.user, tell=Tell("proxy", reason)
         )
-        return ended is not None
+        if ended is not None:
+            return True
+        # Ended already (the controller heard the process exit first): ended all the same.
+        current = await self.store.lookup(claim.user)
+        return current is None or current.pod != claim.pod
 
 
 async def stop_fleet(store: FleetStore, backend: Backend, spec: FleetSpec) -> None:

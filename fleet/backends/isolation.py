@@ -207,7 +207,10 @@ def sandbox_argv(
     own home and its user's outputs folder, writable. No --die-with-parent:
     a pod outlives a broker restart and is adopted again.
     """
-    args = [bwrap, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    # /tmp as /tmp is (1777): as root, a tmpfs is root's 0755, and the pod's uid could
+    # write no temp file (gradio's uploads). `--perms` before `--tmpfs`: bwrap 0.8.0.
+    args = [bwrap, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--tmpfs", "/tmp"]  # fmt: skip
     for device in sorted(Path("/dev").glob("nvidia*")):  # the GPUs, where there are any
         args += ["--dev-bind", str(device), str(device)]
     emptied = ["/tmp", *sorted(hidden, key=lambda p: p.count("/"))]

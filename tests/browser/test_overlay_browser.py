@@ -43,7 +43,8 @@ def test_the_bar_shows_the_person_and_their_clock_survives_the_webui_css_and_hol
 ) -> None:
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET.format(outputs=tmp_path / "out", stub=STUB))
-    broker = brokers(fleet=fleet, SDB_AUTH="dev")
+    # Presence counts reach Redis at each activity flush (default 10 s).
+    broker = brokers(fleet=fleet, SDB_AUTH="dev", SDB_ACTIVITY_FLUSH="0.3s")
     wait_for(lambda: len(broker.pod_records()) >= 1, 20, what="a warm pod")
     page = support.log_in(browser, broker.url, "alice")
     page.wait_for_selector("#pod-id", timeout=30_000)  # the stub WebUI's own page

@@ -165,7 +165,9 @@ async def test_a_killed_pod_leaves_a_notice_so_polling_claims_no_new_pod(
         assert notice["reason"] == "dead" and notice["pod"] == dead
         assert "log" not in json.dumps(notice)  # the pod's log path is for admins only
         [event] = [e for _, e in client.xrange(keys.AUDIT) if e.get("pod") == dead]
-        assert event["reason"] == "dead" and event["by"] == first
+        # The proxy's variant: the controller, woken by the process's exit (the local
+        # backend's doorbell), may end it first; either way the notice is there.
+        assert event["reason"] == "dead" and event["by"] in (first, "controller")
 
         async with http.get(broker.url + "/", headers=as_user("ann", Accept="text/html")) as resp:
             page = await resp.text()

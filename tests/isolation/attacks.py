@@ -41,6 +41,14 @@ def _write(path: str) -> str:
     return f"wrote {path}"
 
 
+def _own_tmp() -> str:
+    """Not an attack: a WebUI needs a /tmp of its own (gradio's uploads go there)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile() as f:
+        return f"wrote {f.name}"
+
+
 def _redis_ping(address: str) -> str:
     """`host:port` or a unix socket path; PING, as any Redis client would."""
     if address.startswith("/"):
@@ -100,4 +108,5 @@ def attacks(t: dict[str, str]) -> dict[str, str]:
         "victim's image": _try(_read, t["victim_image"]),
         "write to victim": _try(_write, f"{t['victim_outputs']}/planted.png"),
         "other processes": _try(_other_processes),
+        "own /tmp": _try(_own_tmp),
     }

@@ -125,6 +125,9 @@ async def run_attacks(brokers, redis_server, tmp_path: Path, isolation: str) -> 
         results = await alice.json("POST", "/attack", targets)
     finally:
         await asyncio.gather(bob.http.close(), alice.http.close())
+    # What a WebUI must keep: a writable /tmp of its own (as root with a uid per pod,
+    # the sandbox's tmpfs was root's 0755 and every temp file failed).
+    assert results.pop("own /tmp").startswith("ok"), results
     assert set(results) == ATTACKS
     return results
 
@@ -229,6 +232,7 @@ def test_a_broker_that_is_not_root_still_sandboxes(redis_server, complete_isolat
             neighbour.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    assert results.pop("own /tmp").startswith("ok"), results  # its own, in its user namespace
     worked = {name for name, r in results.items() if not r.startswith("refused")}
     assert worked == {"victim's images", "victim's image", "write to victim"}, results
 
