@@ -54,7 +54,9 @@ MIN_FULL_GAP = 0.25  # seconds between the end of a full pass and the start of t
 SCALE_GAP = 0.1  # claims, releases and queue joins gathered this long into one light pass
 ORPHAN_GRACE = 30.0  # an indexed pod without a record may be one being created right now
 #: A pod that was Ready has been seen: without its record it was deleted (Agones deletes an
-#: Unhealthy GameServer at once), and its user must not wait ORPHAN_GRACE to be told. A
+#: Unhealthy GameServer at once: v1.56.0 pkg/gameserversets/controller.go,
+#: computeReconciliationAction, `case GameServerStateUnhealthy: scheduleDeletion(gs)`),
+#: and its user must not wait ORPHAN_GRACE to be told. A
 #: few seconds absorb a watch that reconnects and relists meanwhile.
 LOST_GRACE = 3.0
 MAX_BACKOFF = 60.0
