@@ -55,6 +55,7 @@ from bench.harness import (
     wait_ready_pods,
     write_fleet,
 )
+from fleet.backends.isolation import decide_for
 
 P99_TARGET = 0.050
 POD_BUDGET = 16 << 20  # memory we plan per light pod, with a margin
@@ -235,6 +236,9 @@ def run(argv: list[str] | None = None) -> Report:
         fleet = write_fleet(stack.dir / "fleet.yaml", command=command, outputs=stack.dir / "outputs",
                             buffer=n_users, max=n_users, probe="a1111")  # fmt: skip
         data = stack.dir / "data"  # the local backend's records: shared by both brokers
+        isolation_seen = decide_for(
+            "auto", "default", command, data, str(stack.dir / "outputs")
+        ).describe()
         started = time.monotonic()
         brokers = [stack.broker(data, fleet, redis.url, env=BROKER_ENV) for _ in range(2)]
         say(f"brokers on {', '.join(b.url for b in brokers)}; warming {n_users} pods")
@@ -324,7 +328,8 @@ def run(argv: list[str] | None = None) -> Report:
         + ", ".join(
             f"{name} {n}" for name, n in sorted(redis_calls.items(), key=lambda kv: -kv[1])
         ),
-        f"Pods: {len(pod_rss)} bench/tiny_pod.py processes (`python -S`, probe a1111), RSS median "
+        f"Pods: {len(pod_rss)} bench/tiny_pod.py processes (`python -S`, probe a1111, "
+        f"isolation here: {isolation_seen}), RSS median "
         f"{pod_rss[len(pod_rss) // 2] / 2**20:.1f} MiB; all Ready {warm_seconds:.0f} s after the first broker started."
         if pod_rss
         else "Pods: none found.",

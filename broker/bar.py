@@ -10,17 +10,9 @@ secret: the WebUI's own scripts share the page and may read all of it.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from aiohttp import web
 
-from fleet import StoreUnavailable
-
-from .admission import authenticate
-from .home import HOME_PATH, status_of
-from .identity import Identity
-from .metrics import redis_error
-from .pages import problem
+from .home import status_json
 from .proxy import OVERLAY_SCRIPT, OVERLAY_SCRIPT_PATH, OVERLAY_VERSION
 
 DATA_PATH = "/_broker/overlay.json"
@@ -42,18 +34,9 @@ async def script(request: web.Request) -> web.StreamResponse:
 
 
 async def data(request: web.Request) -> web.StreamResponse:
-    """GET /_broker/overlay.json: who is logged in and their WebUI's clock (seconds)."""
-    identity = await authenticate(request)
-    if not isinstance(identity, Identity):
-        return identity
-    try:
-        status = await status_of(request.app, identity.user)
-    except StoreUnavailable:
-        redis_error()
-        return problem(request, 503, "Temporarily unavailable",
-                       "The broker cannot reach its database.", retry_after=5)  # fmt: skip
-    body = {"user": identity.user, "home": HOME_PATH, **asdict(status)}
-    return web.json_response(body, headers={"Cache-Control": "no-store"})
+    """GET /_broker/overlay.json: who is logged in and their WebUI's clock (seconds): the
+    home page's /_broker/status, with the user and the home page's address."""
+    return await status_json(request, who=True)
 
 
 def add_routes(app: web.Application) -> None:

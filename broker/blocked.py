@@ -19,11 +19,17 @@ BLOCKED_DETAIL = (
 )
 
 
+def blocked_page(request: web.Request) -> web.Response:
+    """The 403 page (or JSON for scripts) of a blocked person; also what a claim refused in
+    Redis because of a block (fleet's Blocked: a page that waited since before it) gets."""
+    return problem(request, 403, BLOCKED_TITLE, BLOCKED_DETAIL)
+
+
 async def blocked_answer(request: web.Request, user: str) -> web.StreamResponse | None:
     """A 403 page (or JSON for scripts) when USER is blocked; None otherwise."""
     if not await request.app[STORE].is_blocked(user):
         return None
-    return problem(request, 403, BLOCKED_TITLE, BLOCKED_DETAIL)
+    return blocked_page(request)
 
 
 async def held_back(request: web.Request, identity: Identity) -> web.StreamResponse | None:

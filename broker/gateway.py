@@ -109,7 +109,7 @@ def forward(
         connect_timeout=settings.proxy_connect_timeout,
         read_timeout=settings.proxy_read_timeout,
         body_timeout=settings.client_timeout,
-        relay=relay_page if page else None,
+        relay=functools.partial(relay_page, max_page=settings.overlay_max_page) if page else None,
     )
 
 

@@ -108,8 +108,10 @@ async def home_page(request: web.Request) -> web.StreamResponse:
     return form_page(request, "home.html", context, user=identity.user)
 
 
-async def status_json(request: web.Request) -> web.StreamResponse:
-    """GET /_broker/status: the same figures for the page's live countdown."""
+async def status_json(request: web.Request, *, who: bool = False) -> web.StreamResponse:
+    """GET /_broker/status: the same figures for the page's live countdown, never cached.
+    `who`: with who is logged in and this page's address, as the bar shows them
+    (/_broker/overlay.json, broker/bar.py)."""
     identity = await authenticate(request)
     if not isinstance(identity, Identity):
         return identity
@@ -119,7 +121,8 @@ async def status_json(request: web.Request) -> web.StreamResponse:
         redis_error()
         return problem(request, 503, "Temporarily unavailable",
                        "The broker cannot reach its database.", retry_after=5)  # fmt: skip
-    return web.json_response(asdict(status))
+    body = {"user": identity.user, "home": HOME_PATH} if who else {}
+    return web.json_response(body | asdict(status), headers={"Cache-Control": "no-store"})
 
 
 async def stop(request: web.Request) -> web.StreamResponse:

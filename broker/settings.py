@@ -29,6 +29,8 @@ DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][
 
 
 AUTO_WORKERS = 8  # SDB_WORKERS=auto never starts more (each process holds ~70 MiB)
+SIZE = re.compile(r"(\d{1,12})\s*(B|KiB|MiB|GiB)?")
+SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
 
 def auto_workers() -> int:
@@ -68,6 +70,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def byte_size(value: object, low: int, high: int) -> int:
+    """A size setting in bytes: `8MiB`, `512KiB`, `65536` (KiB, MiB, GiB are 1024-based),
+    from LOW to HIGH bytes; anything else is refused with a message saying so."""
+    text = str(value).strip() if isinstance(value, str | int) else ""
+    found = SIZE.fullmatch(text)
+    size = int(found[1]) * SIZE_UNITS[found[2]] if found else -1
+    if not low <= size <= high:
+        raise ValueError(
+            f"{value!r} is not a size from {low >> 10}KiB to {high >> 20}MiB "
+            "(a number of bytes, or with KiB, MiB or GiB: 8MiB)"
+        )
+    return size
 
 
 def _split(value: object) -> list[Any]:
@@ -129,6 +145,9 @@ class Settings(BaseSettings):
     # An idle browser connection, a slow request head or a stalled upload.
     client_timeout: Duration = Field(75.0, gt=0)
     access_log: bool | None = None  # unset: on with SDB_LOG_FORMAT=json (broker.logs)
+    # The overlay (fleet.yaml `overlay`): a bigger page passes without the bar; each of up
+    # to 8 pages held at once costs the broker this much (broker/proxy/overlay.py).
+    overlay_max_page: int = 8 << 20
     # Waiting room, admin, metrics (issue 6).
     metrics_cidrs: Annotated[list[IPNetwork], NoDecode] = []
     history_interval: Duration = Field(30.0, ge=1.0)
@@ -192,6 +211,11 @@ class Settings(BaseSettings):
         if problem := problems.get(f"SDB_{name.upper()}"):
             raise ValueError(problem)
         return value
+
+    @field_validator("overlay_max_page", mode="before")
+    @classmethod
+    def _page_size(cls, value: object) -> int:
+        return byte_size(value, 1 << 10, 256 << 20)
 
     @field_validator("trusted_proxies", "metrics_cidrs", mode="before")
     @classmethod

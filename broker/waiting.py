@@ -33,6 +33,7 @@ from aiohttp import web
 
 from fleet import (
     Autoscaler,
+    Blocked,
     Claim,
     Eta,
     Event,
@@ -54,7 +55,7 @@ from fleet import (
 
 from .admission import authenticate
 from .appkeys import FLEET, ROUTER, STORE
-from .blocked import blocked_answer, held_back
+from .blocked import blocked_answer, blocked_page, held_back
 from .chooser import needs_choice
 from .identity import Identity
 from .limits import limit_response
@@ -183,7 +184,12 @@ class WaitingRoom:
                 if outlook.max == 1
                 else f"All {outlook.max} {profile.display_name} WebUIs are"
             )
-            message = f"{every} in use. You get the next one that frees up."
+            message = f"{every} in use. " + (
+                "You get the next one that frees up."
+                if position <= 1
+                else f"You get one after the {position - 1} "
+                f"{'person' if position == 2 else 'people'} ahead of you in line."
+            )
         return {
             "position": position,
             "queue": queue,
@@ -195,6 +201,9 @@ class WaitingRoom:
 
 
 WAITING_ROOM = web.AppKey("waiting_room", WaitingRoom)
+#: Said while a person's place is further back than it was: in a line served by priority
+#: (fleet.yaml's groups:), a newcomer of a higher priority goes ahead of people waiting.
+WENT_BACK = " Your place went back: someone whose group is served first joined ahead of you."
 #: Open /_broker/events streams per user, in this process. Each costs a few Redis
 #: calls a second (300 of one user's made ~1,100 commands/s): a person has a few
 #: tabs, not hundreds.
@@ -207,6 +216,8 @@ async def respond(request: web.Request, identity: Identity, result: Waiting) -> 
     (a group's limit: its page, 429 JSON; nobody waits in line for one)."""
     if isinstance(result, Limited):
         return limit_response(request, identity, result)
+    if isinstance(result, Blocked):  # blocked after the broker's own check: claim.lua saw it
+        return blocked_page(request)
     target = safe_next(request.path_qs)
     if wants_html(request) and request.method == "GET":
         raise web.HTTPFound(f"{WAIT_PATH}?{urlencode({'next': target})}")
@@ -247,6 +258,8 @@ async def wait_page(request: web.Request) -> web.StreamResponse:
             raise web.HTTPFound(target)
         if isinstance(result, Limited):
             return limit_response(request, identity, result)
+        if isinstance(result, Blocked):
+            return blocked_page(request)
         status = await request.app[WAITING_ROOM].status(result)
     except StoreUnavailable:
         redis_error()
@@ -328,6 +341,7 @@ async def _stream(request: web.Request, identity: Identity, target: str) -> web.
     response = event_stream()
     await response.prepare(request)
     waiting: Waiting | None = None
+    went_back = False  # said until the place moves forward again
     last_claim = 0.0
     try:
         await response.write(b"retry: 2000\n\n")
@@ -342,13 +356,17 @@ async def _stream(request: web.Request, identity: Identity, target: str) -> web.
                 )
                 if isinstance(state, Claim):
                     event = _sse("ready", {"next": target})
-                elif isinstance(state, SessionEnded | Limited):  # the page reloads into the
-                    # ended page, or the page of the group's limit (no place in line is kept)
+                elif isinstance(state, SessionEnded | Limited | Blocked):  # the page reloads
+                    # into the ended page, the group's limit or the blocked page (no place kept)
                     await response.write(_sse("ended", {"next": target}))
                     return response
                 else:
+                    went_back = _went_back(waiting, state, went_back)
                     waiting = state
-                    event = _sse("status", await room.status(waiting))
+                    status = await room.status(waiting)
+                    if went_back and "message" in status:
+                        status["message"] += WENT_BACK
+                    event = _sse("status", status)
             except StoreUnavailable:  # Redis calls only: a closed tab (a failed write) is none
                 redis_error()
                 state = None
@@ -360,6 +378,16 @@ async def _stream(request: web.Request, identity: Identity, target: str) -> web.
             await room.changed(waiting.profile if waiting else "", TICK)
     except ConnectionResetError:  # the tab closed: its place lasts SDB_QUEUE_GRACE more
         return response
+
+
+def _went_back(before: Waiting | None, now: Waiting, said: bool) -> bool:
+    """Whether the stream says the place went back: it grew since the last status, or it
+    did earlier and has not moved forward since (the page never says it moved forward)."""
+    if not (isinstance(before, Queued) and isinstance(now, Queued) and before.position > 0):
+        return False
+    if now.position > before.position:
+        return True
+    return said and now.position == before.position
 
 
 def add_routes(app: web.Application) -> None:

@@ -21,7 +21,15 @@ import time
 
 from prometheus_client import multiprocess
 
-from fleet import EmbeddedRedis, FleetSpec, FleetStore, connect_redis, make_backend, stop_fleet
+from fleet import (
+    EmbeddedRedis,
+    FleetSpec,
+    FleetStore,
+    connect_redis,
+    die_with_parent,
+    make_backend,
+    stop_fleet,
+)
 
 from .metrics import MULTIPROC_DIR
 from .settings import Settings
@@ -101,7 +109,16 @@ def _listening(host: str, port: int) -> bool:
 
 
 def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "broker", "serve", "--worker"], env=env)
+    """A worker that stops (SIGTERM, so it drains) when this supervisor dies, even by
+    SIGKILL: an orphaned worker would go on serving the port unsupervised, with the
+    metrics folder gone and no fleet stop at the end."""
+    supervisor = os.getpid()
+    return subprocess.Popen(
+        [sys.executable, "-m", "broker", "serve", "--worker"],
+        env=env,
+        # The main thread forks: PR_SET_PDEATHSIG follows the forking thread.
+        preexec_fn=lambda: die_with_parent(supervisor),
+    )
 
 
 def _stops_pods(settings: Settings) -> bool:

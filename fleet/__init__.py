@@ -16,7 +16,7 @@ from .autoscale import Autoscaler, SizeError
 from .backends import Backend, isolation_of, make_backend
 from .controller import Controller, Doorbell
 from .durations import Duration, parse_duration
-from .embedded_redis import EmbeddedRedis
+from .embedded_redis import EmbeddedRedis, die_with_parent
 from .errors import BackendError, Conflict, FleetError, PodGone, StoreUnavailable
 from .events import Event, Handler, Kind, LogObserver
 from .forecast import Eta, Outlook, estimate, read_outlook
@@ -24,6 +24,7 @@ from .history import History, samples_kept
 from .leader import LeaderLock
 from .listener import listen
 from .model import (
+    Blocked,
     Candidate,
     Claim,
     Limited,
@@ -65,6 +66,7 @@ __all__ = [
     "classifier_for",
     "Conflict",
     "connect_redis",
+    "die_with_parent",
     "Controller",
     "Doorbell",
     "Duration",
@@ -136,5 +138,6 @@ __all__ = [
     "UsageBy",
     "Waiting",
     "Limited",
+    "Blocked",
     "WebUIKind",
 ]

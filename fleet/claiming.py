@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 
 from .errors import FleetError
-from .model import Allocate, Claim, Limited, Rebuilding, Retry, Waiting
+from .model import Allocate, Blocked, Claim, Limited, Rebuilding, Retry, Waiting, record_groups
 from .probes import make_probe
 from .slug import slugify
 from .store.claims import GroupBars
@@ -41,6 +41,25 @@ class ClaimStrategy(Protocol):
     ) -> Claim | Waiting: ...  # fmt: skip
 
 
+async def _ask(
+    fleet: Fleet, user: str, name: str, join_queue: bool, unless_ended: bool,
+    groups: tuple[str, ...], bars: GroupBars | None, *, reserve: bool = False,
+) -> Claim | Waiting | Allocate:  # fmt: skip
+    """claim.lua, as both strategies ask it; `reserve` (the platform allocates): Allocate
+    instead of taking a pod when the user may have one now."""
+    return await fleet.store.claim(
+        user,
+        name,
+        queue_grace=fleet.queue_grace,
+        join_queue=join_queue,
+        reserve=reserve,
+        unless_ended=unless_ended,
+        groups=groups,
+        bars=bars,
+        priority=fleet.priority_of(groups),
+    )
+
+
 class TakeReadyPod:
     """The index holds the Ready pods: claim.lua takes one, then it is bound here."""
 
@@ -50,15 +69,7 @@ class TakeReadyPod:
     ) -> Claim | Waiting:  # fmt: skip
         bars = await fleet.group_bars(groups)
         for _ in range(BIND_ATTEMPTS):
-            result = await fleet.store.claim(
-                user,
-                name,
-                queue_grace=fleet.queue_grace,
-                join_queue=join_queue,
-                unless_ended=unless_ended,
-                groups=groups,
-                bars=bars,
-            )
+            result = await _ask(fleet, user, name, join_queue, unless_ended, groups, bars)
             if isinstance(result, Allocate):  # only asked for with reserve=True
                 raise AssertionError("claim.lua answered 'go' without reserve")
             if not isinstance(result, Claim) or not result.new:
@@ -75,7 +86,7 @@ class TakeReadyPod:
 class AllocateFromPlatform:
     """Claim for a backend that picks the pod itself (Agones GameServerAllocation).
 
-    Redis decides whose turn it is (queue rules unchanged), a per-user lock
+    Redis decides whose turn it is (the line's rules, priority included), a per-user lock
     makes concurrent first requests allocate once, the backend allocates
     (a retry returns the same GameServer), and bind.lua records the claim.
     """
@@ -88,15 +99,8 @@ class AllocateFromPlatform:
         token = secrets.token_hex(8)
         deadline = time.monotonic() + ALLOCATE_LOCK_TTL
         while True:
-            result = await fleet.store.claim(
-                user,
-                name,
-                queue_grace=fleet.queue_grace,
-                join_queue=join_queue,
-                reserve=True,
-                unless_ended=unless_ended,
-                groups=groups,
-                bars=bars,
+            result = await _ask(
+                fleet, user, name, join_queue, unless_ended, groups, bars, reserve=True
             )
             if not isinstance(result, Allocate):
                 return result
@@ -119,16 +123,19 @@ class AllocateFromPlatform:
         backend = fleet.backend
         for _ in range(BIND_ATTEMPTS):
             try:
-                rec = await backend.allocate(profile, user, slug)
+                rec = await backend.allocate(
+                    profile, user, slug, record_groups(groups, fleet.spec.groups)
+                )
             except FleetError as exc:  # e.g. answers lost: the controller adopts what was allocated
                 log.warning("allocation for %s failed: %s", user, exc)
                 return Retry(name)
             if rec is None:  # nothing Ready on the platform: wait in line
                 if join_queue:
-                    return await fleet.store.join_queue(user, name)
+                    return await fleet.store.join_queue(user, name, fleet.priority_of(groups))
                 return Retry(name)
             bound = await fleet.store.bind(user, rec, groups, bars)
-            if isinstance(bound, Limited):  # the group's last place went meanwhile: give it back
+            if isinstance(bound, Limited | Blocked):  # the group's last place went, or an
+                # admin blocked them, meanwhile: give it back
                 with contextlib.suppress(FleetError):
                     await backend.delete(rec.id)
                 return bound

@@ -32,9 +32,16 @@ def redis_server_binary() -> Path:
     return path
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError):
+def die_with_parent(parent: int | None = None) -> None:
+    """For `preexec_fn`: SIGTERM this child when the process that forked it dies.
+
+    With `parent` (that process's pid), a child whose parent died between the
+    fork and the prctl exits at once instead of living on as an orphan.
+    """
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 class EmbeddedRedis:
@@ -69,7 +76,7 @@ class EmbeddedRedis:
             args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             start_new_session=True,  # a terminal's Ctrl-C is for the broker, which stops Redis last
         )
         loop = asyncio.get_running_loop()

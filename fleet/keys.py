@@ -101,8 +101,18 @@ def claimed(profile: str) -> str:
 
 
 def queue(profile: str) -> str:
-    """Sorted set user -> time they joined the waiting queue (FIFO)."""
+    """Sorted set user -> time they joined the waiting queue (the line's order: queue_order)."""
     return f"{PREFIX}queue:{profile}"
+
+
+def queue_order(profile: str) -> str:
+    """Sorted set user -> place in the waiting line: the same users as `queue`, scored by join
+    time minus priority x PRIORITY_STEP (fleet/lua/_line.lua), so the line is served by
+    (priority desc, join time asc) while `queue` keeps the plain join time for everyone
+    who reads it (the wait metric, the console, bind.lua's queued_at). Additive: a broker
+    that knows only `queue` writes no entry here; the controller's pass adds it
+    (drop_waiters.lua)."""
+    return f"{PREFIX}queue-order:{profile}"
 
 
 def queue_seen(profile: str) -> str:

@@ -74,6 +74,38 @@ def groups_of(text: str) -> tuple[str, ...]:
     return tuple(n for n in names if isinstance(n, str))
 
 
+#: The groups written on a pod's own record (a Kubernetes or GameServer annotation, the
+#: local claim file) so that a claim rebuilt after a Redis loss keeps them (max_sessions,
+#: usage by group). Bounded: Kubernetes caps all of an object's annotations at 256 KiB
+#: together (apimachinery `pkg/api/validation/objectmeta.go`, TotalAnnotationSizeLimitB).
+RECORD_GROUPS_BYTES = 8 * 1024
+RECORD_GROUP_NAME = 256  # characters of one name kept on a record; a longer one is left off
+
+
+def record_groups(groups: Iterable[str], first: Iterable[str] = ()) -> str:
+    """`groups_text` of the groups a pod's record keeps, within RECORD_GROUPS_BYTES: the
+    ones in `first` (fleet.yaml's groups: the limits) before the rest, so that a person in
+    hundreds of groups still has their limited ones counted after a rebuild."""
+    wanted = {g for g in groups if len(g) <= RECORD_GROUP_NAME}
+    named = set(first)
+    kept: list[str] = []
+    size = 1  # the closing bracket; each name adds its JSON and a bracket or comma
+    for name in sorted(wanted, key=lambda g: (g not in named, g)):
+        size += len(json.dumps(name).encode()) + 1
+        if size > RECORD_GROUPS_BYTES:
+            break
+        kept.append(name)
+    return groups_text(kept)
+
+
+def record_groups_of(text: str) -> tuple[str, ...]:
+    """Groups read back from a pod's record, checked as `record_groups` writes them: an
+    oversized or malformed value is no groups (the record still names its user)."""
+    if len(text.encode()) > RECORD_GROUPS_BYTES:
+        return ()
+    return tuple(sorted({g for g in groups_of(text) if 0 < len(g) <= RECORD_GROUP_NAME}))
+
+
 # --- what a claim can come to besides a Claim: one type per outcome, matched by callers ---
 
 
@@ -130,7 +162,15 @@ class Limited:
     held: float
 
 
-Waiting = Queued | Retry | Rebuilding | SessionEnded | Limited
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """Refused: an admin blocked the user (fleet/store/blocks.py), found by the claim script
+    itself, so a page that was waiting before the block claims nothing (out of line too)."""
+
+    profile: str
+
+
+Waiting = Queued | Retry | Rebuilding | SessionEnded | Limited | Blocked
 """Every outcome of a claim that has no pod to route to (`isinstance` takes it too)."""
 
 
@@ -153,6 +193,7 @@ class PodRecord:
     reason: str = ""  # why it is failed or still starting (ImagePullBackOff, Unschedulable...)
     terminating: bool = False  # deletion asked for and under way: do not ask again
     node_lost: bool = False  # its node stopped answering: out of reach, perhaps for good
+    groups: tuple[str, ...] = ()  # its user's groups, as the claim wrote them (record_groups)
     extra: dict[str, str] = field(default_factory=dict)  # backend details kept in Redis
 
 

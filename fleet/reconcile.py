@@ -38,7 +38,7 @@ from . import keys
 from .backends.base import Backend
 from .errors import Conflict, FleetError, PodGone
 from .events import Event, Kind
-from .model import Phase, PodRecord, PodState
+from .model import Phase, PodRecord, PodState, groups_text, record_groups
 from .slug import slugify
 from .store import FleetStore
 
@@ -77,6 +77,7 @@ async def reattach(store: FleetStore, rec: PodRecord) -> Reattached:
             repr(now),
             repr(rec.created or now),
             repr(rec.claimed_at),
+            groups_text(rec.groups),
         ],
     )
     kind = str(result[0])
@@ -217,7 +218,8 @@ class Reconciler:
             if now - claim.since < REBIND_AFTER:
                 continue
             try:
-                await self.backend.mark_claimed(pod.id, pod.user, slugify(pod.user))
+                groups = record_groups(claim.groups)
+                await self.backend.mark_claimed(pod.id, pod.user, slugify(pod.user), groups)
             except (Conflict, PodGone, FleetError) as exc:
                 log.warning("pod %s: cannot write %s's claim on it: %s", pod.id, pod.user, exc)
                 continue

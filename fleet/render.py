@@ -32,7 +32,7 @@ def render_profile(profile: Profile) -> list[dict[str, Any]]:
     if not block.image:
         raise RenderError(f"profile {profile.name}: agones.image is required to render a Fleet")
     labels = {MANAGED_BY: "sdbroker", "app.kubernetes.io/name": WEBUI_NAME, PROFILE: profile.name}
-    pod = _pod_template(profile.name, block, block.image, labels)
+    pod = _pod_template(profile.name, block, block.image, labels, profile.keep_settings)
     fleet: dict[str, Any] = {
         "apiVersion": "agones.dev/v1",
         "kind": "Fleet",
@@ -76,8 +76,8 @@ def render_profile(profile: Profile) -> list[dict[str, Any]]:
     return [fleet]
 
 
-def _pod(block: AgonesProfile, image: str) -> dict[str, Any]:
-    pod = pod_template(block, image)
+def _pod(block: AgonesProfile, image: str, keep_settings: bool = True) -> dict[str, Any]:
+    pod = pod_template(block, image, keep_settings=keep_settings)
     # The Agones SDK sidecar needs the service account token; Agones keeps it
     # from the WebUI container itself.
     pod.pop("automountServiceAccountToken", None)
@@ -109,7 +109,7 @@ def _pod(block: AgonesProfile, image: str) -> dict[str, Any]:
 
 
 def _pod_template(
-    name: str, block: AgonesProfile, image: str, labels: dict[str, str]
+    name: str, block: AgonesProfile, image: str, labels: dict[str, str], keep_settings: bool = True
 ) -> dict[str, Any]:
     """The GameServer's pod template, with the labels the NetworkPolicies select.
 
@@ -128,7 +128,7 @@ def _pod_template(
             f"profile {name}: agones.pod_template holds raw pod fields (metadata:, spec:); "
             f"move {', '.join(stray)} under spec: or metadata:"
         )
-    template = {"metadata": {"labels": dict(labels)}, "spec": _pod(block, image)}
+    template = {"metadata": {"labels": dict(labels)}, "spec": _pod(block, image, keep_settings)}
     return deep_merge(template, copy.deepcopy(extra))
 
 

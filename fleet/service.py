@@ -24,12 +24,13 @@ from .backends.base import Backend
 from .budgets import GroupBudgets
 from .errors import Conflict, FleetError, PodGone, StoreUnavailable
 from .events import Event, Kind
-from .model import Claim, Ended, Phase, Retry, Waiting
+from .model import Claim, Ended, Phase, Retry, Waiting, record_groups
 from .notices import NODE_LOST, Tell
 from .probes import make_probe
 from .reconcile import owner_wins
 from .slug import slugify
 from .spec import FleetSpec, Profile
+from .spec.groups import priority_of
 from .store import FleetStore
 from .store.claims import GroupBars
 
@@ -115,6 +116,11 @@ class Fleet:
     async def group_bars(self, groups: tuple[str, ...]) -> GroupBars | None:
         """The limits of fleet.yaml's groups: for a person in `groups` (None: no groups:)."""
         return await self.budgets.bars(self.spec, groups) if self.spec.groups else None
+
+    def priority_of(self, groups: Iterable[str]) -> int:
+        """A person's priority in the waiting line: the highest of their groups' in
+        fleet.yaml's groups: (0 when none is listed); taken when they join the line."""
+        return priority_of(self.spec.groups, groups)
 
     def on_event(self, event: Event) -> None:
         """Pub/sub handler: a claim bound or ended wakes the requests waiting for it; so does
@@ -213,7 +219,8 @@ class Fleet:
         """
         slug = slugify(claim.user)
         profile = self.spec.profile(claim.profile)
-        await self.backend.mark_claimed(claim.pod, claim.user, slug)
+        groups = record_groups(claim.groups, self.spec.groups)  # kept by a rebuild (restore.lua)
+        await self.backend.mark_claimed(claim.pod, claim.user, slug, groups)
         told, made = await asyncio.gather(
             make_probe(profile.probe).set_outputs(
                 self.http, claim.addr, self.backend.outputs_path(slug)
@@ -224,6 +231,8 @@ class Fleet:
         for outcome in (told, made):  # the pod's failure first: it says more
             if isinstance(outcome, BaseException):
                 raise outcome
+        if profile.keep_settings:  # before mark_bound: before the user's first request
+            await self.backend.keep_settings(claim.pod, claim.addr, slug, profile, self.http)
 
     async def lookup(self, user: str) -> Claim | None:
         return await self.store.lookup(user)

@@ -236,3 +236,26 @@ def test_the_sim_prints_every_policy_workload_and_rule() -> None:
                    "oracle", "published (seed", "sdbroker (events",
                    "reclaim_when_gone 2m, every tab seen", "half the tabs seen"):  # fmt: skip
         assert needle in out, needle
+
+
+def test_ab_reads_every_latency_row_of_a_report() -> None:
+    """bench/ab.py compares p50/p99 rows; a table without them, and cells that are
+    no latency, are skipped, and seconds are read as seconds."""
+    from bench.ab import latencies
+
+    report = """## Claim burst
+
+| users | claims/s |
+|-------|----------|
+| 500   | 393      |
+
+| latency | timed by | count | p50 | p99 | max |
+|---------|----------|-------|-----|-----|-----|
+| claim, broker side | histogram | 500 | 12.6 ms | 37.5 ms (met) | <= 40.0 ms |
+| first request | client | 1000 | 30.8 ms | 1.25 s | 81.3 ms |
+| nothing yet | client | 0 | - | - | - |
+"""
+    assert latencies(report) == {
+        "claim, broker side": (12.6, 37.5),
+        "first request": (30.8, 1250.0),
+    }

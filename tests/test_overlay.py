@@ -7,16 +7,19 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from broker.proxy.overlay import MAX_PAGE, TAG, insert_tag
+from broker.proxy.overlay import MAX_PAGE, MAX_PAGES_AT_ONCE, TAG, insert_tag
 from fleet.spec import SpecError, parse_spec
-from tests.support.procs import STUB, Broker, wait_for
+from tests.support.procs import REPO, STUB, Broker, wait_for
 
 FLEET = """\
 backend: local
@@ -34,11 +37,11 @@ PAGE = {"Accept": "text/html,application/xhtml+xml", "X-Forwarded-User": "ann"}
 NOT_PAGE = {"Accept": "*/*", "X-Forwarded-User": "ann"}
 
 
-def start(brokers, tmp_path: Path, *, overlay: bool) -> Broker:
+def start(brokers, tmp_path: Path, *, overlay: bool, **env: str) -> Broker:
     fleet = tmp_path / "fleet.yaml"
     setting = f"    overlay: {str(overlay).lower()}\n"
     fleet.write_text(FLEET.format(outputs=tmp_path / "out", stub=STUB, overlay=setting))
-    broker = brokers(fleet=fleet, SDB_AUTH="header", SDB_TRUSTED_PROXIES="127.0.0.1/32")
+    broker = brokers(fleet=fleet, SDB_AUTH="header", SDB_TRUSTED_PROXIES="127.0.0.1/32", **env)
     wait_for(lambda: len(broker.pod_records()) >= 1, 20, what="a warm pod")
     return broker
 
@@ -149,6 +152,63 @@ async def test_gzip_chunked_and_bodyless_pages_are_rewritten_and_big_ones_pass(
                 assert headers["Content-Encoding"] == "gzip"
                 body = gzip.decompress(body)
             assert body == expected, (query, len(body), len(expected))
+
+
+async def test_pages_past_the_ones_held_at_once_pass_untouched(brokers, tmp_path: Path) -> None:
+    """The memory guard: while MAX_PAGES_AT_ONCE slow pages are held for rewriting, more
+    page loads pass exactly as the pod sends them (no tag), and once those are done the
+    next page gets the tag again (the count went back down)."""
+    broker = start(brokers, tmp_path, overlay=True)
+    extra = 3
+    async with aiohttp.ClientSession(
+        auto_decompress=False, connector=aiohttp.TCPConnector(limit=0)
+    ) as http:
+        _, _, first = await get(http, broker.url + "/stub/page", PAGE)
+        pad = 256 * 1024  # a big page, sent in 64 KiB chunks with 3 s after the first
+        plain = stub_page(pod_of(first), accepted="identity", pad=pad)
+        tagged = plain.replace(b"</body>", TAG + b"</body>")
+        url = f"{broker.url}/stub/page?chunked=1&hold=3&pad={pad}"
+        answers = await asyncio.gather(
+            *(get(http, url, PAGE) for _ in range(MAX_PAGES_AT_ONCE + extra))
+        )
+        bodies = [body for status, _, body in answers if status == 200]
+        assert len(bodies) == MAX_PAGES_AT_ONCE + extra
+        assert all(body in (plain, tagged) for body in bodies)  # byte for byte, either way
+        assert bodies.count(tagged) == MAX_PAGES_AT_ONCE
+        assert bodies.count(plain) == extra
+        _, _, after = await get(http, f"{broker.url}/stub/page?chunked=1&pad={pad}", PAGE)
+        assert after == tagged
+
+
+async def test_sdb_overlay_max_page_sets_the_cap(brokers, tmp_path: Path) -> None:
+    """A page over SDB_OVERLAY_MAX_PAGE, sent whole, chunked or gzipped, passes untouched;
+    one under it gets the tag."""
+    broker = start(brokers, tmp_path, overlay=True, SDB_OVERLAY_MAX_PAGE="4KiB")
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        _, _, first = await get(http, broker.url + "/stub/page", PAGE)
+        pod = pod_of(first)
+        small = stub_page(pod, accepted="identity", pad=2000)
+        _, _, body = await get(http, broker.url + "/stub/page?pad=2000", PAGE)
+        assert body == small.replace(b"</body>", TAG + b"</body>")
+        big = stub_page(pod, accepted="identity", pad=5000)
+        for query in ("", "&chunked=1", "&gzip=1"):
+            _, headers, body = await get(http, f"{broker.url}/stub/page?pad=5000{query}", PAGE)
+            if "gzip" in query:  # small as sent, over the cap once decoded
+                assert headers["Content-Encoding"] == "gzip" and len(body) < 4096
+                body = gzip.decompress(body)
+            assert body == big, query
+
+
+@pytest.mark.parametrize("value", ["8MB", "0", "1GiB", "lots"])
+def test_a_bad_overlay_max_page_stops_the_broker_in_one_line(value: str) -> None:
+    env = {**os.environ, "SDB_OVERLAY_MAX_PAGE": value, "SDB_FLEET": str(REPO / "fleet.local.yaml")}
+    out = subprocess.run(
+        [sys.executable, "-m", "broker", "serve"], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.startswith("SDB_OVERLAY_MAX_PAGE: ") and out.stderr.count("\n") == 1
+    assert "from 1KiB to 256MiB" in out.stderr and "Traceback" not in out.stderr
 
 
 async def test_a_profile_without_overlay_gets_its_page_untouched(brokers, tmp_path: Path) -> None:

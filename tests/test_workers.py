@@ -72,3 +72,20 @@ def test_workers_share_the_port_and_stop_everything(brokers, tmp_path: Path) -> 
         wait_for(lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 10,
                  what=f"process {pid} to stop")  # fmt: skip
     assert broker.pod_records() == []
+
+
+def test_workers_stop_when_their_supervisor_is_killed(brokers, tmp_path: Path) -> None:
+    """A SIGKILLed supervisor leaves no worker behind serving the port unsupervised
+    (before: both workers lived on as orphans, parent pid 1)."""
+    fleet = write_fleet(tmp_path / "fleet.yaml", outputs=tmp_path / "out", buffer=1, max=2)
+    broker = brokers(fleet=fleet, redis=None, SDB_WORKERS="2", SDB_DRAIN_TIMEOUT="1")
+    supervisor = psutil.Process(broker.proc.pid)
+    workers = [c for c in supervisor.children() if "--worker" in c.cmdline()]
+    assert len(workers) == 2
+    supervisor.kill()  # the supervisor alone, not its process group
+    broker.proc.wait(10)
+
+    def gone(p: psutil.Process) -> bool:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+
+    wait_for(lambda: all(gone(w) for w in workers), 20, what="the workers to stop")

@@ -17,6 +17,8 @@
 #   WEBUI_PORT [7860]  WEBUI_DATA_DIR [/data]  MODELS_DIR [/models]
 #   WEBUI_EXTRA_ARGS []  extra A1111 flags, split on spaces (e.g. "--xformers --medvram")
 #   WEBUI_ALLOW_EXTENSIONS [0]  1: users may install extensions from A1111's UI
+#   SDB_AGENT_WEBUI_SETTINGS []  a folder shared with the agent: A1111's --styles-file
+#     and --ui-config-file go there, so the agent keeps them for the user
 #   SDB_AGENT_PYTHON [/opt/agent/venv/bin/python]  SDB_AGENT_HOME [/opt/agent]
 #   SDB_STOP_GRACE [20]  seconds from SIGTERM to SIGKILL for the children
 #   SDB_PRINT_COMMAND [0]  1: print the command line (the WebUI's; the agent's for
@@ -73,6 +75,12 @@ a1111_command() {
       || die "--enable-insecure-extension-access in WEBUI_EXTRA_ARGS: set WEBUI_ALLOW_EXTENSIONS=1 instead"
   done
   if [ "$ALLOW_EXTENSIONS" = 1 ]; then WEBUI_CMD+=(--enable-insecure-extension-access); fi
+  # The folder the agent shares with us to keep the user's styles and UI defaults
+  # (README, agent step 7): A1111 v1.10.1 modules/cmd_args.py --styles-file, --ui-config-file.
+  if [ -n "${SDB_AGENT_WEBUI_SETTINGS:-}" ]; then
+    WEBUI_CMD+=(--styles-file "$SDB_AGENT_WEBUI_SETTINGS/styles.csv"
+      --ui-config-file "$SDB_AGENT_WEBUI_SETTINGS/ui-config.json")
+  fi
   WEBUI_CMD+=("${extra[@]}")
   cd "$WEBUI_DIR" || die "cannot enter $WEBUI_DIR (WEBUI_DIR)"
 }

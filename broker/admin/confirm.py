@@ -7,6 +7,8 @@ the reason it asks for goes into the audit entry's `detail` (ops.reclaim).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from ..forms import form_page
@@ -16,6 +18,9 @@ from .figures import ago, place
 from .models import Done
 
 TEMPLATE = "admin/confirm.html"
+ACTIONS = {"user": "reclaim", "pod": "delete-pod"}  # what a confirmed form posts to, by field
+#: A confirmation page for (request, admin, the user or pod), or why there is none.
+ConfirmPage = Callable[[web.Request, Identity, str], Awaitable[web.Response | Done]]
 
 
 async def reclaim_page(request: web.Request, who: Identity, user: str) -> web.Response | Done:
@@ -33,23 +38,12 @@ async def reclaim_page(request: web.Request, who: Identity, user: str) -> web.Re
         ("session age", ago(s.age_seconds)),
         ("idle for", ago(s.idle_seconds)),
     ]
-    return form_page(
-        request,
-        TEMPLATE,
-        {
-            "who": who,
-            "title": f"Reclaim the session of {user}?",
-            "effect": "Their WebUI is stopped and its pod deleted now, generating or not; "
-            "their images stay, and their next visit starts a new WebUI.",
-            "facts": facts,
-            "action": "/_broker/admin/reclaim",
-            "field": ("user", user),
-            "button": "Reclaim",
-            "button_class": "reclaim",
-            "reason_max": ops.REASON_MAX,
-        },
-        user=who.user,
+    effect = (
+        "Their WebUI is stopped and its pod deleted now, generating or not; "
+        "their images stay, and their next visit starts a new WebUI."
     )
+    return _page(request, who, f"Reclaim the session of {user}?", effect, facts,
+                 ("user", user), "Reclaim")  # fmt: skip
 
 
 async def delete_page(request: web.Request, who: Identity, pod_id: str) -> web.Response | Done:
@@ -68,18 +62,28 @@ async def delete_page(request: web.Request, who: Identity, pod_id: str) -> web.R
         ("user", p.user or "nobody"),
         ("GPU / node", place(p.node, p.gpu_slot)),
     ]
+    return _page(request, who, f"Delete pod {p.id}?", effect, facts, ("pod", p.id), "Delete")
+
+
+def _page(
+    request: web.Request, who: Identity, title: str, effect: str,
+    facts: list[tuple[str, str]], field: tuple[str, str], button: str,
+) -> web.Response:  # fmt: skip
+    """The confirmation page: its form posts FIELD and the reason to the action (the
+    console's reclaim or delete-pod, by the field's name)."""
+    action = ACTIONS[field[0]]
     return form_page(
         request,
         TEMPLATE,
         {
             "who": who,
-            "title": f"Delete pod {p.id}?",
+            "title": title,
             "effect": effect,
             "facts": facts,
-            "action": "/_broker/admin/delete-pod",
-            "field": ("pod", p.id),
-            "button": "Delete",
-            "button_class": "delete-pod",
+            "action": f"/_broker/admin/{action}",
+            "field": field,
+            "button": button,
+            "button_class": action,
             "reason_max": ops.REASON_MAX,
         },
         user=who.user,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import aiohttp_jinja2
@@ -23,7 +24,7 @@ from ..identity import Identity
 from ..security.csrf import CSRF_FIELD, attach_csrf_cookie, csrf_token
 from . import ops
 from .chart import COLORS, chart
-from .confirm import delete_page, reclaim_page
+from .confirm import ConfirmPage, delete_page, reclaim_page
 from .figures import ago, clock_in, figures, seconds
 from .guard import require_admin
 from .models import Done, SampleView
@@ -36,6 +37,7 @@ USAGE_HOURS = 24  # the usage tables' window: GET /api/v1/usage answers any othe
 USAGE_ROWS = 10  # biggest users and groups shown
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REFRESH = 5  # seconds between the console's in-place refreshes (?refresh=N: 1 to 60)
 
 
@@ -154,22 +156,22 @@ async def reclaim(request: web.Request) -> web.StreamResponse:
     return _back(request, await ops.reclaim(request.app, user, who.user, reason))
 
 
-async def confirm_reclaim(request: web.Request) -> web.StreamResponse:
-    """GET: the step before a reclaim, a page with the CSRF-checked form and a reason."""
-    who = await require_admin(request)
-    if not isinstance(who, Identity):
-        return who
-    page = await reclaim_page(request, who, request.query.get("user", ""))
-    return _back(request, page) if isinstance(page, Done) else page
+def _confirming(page_of: ConfirmPage, field: str) -> Handler:
+    """GET: the step before a reclaim or a delete, a page with the CSRF-checked form and a
+    reason (broker/admin/confirm.py) for the user or pod named by the query's FIELD."""
+
+    async def confirm(request: web.Request) -> web.StreamResponse:
+        who = await require_admin(request)
+        if not isinstance(who, Identity):
+            return who
+        page = await page_of(request, who, request.query.get(field, ""))
+        return _back(request, page) if isinstance(page, Done) else page
+
+    return confirm
 
 
-async def confirm_delete(request: web.Request) -> web.StreamResponse:
-    """GET: the step before a pod is deleted (as confirm_reclaim)."""
-    who = await require_admin(request)
-    if not isinstance(who, Identity):
-        return who
-    page = await delete_page(request, who, request.query.get("pod", ""))
-    return _back(request, page) if isinstance(page, Done) else page
+confirm_reclaim = _confirming(reclaim_page, "user")
+confirm_delete = _confirming(delete_page, "pod")
 
 
 async def live_figures(request: web.Request) -> web.StreamResponse:

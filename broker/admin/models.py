@@ -108,9 +108,13 @@ class PodView(_Out):
 
 
 class WaiterView(_Out):
+    """One person in a profile's line, listed in serving order: `position` counts from the
+    next one served; `priority` is the one they joined with (fleet.yaml's groups:)."""
+
     user: str
     profile: str
     position: int
+    priority: int
     joined: float
     waiting_seconds: float
     seen_seconds_ago: float

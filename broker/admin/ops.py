@@ -160,12 +160,15 @@ async def queue(app: web.Application) -> list[WaiterView]:
     now = store.clock()
     out = []
     for profile in app[FLEET].spec.profiles:
-        for index, (user, joined, seen) in enumerate(await store.queue_members(profile.name)):
+        for index, (user, joined, seen, priority) in enumerate(
+            await store.queue_members(profile.name)  # in serving order (priority, join time)
+        ):
             out.append(
                 WaiterView(
                     user=user,
                     profile=profile.name,
                     position=index + 1,
+                    priority=priority,
                     joined=joined,
                     waiting_seconds=max(0.0, now - joined),
                     seen_seconds_ago=max(0.0, now - seen),

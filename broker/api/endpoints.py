@@ -235,7 +235,7 @@ API: list[Endpoint] = [
     Endpoint("GET", "/pods", "Every pod the fleet knows", list_pods, list[PodView]),
     Endpoint("DELETE", "/pods/{pod}", "Delete a pod (a claimed pod's session ends)", delete_pod, Done,
              fail_status=404, scope="fleet", query=REASON_QUERY),
-    Endpoint("GET", "/queue", "People waiting, first come first", list_queue, list[WaiterView]),
+    Endpoint("GET", "/queue", "People waiting, in serving order (priority, then first come first)", list_queue, list[WaiterView]),
     Endpoint("GET", "/reclaims", "Recent reclaims from the audit stream, newest first", list_reclaims,
              list[AuditView], query=(("count", "integer", "how many (default 30, at most 500)"),)),
     Endpoint("GET", "/history", "claimed/ready/queue over time per profile", get_history, list[HistoryView],

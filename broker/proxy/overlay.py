@@ -2,9 +2,10 @@
 
 Only a page navigation of a profile with `overlay: true` is touched (the gateway
 decides, `is_page_navigation`), and of its answers only a 200 text/html page that
-is not a download, in an ASCII-compatible charset, no bigger than MAX_PAGE. Every
-other answer, and such a page over the cap, goes on as the pod sent it, through
-the same streaming relay as the rest (forward.relay_answer).
+is not a download, in an ASCII-compatible charset, no bigger than SDB_OVERLAY_MAX_PAGE
+(8 MiB unless set), while fewer than MAX_PAGES_AT_ONCE pages are held. Every other
+answer, and such a page over the cap, goes on as the pod sent it, through the same
+streaming relay as the rest (forward.relay_answer).
 
 The pod is asked for identity encoding on navigations only (`ask_for_page`), so
 no other request changes. A1111 compresses through Starlette's GZipMiddleware
@@ -30,7 +31,8 @@ from .headers import downstream_headers
 
 #: Pages above this (as sent, and once decoded) pass untouched: the broker holds a page
 #: whole while it rewrites it. A1111's page carries its whole Gradio config inline,
-#: a few hundred KiB to a few MiB with many extensions.
+#: a few hundred KiB to a few MiB with many extensions. The default of
+#: SDB_OVERLAY_MAX_PAGE (broker/settings.py), which the gateway passes as `max_page`.
 MAX_PAGE = 8 * 1024 * 1024
 #: Pages one broker process holds at once; past it a page passes untouched, so a person
 #: who loads many big pages together costs the broker at most this many times MAX_PAGE.
@@ -92,16 +94,16 @@ def insert_tag(page: bytes) -> bytes:
     return page + TAG if at < 0 else page[:at] + TAG + page[at:]
 
 
-def _decoded(body: bytes, coding: str) -> bytes | None:
+def _decoded(body: bytes, coding: str, max_page: int) -> bytes | None:
     """The body decoded, or None when it is broken or decodes to more than MAX_PAGE."""
     if coding == "identity":
         return body
     decoder = zlib.decompressobj(_DECODERS[coding])
     try:
-        page = decoder.decompress(body, MAX_PAGE + 1)
+        page = decoder.decompress(body, max_page + 1)
     except zlib.error:
         return None
-    return None if len(page) > MAX_PAGE or decoder.unconsumed_tail else page
+    return None if len(page) > max_page or decoder.unconsumed_tail else page
 
 
 async def _read_up_to(upstream: Answer, limit: int) -> tuple[bytes, bool]:
@@ -118,24 +120,26 @@ async def _read_up_to(upstream: Answer, limit: int) -> tuple[bytes, bool]:
     return b"".join(parts), False
 
 
-async def relay_page(request: web.Request, upstream: Answer) -> web.StreamResponse:
+async def relay_page(
+    request: web.Request, upstream: Answer, max_page: int = MAX_PAGE
+) -> web.StreamResponse:
     """The pod's answer to a page navigation: the page with the tag, when it is one
     that may be rewritten; anything else exactly as relay_answer sends it."""
     global _held
     length = upstream.content_length
-    too_big = length is not None and length > MAX_PAGE
+    too_big = length is not None and length > max_page
     if too_big or _held >= MAX_PAGES_AT_ONCE or not _rewritable(upstream):
         return await relay_answer(request, upstream)
     _held += 1
     try:
-        return await _rewrite(request, upstream)
+        return await _rewrite(request, upstream, max_page)
     finally:
         _held -= 1
 
 
-async def _rewrite(request: web.Request, upstream: Answer) -> web.StreamResponse:
+async def _rewrite(request: web.Request, upstream: Answer, max_page: int) -> web.StreamResponse:
     try:
-        body, whole = await _read_up_to(upstream, MAX_PAGE)
+        body, whole = await _read_up_to(upstream, max_page)
     except TimeoutError as exc:
         upstream.release()
         raise PodTimeout(str(exc)) from exc
@@ -146,7 +150,7 @@ async def _rewrite(request: web.Request, upstream: Answer) -> web.StreamResponse
         return await relay_answer(request, upstream, prefix=body)
     upstream.release()
     coding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
-    page = _decoded(body, coding)
+    page = _decoded(body, coding, max_page)
     headers = downstream_headers(upstream.headers)
     if page is None:  # too big once decoded, or not what it claims: as it came
         headers.popall("Content-Length", None)

@@ -39,7 +39,7 @@ from kubernetes_asyncio import client
 
 from ..claiming import ALLOCATE
 from ..errors import BackendError, Conflict, PodGone
-from ..model import Phase, PodRecord
+from ..model import Phase, PodRecord, record_groups_of
 from ..spec import FleetSpec, Profile
 from .agones_objects import (
     FLEET_LABEL,
@@ -52,7 +52,7 @@ from .agones_objects import (
 )
 from .base import OnChange
 from .kubeclient import api_errors, read_json
-from .kubepods import CLAIMED_AT, USER, _created
+from .kubepods import CLAIMED_AT, GROUPS, USER, _created
 from .kubewatch import WatchingBackend
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class AgonesBackend(WatchingBackend):
             claimed_at=float(claimed_at) if claimed_at.replace(".", "", 1).isdigit() else 0.0,
             reason=reason,
             terminating=phase is Phase.GONE,
+            groups=record_groups_of(annotations.get(GROUPS, "")) if allocated else (),
             extra={
                 "namespace": meta.get("namespace", ""),
                 "node": status.get("nodeName") or "",
@@ -179,7 +180,7 @@ class AgonesBackend(WatchingBackend):
             return self._record(gs)
         return None
 
-    async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
+    async def mark_claimed(self, pod_id: str, user: str, slug: str, groups: str = "") -> None:
         """Check that the allocation wrote this user's claim; never write one here.
 
         A user label on a GameServer that Agones did not allocate to that user
@@ -202,7 +203,9 @@ class AgonesBackend(WatchingBackend):
         if not allocated_to(gs, user, slug):
             raise Conflict(f"gameserver {pod_id} is not allocated to this user")
 
-    async def allocate(self, profile: Profile, user: str, slug: str) -> PodRecord | None:
+    async def allocate(
+        self, profile: Profile, user: str, slug: str, groups: str = ""
+    ) -> PodRecord | None:
         """The user's GameServer (the same one on every retry); None when none is Ready.
 
         Contention and lost responses (agones#607) are retried with jitter: the
@@ -216,7 +219,7 @@ class AgonesBackend(WatchingBackend):
         """
         assert self.custom is not None and profile.agones is not None
         namespace, fleet = profile.agones.namespace, profile.agones.fleet
-        body = allocation_body(fleet, user, slug)
+        body = allocation_body(fleet, user, slug, groups)
         for attempt in range(ALLOCATE_ATTEMPTS):
             try:
                 with api_errors(f"allocate from fleet {fleet}"):

@@ -17,15 +17,16 @@ from typing import Any
 
 from ..model import Phase, http_address
 from ..slug import slugify
-from .kubepods import CLAIMED_AT, STATE, USER
+from .kubepods import CLAIMED_AT, GROUPS, STATE, USER
 
 FLEET_LABEL = "agones.dev/fleet"
 POD_IP = "PodIP"  # agonesv1.NodePodIP
 DEAD = {"Unhealthy", "Error"}
 
 
-def allocation_body(fleet: str, user: str, slug: str) -> dict[str, Any]:
-    """A GameServerAllocation that returns the user's GameServer if they have one."""
+def allocation_body(fleet: str, user: str, slug: str, groups: str = "") -> dict[str, Any]:
+    """A GameServerAllocation that returns the user's GameServer if they have one; its
+    metadata (user, claim time, groups: model.record_groups) is the claim's record."""
     return {
         "apiVersion": "allocation.agones.dev/v1",
         "kind": "GameServerAllocation",
@@ -42,7 +43,7 @@ def allocation_body(fleet: str, user: str, slug: str) -> dict[str, Any]:
             ],
             "metadata": {
                 "labels": {USER: slug, STATE: "claimed"},
-                "annotations": {USER: user, CLAIMED_AT: f"{time.time():.3f}"},
+                "annotations": {USER: user, CLAIMED_AT: f"{time.time():.3f}", GROUPS: groups},
             },
         },
     }

@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
+
 from ..claiming import TAKE_READY, ClaimStrategy
 from ..errors import BackendError
 from ..model import PodRecord
@@ -91,8 +93,17 @@ class Backend(ABC):
         """One pod's current record, asked of the platform now (after a proxy error)."""
 
     @abstractmethod
-    async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
-        """Write the claim on the pod's own record (raises Conflict/PodGone)."""
+    async def mark_claimed(self, pod_id: str, user: str, slug: str, groups: str = "") -> None:
+        """Write the claim on the pod's own record (raises Conflict/PodGone), with the
+        user's groups (model.record_groups: a rebuilt claim keeps them)."""
+
+    async def keep_settings(
+        self, pod_id: str, addr: str, slug: str, profile: Profile, http: aiohttp.ClientSession
+    ) -> None:
+        """Give the user's kept WebUI settings to the pod just bound, and keep saving them
+        while it is claimed (fleet/webui_settings.py). Never raises: a claim goes on
+        without them. Nothing here: on Kubernetes and Agones the pod's agent does it (the
+        broker only reads the outputs volume); the local backend does it itself."""
 
     async def mark_ready(self, pod_id: str) -> None:
         """Note on the pod's own record that it is offered (a label, for people)."""
@@ -100,8 +111,11 @@ class Backend(ABC):
     async def set_replicas(self, profile: Profile, replicas: int) -> None:
         """For backends that manage replicas themselves (Agones)."""
 
-    async def allocate(self, profile: Profile, user: str, slug: str) -> PodRecord | None:
-        """For backends that allocate themselves (Agones); None = nothing Ready."""
+    async def allocate(
+        self, profile: Profile, user: str, slug: str, groups: str = ""
+    ) -> PodRecord | None:
+        """For backends that allocate themselves (Agones); None = nothing Ready.
+        `groups`: model.record_groups, written on the record as mark_claimed does."""
         return None
 
     def outputs_path(self, slug: str) -> str:

@@ -12,7 +12,7 @@ import datetime
 import time
 from typing import Any
 
-from ..model import Phase, PodRecord, http_address
+from ..model import Phase, PodRecord, http_address, record_groups_of
 from ..spec import PodSettings, Profile
 from .base import TEMPLATE, template_hash
 
@@ -22,6 +22,12 @@ STATE = "sdbroker.io/state"
 USER = "sdbroker.io/user"  # label: slug; annotation: the raw identity
 TEMPLATE_LABEL = "sdbroker.io/template"  # the hash of the template the pod was made from
 CLAIMED_AT = "sdbroker.io/claimed-at"
+# Annotation: the claim's groups (model.record_groups, JSON), so a rebuilt claim keeps them.
+# Written by the broker only: a WebUI pod has no API token (automountServiceAccountToken
+# below); an Agones GameServer's SDK sidecar writes only `agones.dev/sdk-` keys (v1.56.0
+# pkg/sdkserver/helper.go, metadataPrefix, used by SetLabel/SetAnnotation). Checked when
+# read back all the same (model.record_groups_of).
+GROUPS = "sdbroker.io/groups"
 # On a claimed pod: the cluster autoscaler never empties its node (scale-down, upgrades).
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 SELECTOR = f"{MANAGED_BY}=sdbroker"
@@ -33,6 +39,11 @@ SHARED_GID = 1000  # both: the agent removes what the WebUI saved (group-writabl
 AGENT_PORT = 7861
 HANDOFF = "/handoff"  # the per-pod folder the WebUI saves into, as the agent sees it
 HANDOFF_VOLUME = "handoff"
+#: The per-pod folder shared by the WebUI and the agent where A1111's --styles-file and
+#: --ui-config-file are (the entrypoint passes them): the agent restores and saves the
+#: user's styles.csv and ui-config.json there (fleet/webui_settings.py, the same code).
+WEBUI_SETTINGS = "/webui-settings"
+WEBUI_SETTINGS_VOLUME = "webui-settings"
 
 #: Container waiting reasons that will not fix themselves.
 STUCK = frozenset({"InvalidImageName", "CreateContainerConfigError", "CrashLoopBackOff"})
@@ -65,7 +76,9 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pod_template(settings: PodSettings, image: str) -> dict[str, Any]:
+def pod_template(
+    settings: PodSettings, image: str, *, keep_settings: bool = True
+) -> dict[str, Any]:
     """The pod spec shared by plain pods and Agones GameServers, of `image` (required of a
     kubernetes profile, optional of an agones one: fleet/spec/models.py).
 
@@ -134,13 +147,19 @@ def pod_template(settings: PodSettings, image: str) -> dict[str, Any]:
             {"name": HANDOFF_VOLUME, "emptyDir": {"sizeLimit": "10Gi"}},
         ]
         container["volumeMounts"].append({"name": HANDOFF_VOLUME, "mountPath": outputs.path})
+        if keep_settings:  # the entrypoint then starts A1111 with its files in it
+            volumes.append({"name": WEBUI_SETTINGS_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}})
+            container["volumeMounts"].append(
+                {"name": WEBUI_SETTINGS_VOLUME, "mountPath": WEBUI_SETTINGS}
+            )
+            container["env"].append({"name": "SDB_AGENT_WEBUI_SETTINGS", "value": WEBUI_SETTINGS})
         container["securityContext"] = {
             "runAsUser": WEBUI_UID,
             "runAsGroup": SHARED_GID,
             "runAsNonRoot": True,
             **_locked(),
         }
-        containers.append(_agent(settings, image, outputs.path, podinfo))
+        containers.append(_agent(settings, image, outputs.path, podinfo, keep_settings))
     spec: dict[str, Any] = {
         "containers": containers,
         "volumes": volumes,
@@ -171,8 +190,11 @@ def _env(base: dict[str, str], fixed: dict[str, str]) -> list[dict[str, str]]:
     ]
 
 
-def _agent(settings: PodSettings, image: str, path: str, podinfo: dict[str, Any]) -> dict[str, Any]:
-    """The in-pod agent's container: the same image, the entrypoint's `agent` role."""
+def _agent(
+    settings: PodSettings, image: str, path: str, podinfo: dict[str, Any], keep_settings: bool
+) -> dict[str, Any]:
+    """The in-pod agent's container: the same image, the entrypoint's `agent` role.
+    It keeps its user's WebUI settings unless the profile says keep_settings: false."""
     fixed = {
         "SDB_ROLE": "agent",
         "SDB_AGENT_PORT": str(AGENT_PORT),
@@ -180,6 +202,15 @@ def _agent(settings: PodSettings, image: str, path: str, podinfo: dict[str, Any]
         "SDB_AGENT_HOLDING_DIR": HANDOFF,
         "SDB_AGENT_WEBUI_OUTPUTS": path,
     }
+    mounts = [
+        {"name": "outputs", "mountPath": path},
+        {"name": HANDOFF_VOLUME, "mountPath": HANDOFF},
+    ]
+    if keep_settings:
+        fixed["SDB_AGENT_WEBUI_SETTINGS"] = WEBUI_SETTINGS
+        mounts.append({"name": WEBUI_SETTINGS_VOLUME, "mountPath": WEBUI_SETTINGS})
+    else:
+        fixed["SDB_AGENT_KEEP_SETTINGS"] = "0"
     return {
         "name": "agent",
         "image": image,
@@ -194,11 +225,7 @@ def _agent(settings: PodSettings, image: str, path: str, podinfo: dict[str, Any]
             "readOnlyRootFilesystem": True,
             **_locked(),
         },
-        "volumeMounts": [
-            {"name": "outputs", "mountPath": path},
-            {"name": HANDOFF_VOLUME, "mountPath": HANDOFF},
-            podinfo,
-        ],
+        "volumeMounts": [*mounts, podinfo],
     }
 
 
@@ -220,7 +247,7 @@ def template_of(profile: Profile) -> str:
 def _unlabelled_pod(profile: Profile, pod_id: str) -> dict[str, Any]:
     settings = profile.kubernetes
     assert settings is not None
-    spec = pod_template(settings, settings.image)
+    spec = pod_template(settings, settings.image, keep_settings=profile.keep_settings)
     # The probe belongs to the container that serves its port (the agent's /ready).
     (probed,) = [c for c in spec["containers"] if _serves(c, settings.readiness_port)] or [
         spec["containers"][0]
@@ -364,6 +391,9 @@ def pod_record(
         claimed_at=float(claimed_at) if claimed_at.replace(".", "", 1).isdigit() else 0.0,
         reason=reason,
         terminating=terminating,
+        groups=record_groups_of(
+            annotations.get(GROUPS, "") if labels.get(STATE) == "claimed" else ""
+        ),
         node_lost=lost is not None and not terminating,
         extra={
             "namespace": meta.get("namespace", ""),

@@ -23,6 +23,7 @@ from .base import OnChange
 from .kubeclient import call
 from .kubepods import (
     CLAIMED_AT,
+    GROUPS,
     SAFE_TO_EVICT,
     SELECTOR,
     STATE,
@@ -158,7 +159,7 @@ class KubernetesBackend(WatchingBackend):
         self.watches[namespace].apply("MODIFIED", patched)
         return patched
 
-    async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
+    async def mark_claimed(self, pod_id: str, user: str, slug: str, groups: str = "") -> None:
         """Label the pod as this user's, only if nobody else labelled it first.
 
         A claimed pod also tells the cluster autoscaler not to empty its node
@@ -179,6 +180,7 @@ class KubernetesBackend(WatchingBackend):
                     "annotations": {
                         USER: user,
                         CLAIMED_AT: f"{time.time():.3f}",
+                        GROUPS: groups,
                         SAFE_TO_EVICT: "false",
                     },
                 }

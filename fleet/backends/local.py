@@ -26,11 +26,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
 
 from ..errors import BackendError, Conflict, PodGone
-from ..model import Phase, PodRecord
+from ..model import Phase, PodRecord, record_groups_of
+from ..slug import slugify
 from ..spec import FleetSpec, Profile
+from ..webui_settings import KINDS as SETTINGS_KINDS
 from .base import TEMPLATE, Backend, OnChange, template_hash
 from .isolation import (
     Isolation,
@@ -47,11 +50,14 @@ from .local_records import (
     CLAIM_MAX,
     CLAIM_SUFFIX,
     EXITED,
+    claim_text,
+    claim_user,
     open_claim,
     proc_stat,
     read_pod,
     read_record,
 )
+from .local_settings import LocalSettings
 
 log = logging.getLogger(__name__)
 _RECENT_PORTS = 512  # never hand a just-freed port to a new pod: a stale route must not reach it
@@ -110,6 +116,8 @@ class LocalBackend(Backend):
         self._parsed: dict[str, tuple[tuple[int, int, int, int], dict[str, Any]]] = {}
         #: pod id -> (pid, start ticks) of another broker's pod once psutil has matched it.
         self._started: dict[str, tuple[int, bytes]] = {}
+        #: People's WebUI settings, restored at each claim and saved while claimed.
+        self.settings = LocalSettings()
 
     async def start(self) -> None:
         # A thread: folders made, and each profile's isolation probed (bwrap is run once).
@@ -253,6 +261,7 @@ class LocalBackend(Backend):
             created=float(data.get("created", 0)),
             claimed_at=float(data.get("claimed_at", 0)),
             reason=reason,
+            groups=record_groups_of(str(data.get("groups") or "")),
             extra={
                 "pid": str(data["pid"]),
                 "port": str(data["port"]),
@@ -394,7 +403,9 @@ class LocalBackend(Backend):
             if profile.local is not None:
                 grace = profile.local.stop_grace
         if self._alive(data):
+            await self._last_save(data)
             await self._stop_group(int(data["pid"]), grace)
+        await self.settings.forget(pod_id)  # a pod found dead: its save loop ends too
         child = self._children.pop(pod_id, None)
         if child is not None:
             child.poll()
@@ -405,6 +416,43 @@ class LocalBackend(Backend):
         # Single-use: nothing of the pod's own is kept for anyone else.
         await asyncio.to_thread(shutil.rmtree, self.homes_dir / pod_id, ignore_errors=True)
         log.info("deleted pod %s", pod_id)
+
+    async def keep_settings(
+        self, pod_id: str, addr: str, slug: str, profile: Profile, http: aiohttp.ClientSession
+    ) -> None:
+        """The pod's own folder ({home}) is where its --styles-file and --ui-config-file are."""
+        if profile.probe not in SETTINGS_KINDS:
+            return
+        data = await asyncio.to_thread(self._read, pod_id)
+        if data is None:
+            return
+        keeper = self.settings.keeper(
+            http, addr, profile.probe, str(data.get("home") or ""), self.outputs_path(""), slug
+        )
+        await self.settings.claimed(pod_id, keeper)
+
+    async def _last_save(self, data: dict[str, Any]) -> None:
+        """A claimed pod about to stop (a reclaim): its user's settings, saved once more."""
+        user = data.get("user")
+        try:
+            profile = self.spec.profile(data["profile"])
+        except KeyError:
+            profile = None
+        if not user or profile is None or not profile.keep_settings:
+            return
+        if self.settings.watching(data["id"]) or profile.probe not in SETTINGS_KINDS:
+            await self.settings.stopping(data["id"], None)
+            return
+        # Bound by another broker: a keeper made here, for this one save.
+        async with aiohttp.ClientSession(trust_env=False) as http:
+            keeper = self.settings.keeper(
+                http, data["addr"], profile.probe, str(data.get("home") or ""),
+                self.outputs_path(""), slugify(user),
+            )  # fmt: skip
+            await self.settings.stopping(data["id"], keeper)
+
+    async def close(self) -> None:
+        await self.settings.close()
 
     async def _stop_group(self, pid: int, grace: float) -> None:
         try:
@@ -443,18 +491,20 @@ class LocalBackend(Backend):
         data = await asyncio.to_thread(self._read, pod_id)
         return await asyncio.to_thread(self._record, data) if data else None
 
-    async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
+    async def mark_claimed(self, pod_id: str, user: str, slug: str, groups: str = "") -> None:
         # In the event loop, not a thread: a lock, two small reads, a small write and
         # (for a pod another broker started) a /proc read, some 50 us. A thread's hop
         # cost more than that: with the loop busy it waited for the GIL at each syscall.
         # The lock is only tried there: held (by another broker, for microseconds), the
         # whole step goes to a thread, which waits for it off the loop.
         try:
-            self._mark_claimed(pod_id, user, slug, wait=False)
+            self._mark_claimed(pod_id, user, slug, groups, wait=False)
         except _LockHeld:
-            await asyncio.to_thread(self._mark_claimed, pod_id, user, slug)
+            await asyncio.to_thread(self._mark_claimed, pod_id, user, slug, groups)
 
-    def _mark_claimed(self, pod_id: str, user: str, slug: str = "", *, wait: bool = True) -> None:
+    def _mark_claimed(
+        self, pod_id: str, user: str, slug: str = "", groups: str = "", *, wait: bool = True
+    ) -> None:
         """Claim the pod for `user`: its claim file, locked, is written only when empty.
 
         The lock (flock) holds across processes (brokers share the data dir), so
@@ -466,7 +516,7 @@ class LocalBackend(Backend):
         data = read_record(self.records_dir, pod_id)
         if data is not None and data.get("uid") is not None:
             self._claimed_uid[slug] = int(data["uid"])  # prepare_outputs hands it the folder
-        mine = json.dumps(user).encode()
+        mine = claim_text(user, groups)
         path = self._claim_path(pod_id)
         try:
             fd = os.open(path, os.O_RDWR)
@@ -482,7 +532,7 @@ class LocalBackend(Backend):
             except BlockingIOError:
                 raise _LockHeld from None
             held = os.pread(fd, CLAIM_MAX, 0)
-            if held and held != mine:
+            if held and claim_user(held) != claim_user(mine):
                 raise Conflict(f"pod {pod_id} is already claimed by someone else")
             data = read_record(self.records_dir, pod_id)
             if data is None or not self._alive(data):

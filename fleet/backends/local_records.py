@@ -71,10 +71,21 @@ def read_record(records_dir: Path, pod_id: str) -> dict[str, Any] | None:
         return None
 
 
+def claim_text(user: str, groups: str) -> bytes:
+    """A claim file's content: the user's JSON name, then (if any) a line with their groups
+    (model.record_groups). JSON escapes a newline, so the first line is always the name."""
+    return json.dumps(user).encode() + (b"\n" + groups.encode() if groups else b"")
+
+
+def claim_user(held: bytes) -> bytes:
+    """The first line of a claim file (the user's JSON name), to compare with another's."""
+    return held.split(b"\n", 1)[0]
+
+
 def read_claim(path: str) -> dict[str, Any] | None:
-    """A claim ({user, claimed_at}: the file's JSON and its mtime). None when unclaimed
-    or unreadable (an unreadable claim still refuses every user in _mark_claimed: it is
-    not empty)."""
+    """A claim ({user, claimed_at, groups}: the file's JSON lines and its mtime). None when
+    unclaimed or unreadable (an unreadable claim still refuses every user in _mark_claimed:
+    it is not empty). `groups` is the text as written, checked by whoever reads it."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -86,8 +97,11 @@ def read_claim(path: str) -> dict[str, Any] | None:
         return None
     finally:
         os.close(fd)
+    first, _, groups = raw.partition(b"\n")
     try:
-        user = json.loads(raw) if raw else None
+        user = json.loads(first) if first else None
     except ValueError:
         return None
-    return {"user": user, "claimed_at": claimed_at} if isinstance(user, str) else None
+    if not isinstance(user, str):
+        return None
+    return {"user": user, "claimed_at": claimed_at, "groups": groups.decode("utf-8", "replace")}

@@ -9,10 +9,10 @@
 -- 'binding' until the claimer has recorded it on the pod's own record and pointed
 -- its WebUI at the user's folder (bound.lua): nobody is sent to the pod before
 -- that. It moves the pod into the profile's claimed set (scored by `since`), counts
--- the user active from `now`, takes them out of the queue (k.queue, k.seen) and
+-- the user active from `now`, takes them out of the line (k.queue, k.seen, k.order) and
 -- publishes `claim PROFILE USER`. The user joins the holders of each of their groups
 -- (what a group's max_sessions counts: _groups.lua).
--- k: the keys {pod, claim, claimed, activity, queue, seen}, from the caller's KEYS
+-- k: the keys {pod, claim, claimed, activity, queue, seen, order}, from the caller's KEYS
 -- (claim.lua builds k.pod with pod_key: the pod is found inside the script).
 -- Returns the reply of a new claim: {"new", field, value, ...} plus queued_at, and the
 -- pod's node and GPU slot when known (for the session_start line; not kept on the claim).
@@ -25,6 +25,7 @@ local function write_claim(k, user, profile, pod, addr, since, now, queued_at, g
   redis.call('ZADD', k.activity, now, user)
   redis.call('ZREM', k.queue, user)
   redis.call('ZREM', k.seen, user)
+  redis.call('ZREM', k.order, user)
   publish(EVENT.claim, profile, user)
   local node = redis.call('HGET', k.pod, 'node') or ''
   local slot = redis.call('HGET', k.pod, 'slot') or ''

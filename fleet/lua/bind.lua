@@ -13,6 +13,8 @@
 -- KEYS[7] activity
 -- KEYS[8] queue:{profile}
 -- KEYS[9] queue-seen:{profile}
+-- KEYS[10] queue-order:{profile} (the line's order: _line.lua)
+-- KEYS[11] blocked (fleet/store/blocks.py): blocked since claim.lua said "go": nothing written
 -- ARGV[1] user
 -- ARGV[2] profile
 -- ARGV[3] pod id
@@ -32,6 +34,7 @@
 --   {"new", field, value, ...}        the claim just written, plus queued_at
 --   {"gone"}                          the pod is being deleted, or someone else's
 --   {"limited", kind, group, limit, held}  a group limit applies: nothing written
+--   {"blocked"}                       KEYS[11] names the user: nothing written
 --@include _groups
 --@include _write_claim
 local user, profile, pod, addr, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -49,6 +52,9 @@ local holder = redis.call('HGET', KEYS[3], 'user')
 if state == 'deleting' or (holder and holder ~= user) then
   return {'gone'}
 end
+if redis.call('SISMEMBER', KEYS[11], user) == 1 then
+  return {'blocked'}
+end
 local refused = group_refusal(user, ARGV[9], ARGV[10])
 if refused then
   return refused
@@ -60,5 +66,5 @@ end
 redis.call('ZREM', KEYS[4], pod)
 redis.call('ZREM', KEYS[5], pod)
 local k = {pod = KEYS[3], claim = KEYS[2], claimed = KEYS[6], activity = KEYS[7],
-           queue = KEYS[8], seen = KEYS[9]}
+           queue = KEYS[8], seen = KEYS[9], order = KEYS[10]}
 return write_claim(k, user, profile, pod, addr, ARGV[7], now, queued_at, ARGV[8] or '')

@@ -7,11 +7,14 @@
 --
 -- KEYS[1] queue:{profile}
 -- KEYS[2] queue-seen:{profile}
+-- KEYS[3] queue-order:{profile} (the line's order, _line.lua: mended here every pass, so a
+--         user queued by a broker that knows no order gets a place in it)
 -- ARGV[1] cutoff (unix seconds): waiting users last seen before it are dropped
 -- ARGV[2] profile
 --
 -- Returns the users dropped (the queue changed: one `queue PROFILE` event is published,
--- fleet/events.py).
+-- fleet/events.py; also when the order was mended).
+--@include _line
 local cutoff = '(' .. ARGV[1]
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)
 -- Someone queued without a sign of life at all counts from when they joined.
@@ -21,10 +24,9 @@ for _, entry in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)) do
   end
 end
 for _, who in ipairs(gone) do
-  redis.call('ZREM', KEYS[1], who)
-  redis.call('ZREM', KEYS[2], who)
+  leave_line(KEYS[1], KEYS[2], KEYS[3], who)
 end
-if #gone > 0 then
+if mend_line(KEYS[1], KEYS[3]) > 0 or #gone > 0 then
   publish(EVENT.queue, ARGV[2])
 end
 return gone

@@ -20,6 +20,8 @@
 -- ARGV[6] now
 -- ARGV[7] created (unix seconds)
 -- ARGV[8] claimed at as the record says it, to compare (0 = unknown: never the later)
+-- ARGV[9] the claim's groups as the record keeps them (JSON text, "" = none): a claim
+--         written here keeps them and its user joins the groups' holders (_groups.lua)
 -- Other users' claims, the pod the index had USER on and its profile's state sets are
 -- named by the prelude's key builders (fleet/scripts.py, from fleet/keys.py).
 -- Publishes (fleet/events.py) `release PROFILE HOLDER` for a displaced holder and
@@ -36,6 +38,7 @@
 --                              pod instead ("" = nobody), whose claim was dropped;
 --                              retired = the pod the index had USER on with an older
 --                              claim ("" = none), now marked for deletion
+--@include _groups
 local pod, user, profile = ARGV[1], ARGV[2], ARGV[3]
 local since, now = ARGV[5], ARGV[6]
 
@@ -84,6 +87,7 @@ end
 if holder ~= '' and holder ~= user then
   local holder_claim = claim_key(holder)
   if redis.call('HGET', holder_claim, 'pod') == pod then
+    leave_groups(holder, redis.call('HGET', holder_claim, 'groups'))
     redis.call('DEL', holder_claim)
     redis.call('ZREM', KEYS[6], holder)
   end
@@ -105,7 +109,9 @@ redis.call('HSET', KEYS[1], 'profile', profile, 'state', 'claimed', 'user', user
 if not current then
   -- Bound, as restore.lua writes it: nobody is binding it now, and a 'binding' claim
   -- would hold its user's requests for BIND_WAIT (fleet/service.py).
-  redis.call('HSET', KEYS[2], 'pod', pod, 'profile', profile, 'addr', addr, 'since', since)
+  redis.call('HSET', KEYS[2], 'pod', pod, 'profile', profile, 'addr', addr, 'since', since,
+             'groups', ARGV[9])
+  join_groups(user, ARGV[9])
 end
 -- Activity is unknown after a loss: count from now, never reclaim at once.
 redis.call('ZADD', KEYS[6], 'NX', now, user)

@@ -6,13 +6,17 @@
 --
 -- KEYS[1] state marker
 -- KEYS[2] activity
--- ARGV[1] JSON array of records: {id, profile, state, addr, created, user, since, fields}
+-- ARGV[1] JSON array of records: {id, profile, state, addr, created, user, since, groups,
+--         fields}; groups: the claim's groups as its record keeps them (JSON text, "" = none)
 -- ARGV[2] now
 -- ARGV[3] "1" to set the marker
 -- Pods, claims and state sets are named by the prelude's key builders (fleet/scripts.py,
 -- from fleet/keys.py).
+-- A restored claim keeps its groups and its user joins each group's holders (_groups.lua),
+-- so a group's max_sessions counts it after a rebuild as before.
 -- Returns {restored, conflicts...}: conflicts are pod ids whose user already
 -- holds another pod (the pod must then be ended, never given to anyone).
+--@include _groups
 local records = cjson.decode(ARGV[1])
 local now = ARGV[2]
 local restored = 0
@@ -28,7 +32,9 @@ for _, rec in ipairs(records) do
         state = 'conflict'
         conflicts[#conflicts + 1] = rec.id
       else
-        redis.call('HSET', claim, 'pod', rec.id, 'profile', rec.profile, 'addr', rec.addr, 'since', rec.since)
+        redis.call('HSET', claim, 'pod', rec.id, 'profile', rec.profile, 'addr', rec.addr, 'since', rec.since,
+          'groups', rec.groups or '')
+        join_groups(rec.user, rec.groups)
         redis.call('ZADD', claimed_key(rec.profile), rec.since, rec.id)
         -- Activity is unknown after a loss: count from now, never reclaim at once.
         redis.call('ZADD', KEYS[2], 'NX', now, rec.user)

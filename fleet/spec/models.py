@@ -222,6 +222,11 @@ class Profile(_Model):
     # own page. Off unless asked: it rewrites HTML the WebUI made, which an admin turns
     # on knowing their WebUI (a CSP without 'self', an extension that owns the corner).
     overlay: bool = False
+    # The person's WebUI settings (A1111's config.json, styles.csv, ui-config.json;
+    # ComfyUI's settings and workflows) follow them from pod to pod, kept in a hidden
+    # folder of their outputs (fleet/webui_settings.py). Default: on for the kinds
+    # that have them (a1111, comfyui), off for http:.
+    keep_settings: bool = True
     activity: ActivityRules | None = None
     schedule: list[ScheduleEntry] = []
     local: LocalProfile | None = None
@@ -235,6 +240,14 @@ class Profile(_Model):
             default = GONE_BY_DEFAULT.get(str(data.get("probe", "a1111")))
             if default is not None:
                 return {**data, "reclaim_when_gone": default}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_settings_by_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "keep_settings" not in data:
+            kind = str(data.get("probe", "a1111")).partition(":")[0]
+            return {**data, "keep_settings": kind in ("a1111", "comfyui")}
         return data
 
     @model_validator(mode="before")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from .. import keys, redis_text
 from ..model import (
     Allocate,
+    Blocked,
     Claim,
     Limited,
     PodRecord,
@@ -36,6 +37,7 @@ class ClaimStore(StoreBase):
         unless_ended: bool = False,
         groups: Iterable[str] = (),
         bars: GroupBars | None = None,
+        priority: int = 0,
     ) -> Claim | Waiting | Allocate:
         """Existing claim, a new claim on a Ready pod, or the user's place in the queue.
 
@@ -46,6 +48,8 @@ class ClaimStore(StoreBase):
         `groups`: the user's groups, kept on a new claim (usage per group: fleet/usage.py).
         `bars`: the limits of the user's groups (fleet.yaml's groups:): Limited, and
         nothing claimed nor queued, when one applies to a new claim.
+        `priority`: the user's place-in-line priority (fleet.yaml's groups:), taken when they
+        join the line and kept while they wait: higher is served first.
         """
         result = await self.scripts.claim(
             keys=[
@@ -57,6 +61,8 @@ class ClaimStore(StoreBase):
                 keys.queue(profile),
                 keys.queue_seen(profile),
                 keys.ended(user),
+                keys.queue_order(profile),
+                keys.BLOCKED,
             ],
             args=[
                 user,
@@ -68,6 +74,7 @@ class ClaimStore(StoreBase):
                 "1" if unless_ended else "0",
                 groups_text(groups),
                 *(bars or NO_BARS).argv(),
+                str(priority),
             ],
         )
         kind = result[0]
@@ -75,6 +82,8 @@ class ClaimStore(StoreBase):
             return limited(profile, result, bars or NO_BARS)
         if kind == "ended":
             return SessionEnded(profile)
+        if kind == "blocked":
+            return Blocked(profile)
         if kind == "go":
             return Allocate(profile, result[1] or "")
         if kind == "rebuilding":
@@ -85,13 +94,14 @@ class ClaimStore(StoreBase):
 
     async def bind(
         self, user: str, rec: PodRecord, groups: Iterable[str] = (), bars: GroupBars | None = None
-    ) -> Claim | Rebuilding | Limited | None:
+    ) -> Claim | Rebuilding | Limited | Blocked | None:
         """Record that the platform gave `user` the pod `rec` (bind.lua).
 
         Returns the new claim, the user's existing claim (maybe on another pod:
         `rec` is then an orphan), Rebuilding, Limited (a group limit `bars` names was
-        reached since claim.lua said "go": nothing written), or None when the pod is
-        being deleted or belongs to someone else.
+        reached since claim.lua said "go": nothing written), Blocked (an admin blocked
+        them meanwhile: nothing written), or None when the pod is being deleted or
+        belongs to someone else.
         """
         now = self.clock()
         result = await self.scripts.bind(
@@ -104,6 +114,8 @@ class ClaimStore(StoreBase):
                 keys.ACTIVITY,
                 keys.queue(rec.profile),
                 keys.queue_seen(rec.profile),
+                keys.queue_order(rec.profile),
+                keys.BLOCKED,
             ],
             args=[
                 user,
@@ -120,6 +132,8 @@ class ClaimStore(StoreBase):
         kind = result[0]
         if kind == "limited":
             return limited(rec.profile, result, bars or NO_BARS)
+        if kind == "blocked":
+            return Blocked(rec.profile)
         if kind == "rebuilding":
             return Rebuilding(rec.profile)
         if kind == "gone":

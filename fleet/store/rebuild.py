@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 
 from .. import keys
-from ..model import PodRecord, PodState
+from ..model import PodRecord, PodState, groups_text
 from .base import StoreBase
 
 
@@ -42,6 +42,7 @@ class RebuildStore(StoreBase):
                 "created": repr(rec.created or now),
                 "user": rec.user,
                 "since": repr(rec.claimed_at or now),
+                "groups": groups_text(rec.groups),  # the group limits count a rebuilt claim
                 "fields": dict(rec.extra),
             }
             for rec in records

@@ -148,7 +148,9 @@ async def harness(kind: str, redis_url: str, tmp: Path, *, min: int = 0, buffer:
     stack = contextlib.AsyncExitStack()
     async with stack:
         if kind == "local":
-            text = LOCAL.format(outputs=tmp / "outputs", min=min, buffer=buffer, max=max, stub=STUB)
+            text = top + LOCAL.format(
+                outputs=tmp / "outputs", min=min, buffer=buffer, max=max, stub=STUB
+            )
         else:
             sim = await stack.enter_async_context(
                 KubeSim(

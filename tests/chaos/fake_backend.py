@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from fleet import Conflict, Phase, PodGone, PodRecord
 from fleet.backends.base import Backend
+from fleet.model import record_groups_of
 from fleet.spec import FleetSpec, Profile
 
 
@@ -51,7 +52,7 @@ class FakeBackend(Backend):
         rec = self.records.get(pod_id)
         return _copy(rec) if rec else None
 
-    async def mark_claimed(self, pod_id: str, user: str, slug: str) -> None:
+    async def mark_claimed(self, pod_id: str, user: str, slug: str, groups: str = "") -> None:
         hook, self.before_mark = self.before_mark, None
         if hook is not None:
             await hook()
@@ -61,6 +62,7 @@ class FakeBackend(Backend):
         if rec.user and rec.user != user:
             raise Conflict(f"pod {pod_id} is labelled for {rec.user}")
         rec.user, rec.claimed_at = user, time.time()
+        rec.groups = record_groups_of(groups)
 
     async def prepare_outputs(self, slug: str) -> None:
         """Nothing on disk."""

@@ -179,9 +179,13 @@ class Broker:
         return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""
 
     def kill(self) -> None:
-        """SIGKILL: the broker gets no chance to clean up (a crash)."""
+        """SIGKILL: the broker gets no chance to clean up (a crash).
+
+        The whole process group: with SDB_WORKERS > 1 the workers crash with their
+        supervisor (pods have sessions of their own and live on, as they would)."""
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self, timeout: float = 15.0) -> int | None:

@@ -43,6 +43,7 @@ async def test_waiters_unseen_past_the_grace_are_dropped_the_others_kept(
         clock.now += 30
     # Someone in line with no sign of life at all counts from when they joined.
     await store.redis.zadd(keys.queue("default"), {"ghost": clock.now - 100})
+    await store.redis.zadd(keys.queue_order("default"), {"ghost": clock.now - 100})
     assert await store.see_waiting("stays", "default") == (3, 4)  # the ghost came first
     clock.now += 35  # gone: 125 s unseen; stays: 35 s; late: 65 s; ghost: 135 s
     pubsub = store.redis.pubsub()
@@ -50,7 +51,7 @@ async def test_waiters_unseen_past_the_grace_are_dropped_the_others_kept(
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
     dropped = await store.drop_gone_waiters("default", 60)
     assert sorted(dropped) == ["ghost", "gone", "late"]
-    assert [u for u, _, _ in await store.queue_members("default")] == ["stays"]
+    assert [w.user for w in await store.queue_members("default")] == ["stays"]
     assert not await store.redis.zscore(keys.queue_seen("default"), "gone")
     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
     assert message is not None and message["data"] == "queue default"  # positions changed

@@ -17,6 +17,7 @@ import aiohttp
 from . import config as settings
 from . import server
 from .agones import AgonesSDK
+from .keeping import KeptSettings
 from .runner import EXIT_FATAL_CONFIG, Agent
 from .webui import A1111, ComfyUI, WebUI
 
@@ -35,7 +36,8 @@ async def amain(config: settings.Config) -> int:
         else:
             webui = A1111(session, config.webui_url, timeout)
         sdk = AgonesSDK(session, config.agones_url, timeout) if config.mode == "agones" else None
-        agent = Agent(config, webui, sdk)
+        kept = KeptSettings(config, session) if config.keep_settings else None
+        agent = Agent(config, webui, sdk, kept)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stopping.set)

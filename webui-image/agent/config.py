@@ -48,6 +48,13 @@ class Config:
     health_grace: float
     request_timeout: float
     log_level: str
+    # People's WebUI settings (webui_settings.py): kept in <outputs>/<slug>/.webui-settings,
+    # restored at the claim, saved every settings_interval when changed and at SIGTERM.
+    keep_settings: bool = True
+    # The folder shared with the WebUI where its --styles-file and --ui-config-file are
+    # (an emptyDir); None: only what the WebUI's API carries (config.json, styles).
+    webui_settings: Path | None = None
+    settings_interval: float = 30.0
 
     @property
     def split(self) -> bool:
@@ -106,6 +113,15 @@ def _optional_path(env: Mapping[str, str], name: str) -> Path | None:
     return _path(env, name, "") if env.get(name, "").strip() else None
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text not in ("0", "1", "true", "false"):
+        raise ConfigError(f"{name}={text!r} must be 1 or 0")
+    return text in ("1", "true")
+
+
 def _resolve_mode(wanted: str, env: Mapping[str, str], podinfo_dir: Path) -> str:
     """``auto``: Agones sets AGONES_SDK_HTTP_PORT in its pods; a Downward API mount means plain pods."""
     if wanted != "auto":
@@ -147,6 +163,9 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         health_grace=duration("SDB_AGENT_HEALTH_GRACE", "5m"),
         request_timeout=duration("SDB_AGENT_REQUEST_TIMEOUT", "5s"),
         log_level=level,
+        keep_settings=_switch(env, "SDB_AGENT_KEEP_SETTINGS", True),
+        webui_settings=_optional_path(env, "SDB_AGENT_WEBUI_SETTINGS"),
+        settings_interval=duration("SDB_AGENT_SETTINGS_INTERVAL", "30s"),
     )
 
 

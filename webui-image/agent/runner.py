@@ -25,6 +25,7 @@ from .agones import BEFORE_READY, AgonesSDK, SDKError
 from .claims import Claim, ClaimError, DownwardAPI, claim_from_gameserver, gameserver_state
 from .config import Config
 from .holding import move_tree
+from .keeping import KeptSettings
 from .webui import REQUEST_ERRORS, Check, WebUI
 
 log = logging.getLogger("sdb-agent")
@@ -35,10 +36,19 @@ RETRY_MAX = 10.0
 
 
 class Agent:
-    def __init__(self, config: Config, webui: WebUI, sdk: AgonesSDK | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        webui: WebUI,
+        sdk: AgonesSDK | None,
+        settings: KeptSettings | None = None,
+    ) -> None:
         self.config = config
         self.webui = webui
         self.sdk = sdk
+        self.settings = settings  # None: settings are not kept (SDB_AGENT_KEEP_SETTINGS=0)
+        #: The slug whose folder the WebUI saves into, and which exists on the volume.
+        self.settled_for = ""
         self.ready = False
         self.reason = "not checked yet"
         self.last_answer = time.monotonic()
@@ -95,6 +105,8 @@ class Agent:
         loops: dict[str, Callable[[], Awaitable[None]]] = {"webui": self._webui_loop}
         if self.config.mode == "kubernetes":
             loops["downward-api"] = self._downward_loop
+        if self.settings is not None and self.config.mode != "standalone":
+            loops["settings"] = partial(self.settings.run, self._settled_claim, lambda: self.ready)
         if self.sdk is not None:
             loops |= {
                 "agones-ready": self._agones_ready,
@@ -113,7 +125,15 @@ class Agent:
             for task in reversed(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.settings is not None and self.exit_code == 0:
+                # SIGTERM on a claimed pod is a reclaim: the last change is kept.
+                await self.settings.save()
         return self.exit_code
+
+    def _settled_claim(self) -> Claim | None:
+        """The claim, once the WebUI saves into its user's folder (which then exists)."""
+        claim = self.claim
+        return claim if claim is not None and self.settled_for == claim.slug else None
 
     async def _guard(
         self, name: str, loop: Callable[[], Awaitable[None]], may_finish: bool = False
@@ -190,6 +210,7 @@ class Agent:
             again = self.outputs == shown
             log.info("outputs %s %s", "re-applied (WebUI restarted?) to" if again else "->", shown)
             self.outputs = shown
+        self.settled_for = slug
         if moved:
             what = "" if config.split else " made before the claim was seen"
             log.info("moved %d file(s)%s into %s", moved, what, target)

@@ -72,7 +72,9 @@ class TestKit:
         """An HTML page shaped as asked, for what a proxy may do to pages: ``pad=N`` bytes
         of comment, ``gzip=1`` compressed whatever the request accepts, ``chunked=1``
         without Content-Length, ``hide=1`` a stylesheet hiding every element, ``end=0``
-        no ``</body>``. The request's Accept-Encoding is echoed in ``#encoding``."""
+        no ``</body>``, ``hold=S`` (chunked) S seconds between the first chunk and the rest:
+        a slow page a proxy holds meanwhile. The request's Accept-Encoding is echoed in
+        ``#encoding``."""
         pad = "x" * int(_number(request, "pad", 0, 0, 64 << 20))
         style = "<style>* { display: none !important; }</style>" if "hide" in request.query else ""
         accepted = request.headers.get("Accept-Encoding", "")
@@ -92,8 +94,11 @@ class TestKit:
         resp = web.StreamResponse(headers=headers)
         resp.enable_chunked_encoding()
         await resp.prepare(request)
+        hold = _number(request, "hold", 0, 0, 60)
         for at in range(0, len(body), CHUNK):
             await resp.write(body[at : at + CHUNK])
+            if hold and not at:
+                await asyncio.sleep(hold)
         await resp.write_eof()
         return resp
 

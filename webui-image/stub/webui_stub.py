@@ -28,6 +28,7 @@ from aiohttp import WSCloseCode, web
 from stub_api import WebUIApi
 from stub_engine import Engine
 from stub_gradio import GradioQueue
+from stub_styles import Styles
 from stub_testkit import TestKit
 
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
@@ -55,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds during which /internal/ping answers 503, standing for model loading",
     )
     parser.add_argument("--outdir", type=Path, default=Path("outputs"))
+    parser.add_argument("--styles-file", type=Path, default=None, help="A1111's styles.csv")
+    parser.add_argument("--ui-config-file", type=Path, default=None, help="A1111's ui-config")
     return parser.parse_args(argv)
 
 
@@ -67,6 +70,7 @@ def build_app(args: argparse.Namespace) -> web.Application:
     gradio = GradioQueue(engine, sockets)
     WebUIApi(engine, args.startup_delay).add_routes(app)
     gradio.add_routes(app)
+    Styles(args.styles_file, args.ui_config_file).add_routes(app)
     TestKit(args.pod_id, sockets).add_routes(app)
 
     async def worker(app: web.Application) -> AsyncIterator[None]:
