@@ -26,17 +26,13 @@ from fleet.reconcile import reattach
 from fleet.scripts import prelude
 from tests.chaos.fake_backend import FakeBackend
 from tests.chaos.test_claims_state_machine import SPEC  # one profile "default", buffer 2
+from tests.support.clock import StepClock
 
 LUA = {p.name: p.read_text() for p in resources.files("fleet").joinpath("lua").iterdir()
        if p.name.endswith(".lua")}  # fmt: skip
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+Clock = StepClock
 
 
 # --- the wire form -----------------------------------------------------------------

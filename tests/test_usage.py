@@ -12,19 +12,17 @@ from collections.abc import AsyncIterator
 import pytest
 
 from fleet import Claim, FleetStore, Phase, PodRecord, Tell, Usage, connect_redis, keys, read_usage
+from tests.support.clock import StepClock
 
 HOUR = 3600.0
 
 
-class Clock:
+class Clock(StepClock):
     """The store's clock, moved by the test; it starts a day back, so that the audit
     stream's ids (the Redis server's own clock) are never before the times it gives."""
 
     def __init__(self) -> None:
-        self.now = time.time() - 24 * HOUR
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(time.time() - 24 * HOUR)
 
 
 @pytest.fixture

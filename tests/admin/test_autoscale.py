@@ -15,6 +15,7 @@ import pytest
 
 from fleet import Autoscaler, Controller, Fleet, FleetStore, connect_redis, load_spec, make_backend
 from tests.admin.support import Api, Person, eventually, fleet_file
+from tests.support.clock import StepClock
 from tests.support.procs import kill_pods
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -28,12 +29,7 @@ def berlin(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=BERLIN).timestamp()
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+Clock = StepClock
 
 
 def scheduled_spec(tmp_path: Path):

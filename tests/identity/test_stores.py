@@ -17,6 +17,7 @@ from broker.auth.jwks import JWKSCache, TokenRejected, essential, verify
 from broker.auth.sessions import PendingLogins, SessionStore, digest, new_secret, unseal
 from broker.identity import Identity
 from fleet import keys
+from tests.support.clock import StepClock
 from tests.support.procs import RedisServer
 
 from .servers import ThreadedServer
@@ -65,12 +66,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-class Clock:
+class Clock(StepClock):
     def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(1000.0)
 
 
 async def test_unknown_kid_refetches_at_most_every_30s_and_rotation_works(

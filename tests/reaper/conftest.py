@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 from fleet import Claim, Fleet, FleetSpec, FleetStore, connect_redis, keys, make_probe, parse_spec
 from fleet.backends.local import LocalBackend
 from reaper import ReapCycle
+from tests.support.clock import StepClock
 from tests.support.procs import STUB, kill_pods
 
 SPEC = """\
@@ -39,16 +40,9 @@ profiles:
 IDLE = 60.0
 
 
-class FakeClock:
+class FakeClock(StepClock):
     def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
+        super().__init__(time.time())
 
 
 async def until(predicate: Callable[[], Awaitable[object]], timeout: float = 20.0) -> None:

@@ -22,17 +22,15 @@ from fleet import (
 )
 from fleet.model import Allocate
 from fleet.store.claims import GroupBars
+from tests.support.clock import StepClock
 
 #: A join time of today's size with a fraction: what a double can and cannot hold matters.
 T0 = 1_796_000_000.123456
 
 
-class Clock:
+class Clock(StepClock):
     def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(now)
 
 
 @pytest.fixture

@@ -11,14 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from fleet import Claim, FleetStore, SessionEnded, Tell, Waiting, connect_redis, keys
+from tests.support.clock import StepClock
 
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+Clock = StepClock
 
 
 @pytest.fixture
