@@ -229,8 +229,9 @@ def test_local_fleet_is_the_demo() -> None:
     assert (profile.min, profile.buffer, profile.max) == (0, 2, 4)
     assert profile.local is not None
     assert profile.local.gpus == []
-    assert profile.local.argv(7861, "p1") == [
+    assert profile.local.argv(7861, "p1", "/h") == [
         "python", "webui-image/stub/webui_stub.py", "--port", "7861", "--pod-id", "p1",
+        "--styles-file", "/h/styles.csv", "--ui-config-file", "/h/ui-config.json",
     ]  # fmt: skip
     assert (ROOT / profile.local.command[1]).exists()
 
