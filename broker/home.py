@@ -19,13 +19,15 @@ every broker page links here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 
 from aiohttp import web
 
-from fleet import StoreUnavailable
+from fleet import SettingsStore, StoreUnavailable, slugify
 from reaper import Reason, end_session
 
 from .admission import authenticate
@@ -95,6 +97,7 @@ async def home_page(request: web.Request) -> web.StreamResponse:
     spec = app[FLEET].spec
     names = {p.name: p.display_name for p in spec.profiles}
     context = {
+        "settings_came": await settings_came(app, identity.user, status),
         "identity": identity,
         "status": status,
         "kind": names.get(status.profile, status.profile),
@@ -106,6 +109,26 @@ async def home_page(request: web.Request) -> web.StreamResponse:
         "presence_url": PRESENCE_PATH,
     }
     return form_page(request, "home.html", context, user=identity.user)
+
+
+async def settings_came(app: web.Application, user: str, status: Status) -> bool:
+    """Whether to tell the person when their kept A1111 styles and UI defaults apply: a
+    running A1111 reads styles.csv only on the Styles refresh button and ui-config.json
+    only at Settings > Reload UI (fleet/webui_settings.py cites A1111 v1.10.1), so a
+    restored one is not on screen until then. Only when their profile keeps settings and
+    something of the two is kept for them (said with a running WebUI only)."""
+    fleet = app[FLEET]
+    if not status.running:
+        return False
+    profile = next((p for p in fleet.spec.profiles if p.name == status.profile), None)
+    if profile is None or not profile.keep_settings or profile.probe != "a1111":
+        return False
+    root, slug = os.path.split(fleet.backend.outputs_path(slugify(user)))
+    try:
+        store = SettingsStore(root, slug, "a1111")
+    except ValueError:  # SettingsError: a slug no folder can have
+        return False
+    return await asyncio.to_thread(store.holds, "styles.csv", "ui-config.json")
 
 
 async def status_json(request: web.Request, *, who: bool = False) -> web.StreamResponse:

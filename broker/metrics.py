@@ -100,6 +100,13 @@ EVENTS_HEARD = Counter(
     "again, and may have missed some).",
     ["kind"],
 )
+SETTINGS_KEPT = Counter(
+    "sdbroker_settings",
+    "Restores (at the claim) and saves (every look while claimed, and the last at a stop) "
+    "of people's WebUI settings this broker made (local backend; elsewhere the pod's agent "
+    "does them): outcome=failed was logged, and the session went on.",
+    ["profile", "step", "outcome"],
+)
 EVENTS_HEARD.labels("reconnect")  # at 0 from the start: the SdbrokerLosingRedis alert's rate()
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -143,6 +150,11 @@ def pod_start_failed(profile: str, reason: str, seconds: float | None) -> None:
     status = START_STATUS.get(reason)
     if status is not None and seconds is not None:
         POD_START.labels(profile, status).observe(max(0.0, seconds))
+
+
+def settings_counted(profile: str, step: str, outcome: str) -> None:
+    """LocalSettings.on_outcome (fleet/backends/local_settings.py)."""
+    SETTINGS_KEPT.labels(profile, step, outcome).inc()
 
 
 def redis_error() -> None:
@@ -264,6 +276,9 @@ def _at_zero(profiles: list[str]) -> None:
         for reason in start_health.REASONS:
             POD_START_FAILURES.labels(name, reason)
         reclaims_at_zero([name])
+        for step in ("restore", "save"):
+            for outcome in ("ok", "failed"):
+                SETTINGS_KEPT.labels(name, step, outcome)
 
 
 def _liveness(
@@ -335,4 +350,5 @@ __all__ = [
     "metrics_page",
     "pod_started",
     "redis_error",
+    "settings_counted",
 ]

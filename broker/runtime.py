@@ -147,7 +147,9 @@ def build(settings: Settings, redis: Redis, spec: FleetSpec, *, owns_fleet: bool
     )
     store = FleetStore(redis, on_claim=metrics.count_claim)
     doorbell = Doorbell()  # the backend wakes the controller on each platform change
-    backend = make_backend(spec, settings.data_dir, on_change=doorbell.wake)
+    backend = make_backend(
+        spec, settings.data_dir, on_change=doorbell.wake, on_settings=metrics.settings_counted
+    )
     fleet = Fleet(
         store, backend, spec, http, queue_grace=settings.queue_grace, on_claimed=metrics.claim_took
     )

@@ -55,6 +55,7 @@ from .specstore import SpecFollower
 from .store import FleetStore
 from .usage import By as UsageBy
 from .usage import Usage, read_usage
+from .webui_settings import Store as SettingsStore
 
 __all__ = [
     "ActivityClassifier",
@@ -123,6 +124,7 @@ __all__ = [
     "samples_kept",
     "SessionEnded",
     "SizeError",
+    "SettingsStore",
     "slugify",
     "SpecError",
     "SpecFollower",

@@ -195,6 +195,21 @@ def _write(folder: int, name: str, data: bytes, mode: int) -> None:
     os.rename(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
 
 
+def _remove(folder: int, name: str) -> bool:
+    """Unlink NAME in FOLDER when it is a regular file of ours with a safe name (never
+    what a link points to: the link itself is not ours to judge, so it stays)."""
+    try:
+        safe_name(name)
+        info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except (SettingsError, OSError):
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=folder)
+    return True
+
+
 class Store:
     """``<outputs root>/<slug>/.webui-settings/<kind>/``: written by the trusted side only.
 
@@ -226,6 +241,26 @@ class Store:
             for fd in fds:
                 os.close(fd)
 
+    def holds(self, *names: str) -> bool:
+        """Whether one of NAMES is kept here, a regular file reached without a link (a hint
+        for the person's page; its owner is not checked: the broker may only read the
+        volume the agent writes)."""
+        fds: list[int] = []
+        try:
+            fds.append(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            for part in (self.slug, FOLDER, self.kind):
+                fds.append(_open_dir(fds[-1], part, False))
+            for name in names:
+                with contextlib.suppress(OSError):
+                    if stat.S_ISREG(os.stat(name, dir_fd=fds[-1], follow_symlinks=False).st_mode):
+                        return True
+            return False
+        except OSError:
+            return False
+        finally:
+            for fd in fds:
+                os.close(fd)
+
     def load(self) -> dict[str, bytes]:
         """What was kept, each file checked again; nothing when there is no folder."""
         try:
@@ -249,15 +284,22 @@ class Store:
                 os.close(flows)
         return out
 
-    def save(self, files: dict[str, bytes]) -> int:
+    def save(self, files: dict[str, bytes], mirror: bool = False) -> int:
         """Keep FILES (each already through `check`); returns how many changed. Within the
-        caps, in name order; a file over one keeps its last good copy (a warning)."""
+        caps, in name order; a file over one keeps its last good copy (a warning).
+        MIRROR: FILES holds every workflow the WebUI has (a complete fetch after a complete
+        restore), so a kept workflow absent from it was deleted there and is removed here."""
         kept = self.load()
+        gone = [n for n in kept if n.startswith(WORKFLOWS) and n not in files] if mirror else []
+        for name in gone:
+            del kept[name]
         total = sum(len(v) for k, v in kept.items() if k not in files)
         count = len(set(kept) - set(files))
         changed = 0
         top, flows = self._open(make=True)
         try:
+            if flows is not None:
+                changed += sum(_remove(flows, n[len(WORKFLOWS) :]) for n in gone)
             for name in sorted(files):
                 data = files[name]
                 if count + 1 > FILES_MAX or total + len(data) > TOTAL_MAX:

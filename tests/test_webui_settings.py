@@ -195,12 +195,13 @@ async def test_the_local_backend_saves_on_change_while_claimed(
         "--styles-file", str(home / "styles.csv"),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    keeping = local_settings.LocalSettings()
+    told: list[tuple[str, str, str]] = []
+    keeping = local_settings.LocalSettings(lambda *outcome: told.append(outcome))
     addr = f"http://127.0.0.1:{port}"
     try:
         await asyncio.to_thread(wait_for, lambda: http_ok(addr + "/internal/ping"), 20, what="stub")
         async with aiohttp.ClientSession() as http:
-            keeper = keeping.keeper(http, addr, "a1111", str(home), str(outputs), "dana")
+            keeper = keeping.keeper(http, addr, "a1111", str(home), str(outputs), "dana", "p1")
             await keeping.claimed("p", keeper)
             async with http.post(addr + "/sdapi/v1/options", json={"samples_format": "gif"}):
                 pass
@@ -213,6 +214,8 @@ async def test_the_local_backend_saves_on_change_while_claimed(
             assert keeping.watching("p")
             await keeping.forget("p")
             assert not keeping.watching("p") and keeping.failures == 0
+            # Each look is told to the broker's metrics (sdbroker_settings_total).
+            assert told[0] == ("p1", "restore", "ok") and ("p1", "save", "ok") in told
     finally:
         stub.terminate()
         await stub.wait()

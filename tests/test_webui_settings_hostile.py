@@ -183,3 +183,46 @@ async def test_comfyui_workflow_names_and_caps(
     for name in names:
         json.loads((kept / "workflows" / name).read_text())
     assert sorted(os.listdir(outputs / "bob")) == ["secret.png"]
+
+
+async def test_a_workflow_deleted_in_comfyui_is_removed_only_after_a_whole_fetch(
+    pod: HostilePod, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A save mirrors deletions of workflows only when it saw every one the pod lists
+    (after a restore that gave the pod every kept one): a listing that fails, a file that
+    does not pass, or a restore not done deletes nothing; a link planted there stays."""
+    outputs, _, _ = folders(tmp_path)
+    flows = outputs / "alice" / ".webui-settings" / "comfyui" / "workflows"
+    keeper = Keeper(
+        WebUISettings(http, pod.url, "comfyui"), Store(str(outputs), "alice", "comfyui")
+    )
+    pod.set("/settings", {"Comfy.ColorPalette": "dark"})
+    pod.set("/userdata?dir=workflows", ["a.json", "b.json"])
+    for name in ("a.json", "b.json"):
+        pod.set("/userdata/workflows%2F" + name, {"nodes": [name]})
+    assert await keeper.save() == 3  # not restored yet: nothing could be mirrored anyway
+    await keeper.restore()
+    (flows / "link.json").symlink_to(outputs / "bob" / "secret.png")
+
+    # The listing fails: the save fails, nothing removed.
+    pod.set("/userdata?dir=workflows", b"not json")
+    with pytest.raises(SettingsError):
+        await keeper.save()
+    # Only a listed, but a.json does not pass: a partial fetch, nothing removed.
+    pod.set("/userdata?dir=workflows", ["a.json"])
+    pod.set("/userdata/workflows%2Fa.json", b"not json")
+    await keeper.save()
+    assert sorted(os.listdir(flows)) == ["a.json", "b.json", "link.json"]
+
+    # Only a listed, and read whole: b, deleted in ComfyUI, is removed from the kept folder.
+    pod.set("/userdata/workflows%2Fa.json", {"nodes": ["a2"]})
+    assert await keeper.save() == 2
+    assert sorted(os.listdir(flows)) == ["a.json", "link.json"]
+    assert json.loads((flows / "a.json").read_text()) == {"nodes": ["a2"]}
+    assert (outputs / "bob" / "secret.png").read_bytes() == b"bob's"
+
+    # A keeper whose restore never ran (or failed) mirrors nothing.
+    pod.set("/userdata?dir=workflows", [])
+    fresh = Keeper(WebUISettings(http, pod.url, "comfyui"), Store(str(outputs), "alice", "comfyui"))
+    await fresh.save()
+    assert sorted(os.listdir(flows)) == ["a.json", "link.json"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ..spec import FleetSpec
@@ -9,13 +10,21 @@ from .base import Backend, OnChange
 from .isolation import Isolation, decide_for
 
 
-def make_backend(spec: FleetSpec, data_dir: Path, *, on_change: OnChange = None) -> Backend:
+def make_backend(
+    spec: FleetSpec,
+    data_dir: Path,
+    *,
+    on_change: OnChange = None,
+    on_settings: Callable[[str, str, str], None] | None = None,
+) -> Backend:
     """The backend `spec` names; `on_change` is called on each platform change it sees
-    (the controller's Doorbell.wake: fleet/controller.py)."""
+    (the controller's Doorbell.wake: fleet/controller.py); `on_settings` with each restore
+    and save of people's WebUI settings the broker itself makes (local backend only:
+    elsewhere the pod's agent does them, local_settings.OnSettings)."""
     if spec.backend == "local":
         from .local import LocalBackend
 
-        return LocalBackend(spec, data_dir, on_change=on_change)
+        return LocalBackend(spec, data_dir, on_change=on_change, on_settings=on_settings)
     if spec.backend == "kubernetes":
         from .kubernetes import KubernetesBackend
 

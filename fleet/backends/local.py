@@ -5,23 +5,22 @@ adopted again), listening on a free loopback port, logging to a file per pod.
 Its record is a JSON file under the data dir, written once when the pod
 starts; its claim is a small file beside it, empty until the pod is claimed
 (see `_mark_claimed`). Those, not Redis, are the truth the index is rebuilt from.
+Beside it: local_records.py (the files, their scan, the claim's locked write),
+local_process.py (a pod's port, start, liveness and stop) and local_settings.py
+(people's WebUI settings kept across pods).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,9 @@ from typing import Any
 import aiohttp
 import psutil
 
-from ..errors import BackendError, Conflict, PodGone
+from ..errors import BackendError
 from ..model import Phase, PodRecord, record_groups_of
-from ..slug import slugify
 from ..spec import FleetSpec, Profile
-from ..webui_settings import KINDS as SETTINGS_KINDS
 from .base import TEMPLATE, Backend, OnChange, template_hash
 from .isolation import (
     Isolation,
@@ -46,60 +43,34 @@ from .isolation import (
     pod_env,
     sandbox_argv,
 )
+from .local_process import Liveness, LoopbackPorts, spawn, stop_group
 from .local_records import (
-    CLAIM_MAX,
     CLAIM_SUFFIX,
-    EXITED,
-    claim_text,
-    claim_user,
+    LockHeld,
+    RecordScan,
     open_claim,
-    proc_stat,
     read_pod,
     read_record,
+    write_claim,
 )
-from .local_settings import LocalSettings
+from .local_settings import LocalSettings, OnSettings, keep_claimed, last_save
 
 log = logging.getLogger(__name__)
-_RECENT_PORTS = 512  # never hand a just-freed port to a new pod: a stale route must not reach it
 OBSERVE_SLICE = 50  # pods read between two turns of the event loop (about a millisecond)
-
-
-class _LockHeld(Exception):
-    """A claim file's lock is held by someone else: try again where waiting is allowed."""
-
-
-def _spawn(
-    command: list[str],
-    cwd: str | None,
-    env: dict[str, str],
-    log_path: Path,
-    *,
-    uid: int | None = None,
-    pass_fds: tuple[int, ...] = (),
-) -> subprocess.Popen[bytes]:
-    """Fork off the thread: a fork of a big broker process must not stall the event loop."""
-    as_uid: dict[str, Any] = {}
-    if uid is not None:  # the pod's own uid and group, no supplementary groups of ours
-        as_uid = {"user": uid, "group": uid, "extra_groups": [], "umask": 0o022}
-    with open(log_path, "ab") as log_file:
-        return subprocess.Popen(
-            command,
-            cwd=cwd or None,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: survives us, killed as a group
-            pass_fds=pass_fds,
-            **as_uid,
-        )
 
 
 class LocalBackend(Backend):
     name = "local"
     probes_readiness = True
 
-    def __init__(self, spec: FleetSpec, data_dir: Path, *, on_change: OnChange = None) -> None:
+    def __init__(
+        self,
+        spec: FleetSpec,
+        data_dir: Path,
+        *,
+        on_change: OnChange = None,
+        on_settings: OnSettings | None = None,
+    ) -> None:
         super().__init__(spec, on_change=on_change)
         self.data_dir = Path(data_dir).resolve()
         self.records_dir = self.data_dir / "pods"
@@ -108,16 +79,14 @@ class LocalBackend(Backend):
         self._isolation: dict[str, Isolation] = {}  # per profile, decided once
         self._claimed_uid: dict[str, int] = {}  # slug -> uid of the pod just claimed for it
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        self._recent_ports: deque[int] = deque(maxlen=_RECENT_PORTS)
+        self._alive = Liveness(self._children)  # whether a record's process still runs
+        self._ports = LoopbackPorts()
         self._creating = asyncio.Lock()  # a slot is chosen and recorded before the next is chosen
         self._in_flight: set[asyncio.Task[PodRecord]] = set()
         self._outputs: tuple[str, Path] = ("", Path())  # (spec.outputs, resolved)
-        #: file name -> ((inode, mtime, size, claim size), record): what _all read last time.
-        self._parsed: dict[str, tuple[tuple[int, int, int, int], dict[str, Any]]] = {}
-        #: pod id -> (pid, start ticks) of another broker's pod once psutil has matched it.
-        self._started: dict[str, tuple[int, bytes]] = {}
+        self._scan = RecordScan(self.records_dir)  # what _all read last time
         #: People's WebUI settings, restored at each claim and saved while claimed.
-        self.settings = LocalSettings()
+        self.settings = LocalSettings(on_settings)
 
     async def start(self) -> None:
         # A thread: folders made, and each profile's isolation probed (bwrap is run once).
@@ -176,74 +145,10 @@ class LocalBackend(Backend):
         return list(self._each())
 
     def _each(self) -> Iterator[dict[str, Any]]:
-        """Every record with its claim, by name. A record unchanged since the last pass
-        (same inode, mtime and size: a record is only ever replaced whole) whose claim
-        file has the same size (written once, when empty) is not read and parsed again,
-        so the controller's pass costs two stats per pod. Read the dicts, never change
-        them. The cache is kept when the iteration is run to its end."""
-        try:
-            with os.scandir(self.records_dir) as it:
-                records, claims = [], {}
-                for e in it:
-                    if e.name.endswith(".json"):
-                        records.append(e)
-                    elif e.name.endswith(CLAIM_SUFFIX):
-                        claims[e.name[: -len(CLAIM_SUFFIX)]] = e
-        except FileNotFoundError:
-            return
-        records.sort(key=lambda e: e.name)
-        known, parsed = self._parsed, {}
-        for entry in records:
-            try:
-                st = entry.stat()
-            except FileNotFoundError:
-                continue
-            pod_id = entry.name[:-5]
-            claim = claims.get(pod_id)
-            try:  # a claim is written once into its empty file: its size tells
-                held = claim.stat().st_size if claim is not None else -1
-            except FileNotFoundError:
-                held = -1
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size, held)
-            hit = known.get(entry.name)
-            data = hit[1] if hit is not None and hit[0] == stamp else self._read(pod_id)
-            if data:
-                parsed[entry.name] = (stamp, data)
-                yield data
-        self._parsed = parsed
-        if len(self._started) > len(parsed):  # forget pods gone since
-            self._started = {k: v for k, v in self._started.items() if f"{k}.json" in parsed}
-
-    # --- processes ------------------------------------------------------------
-
-    def _alive(self, data: dict[str, Any]) -> bool:
-        child = self._children.get(data["id"])
-        if child is not None:
-            # Our own child: not reaped means running (a zombie is reaped by poll), and
-            # its pid cannot be reused meanwhile. 60x cheaper than asking /proc.
-            return child.poll() is None
-        # Another broker's pod (after a restart, or when this broker leads the controller
-        # but did not start the fleet): psutil's check costs ~55 us, most of a pass over
-        # hundreds of pods. Once psutil has matched the pid to the record, the process's
-        # start time in /proc/<pid>/stat (one read, ~8 us) tells it is still the same one.
-        try:
-            pid = int(data["pid"])
-        except (KeyError, ValueError):
-            return False
-        stat = proc_stat(pid)
-        if stat is not None and self._started.get(data["id"]) == (pid, stat[1]):
-            return stat[0] not in EXITED
-        try:
-            proc = psutil.Process(pid)
-            alive = (
-                abs(proc.create_time() - float(data["pid_created"])) < 1.0
-                and proc.status() != psutil.STATUS_ZOMBIE
-            )
-        except (psutil.Error, KeyError, ValueError):
-            return False
-        if alive and stat is not None:  # read before psutil's check: the same process
-            self._started[data["id"]] = (pid, stat[1])
-        return alive
+        """Every record with its claim (local_records.RecordScan: unchanged files are not
+        read again); pods gone since are forgotten when the iteration is run to its end."""
+        yield from self._scan.each()
+        self._alive.keep_only(self._scan.parsed)
 
     def _record(self, data: dict[str, Any]) -> PodRecord:
         alive = self._alive(data)
@@ -269,19 +174,6 @@ class LocalBackend(Backend):
                 TEMPLATE: str(data.get(TEMPLATE, "")),  # "": made before pods carried one
             },
         )
-
-    def _listen(self) -> socket.socket:
-        """A listening socket on a free loopback port (not one freed just now)."""
-        for _ in range(100):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            if port not in self._recent_ports:
-                self._recent_ports.append(port)
-                sock.listen(1024)
-                return sock
-            sock.close()
-        raise BackendError("no free loopback port")
 
     def _free_slot(self, profile: Profile) -> int | None:
         assert profile.local is not None
@@ -320,7 +212,7 @@ class LocalBackend(Backend):
                 await asyncio.to_thread(os.makedirs, base, 0o711, True)
             except OSError as exc:
                 raise BackendError(f"cannot make the outputs folder {base}: {exc}") from exc
-        listener = self._listen()
+        listener = self._ports.listen()
         port = listener.getsockname()[1]
         slot = self._free_slot(profile)
         # A thread: the counter's lock (flock LOCK_EX) may wait for another broker.
@@ -362,7 +254,7 @@ class LocalBackend(Backend):
         try:
             as_uid = None if isolation.sandbox else uid  # a sandbox drops to it itself
             child = await asyncio.to_thread(
-                _spawn, command, profile.local.cwd, env, log_path, uid=as_uid, pass_fds=pass_fds
+                spawn, command, profile.local.cwd, env, log_path, uid=as_uid, pass_fds=pass_fds
             )
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -403,8 +295,8 @@ class LocalBackend(Backend):
             if profile.local is not None:
                 grace = profile.local.stop_grace
         if self._alive(data):
-            await self._last_save(data)
-            await self._stop_group(int(data["pid"]), grace)
+            await last_save(self.settings, data, self.spec, self.outputs_path)
+            await stop_group(int(data["pid"]), grace, self._children)
         await self.settings.forget(pod_id)  # a pod found dead: its save loop ends too
         child = self._children.pop(pod_id, None)
         if child is not None:
@@ -421,55 +313,12 @@ class LocalBackend(Backend):
         self, pod_id: str, addr: str, slug: str, profile: Profile, http: aiohttp.ClientSession
     ) -> None:
         """The pod's own folder ({home}) is where its --styles-file and --ui-config-file are."""
-        if profile.probe not in SETTINGS_KINDS:
-            return
-        data = await asyncio.to_thread(self._read, pod_id)
-        if data is None:
-            return
-        keeper = self.settings.keeper(
-            http, addr, profile.probe, str(data.get("home") or ""), self.outputs_path(""), slug
+        await keep_claimed(
+            self.settings, self.records_dir, pod_id, addr, slug, profile, http, self.outputs_path
         )
-        await self.settings.claimed(pod_id, keeper)
-
-    async def _last_save(self, data: dict[str, Any]) -> None:
-        """A claimed pod about to stop (a reclaim): its user's settings, saved once more."""
-        user = data.get("user")
-        try:
-            profile = self.spec.profile(data["profile"])
-        except KeyError:
-            profile = None
-        if not user or profile is None or not profile.keep_settings:
-            return
-        if self.settings.watching(data["id"]) or profile.probe not in SETTINGS_KINDS:
-            await self.settings.stopping(data["id"], None)
-            return
-        # Bound by another broker: a keeper made here, for this one save.
-        async with aiohttp.ClientSession(trust_env=False) as http:
-            keeper = self.settings.keeper(
-                http, data["addr"], profile.probe, str(data.get("home") or ""),
-                self.outputs_path(""), slugify(user),
-            )  # fmt: skip
-            await self.settings.stopping(data["id"], keeper)
 
     async def close(self) -> None:
         await self.settings.close()
-
-    async def _stop_group(self, pid: int, grace: float) -> None:
-        try:
-            pgid = os.getpgid(pid)
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                break
-            child = next((c for c in self._children.values() if c.pid == pid), None)
-            if child is not None and child.poll() is not None:
-                break
-            await asyncio.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
 
     async def observe(self) -> list[PodRecord]:
         """Every pod, read in the event loop a slice at a time, so that users' requests
@@ -499,52 +348,18 @@ class LocalBackend(Backend):
         # whole step goes to a thread, which waits for it off the loop.
         try:
             self._mark_claimed(pod_id, user, slug, groups, wait=False)
-        except _LockHeld:
+        except LockHeld:
             await asyncio.to_thread(self._mark_claimed, pod_id, user, slug, groups)
 
     def _mark_claimed(
         self, pod_id: str, user: str, slug: str = "", groups: str = "", *, wait: bool = True
     ) -> None:
-        """Claim the pod for `user`: its claim file, locked, is written only when empty.
-
-        The lock (flock) holds across processes (brokers share the data dir), so
-        there is no read-check-write for two brokers to interleave, and readers
-        take it too, never seeing half a claim. A claim already there is fine for
-        the same user (binding is idempotent) and a Conflict for anyone else:
-        single-use, even when Redis was flushed between the Lua claim and this step.
-        """
+        """Claim the pod for `user` (local_records.write_claim: locked, single-use), after
+        noting its uid for prepare_outputs. Without `wait`, LockHeld when the lock is held."""
         data = read_record(self.records_dir, pod_id)
         if data is not None and data.get("uid") is not None:
             self._claimed_uid[slug] = int(data["uid"])  # prepare_outputs hands it the folder
-        mine = claim_text(user, groups)
-        path = self._claim_path(pod_id)
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:  # a deleted pod, or one started by an older version
-            if read_record(self.records_dir, pod_id) is None:
-                raise PodGone(f"pod {pod_id} is gone") from None
-            fd = open_claim(path, os.O_RDWR | os.O_CREAT)
-        except OSError as exc:
-            raise BackendError(f"cannot record the claim of pod {pod_id}: {exc}") from exc
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise _LockHeld from None
-            held = os.pread(fd, CLAIM_MAX, 0)
-            if held and claim_user(held) != claim_user(mine):
-                raise Conflict(f"pod {pod_id} is already claimed by someone else")
-            data = read_record(self.records_dir, pod_id)
-            if data is None or not self._alive(data):
-                raise PodGone(f"pod {pod_id} is gone")
-            if data.get("user") and data["user"] != user:  # claimed by an older version
-                raise Conflict(f"pod {pod_id} is already claimed by someone else")
-            if not held:
-                os.pwrite(fd, mine, 0)
-        except OSError as exc:
-            raise BackendError(f"cannot record the claim of pod {pod_id}: {exc}") from exc
-        finally:
-            os.close(fd)  # and the lock with it
+        write_claim(self.records_dir, pod_id, user, groups, self._alive, wait=wait)
 
     def outputs_path(self, slug: str) -> str:
         # The base is resolved once per spec (resolving stats every component, in the

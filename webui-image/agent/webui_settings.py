@@ -102,6 +102,9 @@ class WebUISettings:
             webui_dir,
         )
         self.timeout = aiohttp.ClientTimeout(total=timeout)
+        #: True when the last fetch had every workflow the WebUI lists (the listing, each
+        #: file read and valid, under FILES_MAX): only then may a deletion be mirrored.
+        self.whole = False
 
     async def _get(self, path: str) -> bytes:
         async with self.http.get(self.base + path, timeout=self.timeout) as resp:
@@ -123,6 +126,7 @@ class WebUISettings:
     async def fetch(self) -> dict[str, bytes]:
         """Every setting of this kind now, validated; SettingsError or a client error when
         a part cannot be had (then nothing is saved this time: the last copy stays)."""
+        self.whole = False
         if self.kind == "comfyui":
             return await self._fetch_comfy()
         files = {"config.json": check("config.json", await self._get("/sdapi/v1/options"))}
@@ -140,22 +144,28 @@ class WebUISettings:
         try:
             names = parse_json("userdata listing", await self._get("/userdata?dir=workflows"))
         except aiohttp.ClientResponseError as exc:
-            if exc.status == 404:  # no workflows folder yet
+            if exc.status == 404:  # no workflows folder yet (or a restore that failed)
                 return files
             raise
         if not isinstance(names, list):
             raise SettingsError("userdata listing: not a list")
+        whole = len(names) <= FILES_MAX
         for name in names[:FILES_MAX]:
             if not isinstance(name, str):
+                whole = False
                 continue
             try:
                 safe_name(name)
             except SettingsError as exc:
                 log.warning("ComfyUI workflow skipped: %s", exc)
+                whole = False
                 continue
             body = await self._get("/userdata/" + quote(WORKFLOWS + name, safe=""))
-            with contextlib.suppress(SettingsError):
+            try:
                 files[WORKFLOWS + name] = check(WORKFLOWS + name, body)
+            except SettingsError:
+                whole = False
+        self.whole = whole
         return files
 
     async def apply(self, files: dict[str, bytes]) -> None:
@@ -189,21 +199,28 @@ class Keeper:
     def __init__(self, webui: WebUISettings, store: Store) -> None:
         self.webui, self.store = webui, store
         self.last = ""  # digest of what was last kept or restored
+        #: Every kept file was given to the pod: until then, a workflow missing from the
+        #: pod may be one it never got, so no deletion is mirrored.
+        self.restored = False
 
     async def restore(self) -> int:
         files = await asyncio.to_thread(self.store.load)
         await self.webui.apply(files)
+        self.restored = True
         if files:  # what the pod holds now, as fetched: nothing to save until it changes
             with contextlib.suppress(SettingsError, aiohttp.ClientError, asyncio.TimeoutError):
-                self.last = digest(await self.webui.fetch())
+                now = await self.webui.fetch()
+                self.last = digest(now) + ("+" if self.webui.whole else "")
         return len(files)
 
     async def save(self) -> int:
-        """Fetch, and keep what changed since the last look (a digest compare: cheap)."""
+        """Fetch, and keep what changed since the last look (a digest compare: cheap); a
+        complete fetch after a complete restore also removes the workflows deleted there."""
         files = await self.webui.fetch()
-        now = digest(files)
+        mirror = self.restored and self.webui.whole
+        now = digest(files) + ("+" if mirror else "")
         if now == self.last:
             return 0
-        changed = await asyncio.to_thread(self.store.save, files)
+        changed = await asyncio.to_thread(self.store.save, files, mirror)
         self.last = now
         return changed
