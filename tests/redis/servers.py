@@ -16,6 +16,7 @@ import datetime
 import ipaddress
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,14 +47,42 @@ def tls_redis_binary() -> Path:
     pytest.skip(reason)
 
 
-class ServerProcess:
-    """One redis-server (or sentinel) on a loopback port, killed on stop."""
+class PortTaken(RuntimeError):
+    """The server could not bind its port: someone took it after it was picked."""
 
-    def __init__(self, binary: Path, args: list[str], port: int, log: Path) -> None:
+
+class ServerProcess:
+    """One redis-server (or sentinel) on a loopback port, killed on stop.
+
+    A port picked free can be taken before the server binds it (other tests, and with
+    two test workers other files, open ports all the time; a cluster node also needs
+    the port + 10000). `remake` gives a new (port, args): a server that exits with
+    "Address already in use" is started again on it, at most three times."""
+
+    def __init__(
+        self,
+        binary: Path,
+        args: list[str],
+        port: int,
+        log: Path,
+        remake: Callable[[], tuple[int, list[str]]] | None = None,
+    ) -> None:
         self.binary, self.args, self.port, self.log = binary, args, port, log
+        self.remake = remake
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServerProcess:
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return self
+            except PortTaken:
+                if self.remake is None or attempt == 2:
+                    raise
+                self.port, self.args = self.remake()
+        return self
+
+    def _start_once(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 ["redis-server", *self.args],
@@ -62,11 +91,14 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
             )
         wait_for(self._listening, 10, what=f"redis on port {self.port}")
-        return self
 
     def _listening(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited; log:\n{self.log.read_text()[-2000:]}")
+            text = self.log.read_text()[-2000:]
+            self.log.write_text("")  # a retry's log starts clean
+            if "Address already in use" in text:
+                raise PortTaken(text)
+            raise RuntimeError(f"redis-server exited; log:\n{text}")
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                 return True
@@ -168,15 +200,19 @@ def tls_server(directory: Path, pki: Pki, password: str) -> ServerProcess:
     """A Memorystore-like server: TLS only (no plain port), AUTH, client certificates
     optional (checked against the CA when one is presented)."""
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    args = [
-        "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-        "--tls-cert-file", str(pki.server_cert), "--tls-key-file", str(pki.server_key),
-        "--tls-ca-cert-file", str(pki.ca), "--tls-auth-clients", "optional",
-        "--requirepass", password,
-        "--dir", str(directory), "--save", "", "--appendonly", "no",
-    ]  # fmt: skip
-    return ServerProcess(tls_redis_binary(), args, port, directory / "redis.log")
+
+    def make() -> tuple[int, list[str]]:
+        port = free_port()
+        return port, [
+            "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+            "--tls-cert-file", str(pki.server_cert), "--tls-key-file", str(pki.server_key),
+            "--tls-ca-cert-file", str(pki.ca), "--tls-auth-clients", "optional",
+            "--requirepass", password,
+            "--dir", str(directory), "--save", "", "--appendonly", "no",
+        ]  # fmt: skip
+
+    port, args = make()
+    return ServerProcess(tls_redis_binary(), args, port, directory / "redis.log", make)
 
 
 def plain_server(directory: Path, *extra: str, below: int = 65536) -> ServerProcess:
@@ -186,12 +222,27 @@ def plain_server(directory: Path, *extra: str, below: int = 65536) -> ServerProc
     55535: "Cluster communication port is 10,000 port numbers higher").
     """
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    while port >= below:
+    cluster = "--cluster-enabled" in extra
+
+    def make() -> tuple[int, list[str]]:
         port = free_port()
-    args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-            "--save", "", "--appendonly", "no", *extra]  # fmt: skip
-    return ServerProcess(redis_server_binary(), args, port, directory / "redis.log")
+        while port >= below or (cluster and not _free(port + 10000)):
+            port = free_port()
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+                "--save", "", "--appendonly", "no", *extra]  # fmt: skip
+        return port, args
+
+    port, args = make()
+    return ServerProcess(redis_server_binary(), args, port, directory / "redis.log", make)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def sentinel(
@@ -200,14 +251,19 @@ def sentinel(
     """A sentinel watching 127.0.0.1:master_port (quorum 2 of 3, down after 1 s);
     `password`: the sentinel's own AUTH (sentinel.conf `requirepass`, Redis 5.0.1 on)."""
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     conf = directory / "sentinel.conf"  # sentinel rewrites its config: a file of its own
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
-        f"sentinel monitor {master} 127.0.0.1 {master_port} 2\n"
-        f"sentinel down-after-milliseconds {master} 1000\n"
-        f"sentinel failover-timeout {master} 5000\n"
-        f"sentinel parallel-syncs {master} 1\n" + (f"requirepass {password}\n" if password else "")
-    )
-    return ServerProcess(redis_server_binary(), [str(conf), "--sentinel"], port,
-                         directory / "sentinel.log")  # fmt: skip
+
+    def make() -> tuple[int, list[str]]:
+        port = free_port()
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"sentinel monitor {master} 127.0.0.1 {master_port} 2\n"
+            f"sentinel down-after-milliseconds {master} 1000\n"
+            f"sentinel failover-timeout {master} 5000\n"
+            f"sentinel parallel-syncs {master} 1\n"
+            + (f"requirepass {password}\n" if password else "")
+        )
+        return port, [str(conf), "--sentinel"]
+
+    port, args = make()
+    return ServerProcess(redis_server_binary(), args, port, directory / "sentinel.log", make)

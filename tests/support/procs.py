@@ -60,20 +60,33 @@ class RedisServer:
         self.dir = directory
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start (or restart, on the same port). A first start whose port was taken
+        between free_port() and the bind (two test workers open ports all the time)
+        tries a new port; a restart keeps its port, as a restarted Redis would."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [str(redis_server_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir), "--save", "", "--appendonly", "no", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for(self._pings, 10, what="redis-server")
+        for _ in range(3):
+            self.proc = subprocess.Popen(
+                [str(redis_server_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--dir", str(self.dir), "--save", "", "--appendonly", "no", "--daemonize", "no"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            proc = self.proc
+            wait_for(lambda p=proc: p.poll() is not None or self._pings(), 10, what="redis-server")
+            if proc.poll() is None:
+                self._started = True
+                return
+            if self._started:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"redis-server exited at once on port {self.port}")
 
     def _pings(self) -> bool:
         try:
